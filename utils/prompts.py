@@ -1,0 +1,59 @@
+"""Run batches of prompts of different lengths through a model and read the next-token logits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+from transformer_lens import HookedTransformer
+
+
+def pad_right(model: HookedTransformer, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded tokens [batch, pos] for ``prompts`` and each prompt's length in tokens.
+
+    Right padding never changes a causal model's outputs at the real positions, so the logits at
+    position ``length - 1`` are exactly those of the prompt run alone.
+    """
+    encoded = [model.to_tokens(p, prepend_bos=model.cfg.default_prepend_bos)[0] for p in prompts]
+    lengths = torch.tensor([len(t) for t in encoded])
+    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    tokens = torch.full((len(encoded), int(lengths.max())), pad, dtype=torch.long)
+    for row, ids in enumerate(encoded):
+        tokens[row, : len(ids)] = ids
+    return tokens.to(model.cfg.device), lengths
+
+
+@torch.no_grad()
+def next_token_logits(
+    model: HookedTransformer, prompts: Sequence[str], batch_size: int = 32, progress: bool = False
+) -> torch.Tensor:
+    """Logits [n_prompts, d_vocab] for the token after each prompt."""
+    out = []
+    for start in tqdm(range(0, len(prompts), batch_size), disable=not progress, desc="prompts"):
+        tokens, lengths = pad_right(model, prompts[start : start + batch_size])
+        logits = model(tokens)
+        out.append(logits[torch.arange(len(lengths)), lengths - 1].float().cpu())
+    return torch.cat(out) if out else torch.empty(0, model.cfg.d_vocab)
+
+
+def first_target_token(model: HookedTransformer, target: str) -> int:
+    """The first token of `` target`` (targets follow their prompt after a space)."""
+    return int(model.to_tokens(" " + target, prepend_bos=False)[0, 0])
+
+
+def known_facts(model: HookedTransformer, facts: pd.DataFrame, batch_size: int = 32) -> pd.DataFrame:
+    """The facts whose prompt's top-1 next token is the target's first token, as the papers filter.
+
+    Adds ``target_token`` (the model's own top-1 token, equal to the target's first token) and
+    ``target_prob`` (its probability).
+    """
+    probs = next_token_logits(model, list(facts.prompt), batch_size, progress=True).softmax(-1)
+    top = probs.argmax(-1)
+    wanted = torch.tensor([first_target_token(model, t) for t in facts.target])
+    keep = (top == wanted).numpy()
+    known = facts[keep].copy()
+    known["target_token"] = top[keep].numpy()
+    known["target_prob"] = probs[torch.from_numpy(keep)].max(-1).values.numpy()
+    return known.reset_index(drop=True)

@@ -1,0 +1,175 @@
+"""Address a transformer's 2L sublayers and run a block with some of them skipped (never computed).
+
+Sublayer ``2 * layer`` is layer ``layer``'s attention, ``2 * layer + 1`` its MLP, as in SPRINT.
+A skipped sublayer is removed together with its pre-norm: the residual stream passes through
+unchanged and none of the sublayer's arithmetic runs, so measured speed-ups are real.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from transformer_lens import HookedTransformer
+from transformer_lens.components import TransformerBlock, Unembed
+from transformer_lens.components.mlps.gated_mlp import GatedMLP
+
+Kind = Literal["attn", "mlp"]
+KINDS: tuple[Kind, Kind] = ("attn", "mlp")
+
+
+@dataclass(frozen=True, order=True)
+class Sublayer:
+    """One sublayer: ``layer``'s attention or MLP."""
+
+    layer: int
+    kind: Kind
+
+    @property
+    def index(self) -> int:
+        """SPRINT's flat index: 2 * layer for attention, 2 * layer + 1 for the MLP."""
+        return 2 * self.layer + KINDS.index(self.kind)
+
+    @property
+    def out_hook(self) -> str:
+        """Name of the hook that sees this sublayer's write to the residual stream."""
+        return f"blocks.{self.layer}.hook_{self.kind}_out"
+
+    def __str__(self) -> str:
+        return f"L{self.layer}.{self.kind}"
+
+
+def sublayer(index: int) -> Sublayer:
+    """The sublayer with SPRINT's flat index ``index``."""
+    if index < 0:
+        raise ValueError(f"sublayer index must be >= 0, got {index}")
+    return Sublayer(index // 2, KINDS[index % 2])
+
+
+def all_sublayers(model: HookedTransformer) -> list[Sublayer]:
+    """Every sublayer of ``model`` in forward order."""
+    return [sublayer(i) for i in range(2 * model.cfg.n_layers)]
+
+
+class SkippableBlock(TransformerBlock):
+    """A TransformerBlock whose attention or MLP sublayer can be skipped without computing it."""
+
+    skip_attn: bool = False
+    skip_mlp: bool = False
+
+    def forward(
+        self,
+        resid_pre: torch.Tensor,
+        shortformer_pos_embed: torch.Tensor | None = None,
+        past_kv_cache_entry=None,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if not (self.skip_attn or self.skip_mlp):
+            return super().forward(resid_pre, shortformer_pos_embed, past_kv_cache_entry, attention_mask)
+        resid_pre = self.hook_resid_pre(resid_pre)
+        resid = resid_pre
+        if not self.skip_attn:
+            normed = self.ln1(resid_pre)
+            attn_out = self.attn(
+                query_input=normed,
+                key_input=normed,
+                value_input=normed,
+                past_kv_cache_entry=past_kv_cache_entry,
+                attention_mask=attention_mask,
+            )
+            resid = resid + self.hook_attn_out(attn_out)
+        if self.cfg.parallel_attn_mlp:
+            mlp_in = resid_pre
+        else:
+            resid = mlp_in = self.hook_resid_mid(resid)
+        if not self.skip_mlp:
+            if self.cfg.use_hook_mlp_in:
+                mlp_in = self.hook_mlp_in(mlp_in.clone())
+            resid = resid + self.apply_mlp(self.ln2(mlp_in))
+        return self.hook_resid_post(resid)
+
+
+class FastGatedMLP(GatedMLP):
+    """GatedMLP that multiplies by its weights directly.
+
+    TransformerLens 3.9 copies each weight's transpose on every call (``W.T.contiguous()``), which
+    dominates the cost of short prompts. Same hooks, same float32 results to rounding.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre_act = self.hook_pre(x @ self.W_gate)
+        pre_linear = self.hook_pre_linear(x @ self.W_in)
+        post_act = self.hook_post(self.act_fn(pre_act) * pre_linear + self.b_in)
+        return post_act @ self.W_out + self.b_out
+
+
+class FastUnembed(Unembed):
+    """Unembed that multiplies by W_U directly (TransformerLens 3.9 copies its transpose, 113 MB
+    for SmolLM2, on every call)."""
+
+    def forward(self, residual: torch.Tensor) -> torch.Tensor:
+        return self.hook_out(self.hook_in(residual) @ self.W_U + self.b_U)
+
+
+def install_fast_blocks(model: HookedTransformer) -> HookedTransformer:
+    """Swap in SkippableBlock, FastGatedMLP and FastUnembed, in place (same hooks and numerics)."""
+    unsupported = [
+        flag
+        for flag in ("use_attn_in", "use_split_qkv_input", "use_normalization_before_and_after")
+        if getattr(model.cfg, flag)
+    ] + (["attn_only"] if model.cfg.attn_only else [])
+    if model.cfg.original_architecture in ("Olmo2ForCausalLM", "Olmo3ForCausalLM"):
+        unsupported.append("post-norm architecture")
+    for block in model.blocks:
+        if not unsupported:
+            block.__class__ = SkippableBlock
+        if type(block.mlp) is GatedMLP and not model.cfg.is_layer_norm_activation():
+            block.mlp.__class__ = FastGatedMLP
+    if type(model.unembed) is Unembed:
+        model.unembed.__class__ = FastUnembed
+    return model
+
+
+def supports_skipping(model: HookedTransformer) -> bool:
+    """Whether ``model``'s blocks can skip sublayers (see install_fast_blocks)."""
+    return all(isinstance(block, SkippableBlock) for block in model.blocks)
+
+
+def set_skipped(model: HookedTransformer, sublayers: Iterable[Sublayer | int]) -> None:
+    """Skip exactly ``sublayers`` (Sublayer objects or flat indices) from now on; others run."""
+    if not supports_skipping(model):
+        raise ValueError(
+            "this model's blocks cannot skip sublayers; load it with utils.models.load_model "
+            "(or call utils.sublayers.install_fast_blocks on it) first"
+        )
+    chosen = {s if isinstance(s, Sublayer) else sublayer(s) for s in sublayers}
+    for s in chosen:
+        if not 0 <= s.layer < model.cfg.n_layers:
+            raise ValueError(f"{s} is out of range: the model has {model.cfg.n_layers} layers")
+    for layer, block in enumerate(model.blocks):
+        block.skip_attn = Sublayer(layer, "attn") in chosen
+        block.skip_mlp = Sublayer(layer, "mlp") in chosen
+
+
+def skipped_now(model: HookedTransformer) -> list[Sublayer]:
+    """The sublayers ``model`` currently skips, in forward order."""
+    return [
+        Sublayer(layer, kind)
+        for layer, block in enumerate(model.blocks)
+        for kind in KINDS
+        if getattr(block, f"skip_{kind}", False)
+    ]
+
+
+@contextmanager
+def skipping(model: HookedTransformer, sublayers: Iterable[Sublayer | int]) -> Iterator[None]:
+    """Context manager: skip ``sublayers`` (on top of any already skipped) inside the block."""
+    before = skipped_now(model)
+    set_skipped(model, [*before, *sublayers])
+    try:
+        yield
+    finally:
+        set_skipped(model, before)

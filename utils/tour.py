@@ -1,0 +1,83 @@
+"""Notebook 00's computations: residual-stream decomposition, direct logit attribution, logit lens,
+and the sizes of attention vs MLP writes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+from transformer_lens import ActivationCache, HookedTransformer
+
+from utils.sublayers import all_sublayers
+
+PRESETS = {
+    "smoke": {"n_norm_tokens": 256, "norm_ctx": 32},
+    "default": {"n_norm_tokens": 16_384, "norm_ctx": 128},
+    "paper": {"n_norm_tokens": 65_536, "norm_ctx": 256},
+}
+
+
+def residual_components(model: HookedTransformer, cache: ActivationCache) -> dict[str, torch.Tensor]:
+    """Every write into the residual stream, in order: the embedding then each sublayer ([batch, pos, d])."""
+    components = {"embed": cache["hook_embed"]}
+    if "hook_pos_embed" in cache:
+        components["pos_embed"] = cache["hook_pos_embed"]
+    for s in all_sublayers(model):
+        components[str(s)] = cache[s.out_hook]
+    return components
+
+
+def decomposition_error(model: HookedTransformer, cache: ActivationCache) -> float:
+    """Max |final residual - sum of all writes|: zero up to float rounding, by construction."""
+    total = torch.stack(list(residual_components(model, cache).values())).sum(0)
+    final = cache[f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"]
+    return float((final - total).abs().max())
+
+
+def direct_logit_attribution(
+    model: HookedTransformer, cache: ActivationCache, token: int, pos: int = -1
+) -> pd.Series:
+    """Each write's direct contribution to ``token``'s logit at ``pos`` (batch element 0).
+
+    The final norm is linearised: its scale at ``pos`` is treated as a constant, so the
+    contributions (plus the unembedding bias) add up to the logit exactly.
+    """
+    scale = cache["ln_final.hook_scale"][0, pos]
+    direction = model.W_U[:, token]
+    return pd.Series(
+        {name: float(act[0, pos] @ direction / scale) for name, act in residual_components(model, cache).items()}
+    )
+
+
+def logit_lens(model: HookedTransformer, cache: ActivationCache, token: int, pos: int = -1) -> pd.DataFrame:
+    """Probability and rank of ``token`` when each layer's residual stream is decoded directly."""
+    rows = []
+    for layer in range(model.cfg.n_layers):
+        resid = cache[f"blocks.{layer}.hook_resid_post"][:, pos]
+        logits = model.unembed(model.ln_final(resid.unsqueeze(1)))[0, 0]
+        probs = logits.softmax(-1)
+        rows.append(
+            {
+                "layer": layer,
+                "prob": float(probs[token]),
+                "rank": int((logits > logits[token]).sum()) + 1,
+                "top_token": model.to_string(logits.argmax()),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def sublayer_write_norms(model: HookedTransformer, batches: Iterable[torch.Tensor]) -> pd.DataFrame:
+    """Mean L2 norm per token of each layer's attention and MLP writes (first position excluded)."""
+    names = [s.out_hook for s in all_sublayers(model)]
+    sums = torch.zeros(len(names))
+    count = 0
+    for tokens in tqdm(list(batches), desc="norms"):
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
+        sums += torch.stack([cache[n][:, 1:].norm(dim=-1).sum() for n in names])
+        count += tokens[:, 1:].numel()
+    means = (sums / count).view(model.cfg.n_layers, 2)
+    return pd.DataFrame({"layer": range(model.cfg.n_layers), "attn": means[:, 0], "mlp": means[:, 1]})
