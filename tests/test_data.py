@@ -1,0 +1,95 @@
+import csv
+import json
+
+import pytest
+import torch
+
+from utils import data
+from utils.data import DataError, DataUnavailableError, load_facts, subject_span, token_span
+
+MIN_FACTS, MIN_RELATIONS, MIN_CORPUS_TOKENS, MIN_TOPICS = 500, 12, 300_000, 500
+
+
+def test_shipped_facts_are_large_and_valid():
+    facts = load_facts()
+    assert len(facts) >= MIN_FACTS and facts.relation.nunique() >= MIN_RELATIONS
+    for row in facts.itertuples():
+        assert row.prompt[row.subject_start : row.subject_end] == row.subject
+
+
+def _write_facts(path, rows):
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=data.FACT_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_malformed_fact_row_is_named(tmp_path):
+    good = {"relation": "r", "subject": "France", "prompt": "The capital of France is", "target": "Paris",
+            "subject_start": 15, "subject_end": 21}
+    bad = {**good, "subject": "Spain"}
+    _write_facts(tmp_path / "f.csv", [good, bad])
+    with pytest.raises(DataError, match=r"row 3 .*Spain"):
+        load_facts(tmp_path / "f.csv")
+    _write_facts(tmp_path / "g.csv", [good, {**good, "target": " Paris"}])
+    with pytest.raises(DataError, match="row 3.*space"):
+        load_facts(tmp_path / "g.csv")
+    _write_facts(tmp_path / "h.csv", [good, good])
+    with pytest.raises(DataError, match="duplicate"):
+        load_facts(tmp_path / "h.csv")
+
+
+def test_subject_span_finds_or_refuses():
+    assert subject_span("Where is Rome now", "Rome") == (9, 13)
+    with pytest.raises(DataError, match="not found"):
+        subject_span("Where is Rome", "Paris")
+    with pytest.raises(DataError, match="more than once"):
+        subject_span("Rome, Rome", "Rome")
+
+
+@pytest.mark.embedded
+def test_token_span_uses_offsets(embedded):
+    prompt = "The Eiffel Tower is located in the city of"
+    start, end = token_span(embedded.tokenizer, prompt, 4, 16)
+    assert embedded.to_string(embedded.to_tokens(prompt)[0, start:end]).strip() == "Eiffel Tower"
+    assert token_span(embedded.tokenizer, prompt, 200, 210) is None
+
+
+def test_known_1000_offline_error_and_local_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("SUBLAYER_LAB_CACHE", str(tmp_path / "cache"))
+
+    def no_network(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(data.urllib.request, "urlopen", no_network)
+    with pytest.raises(DataUnavailableError, match="pass its path"):
+        data.load_known_1000()
+    record = {"known_id": 0, "subject": "Vinson Massif", "attribute": "Antarctica", "template": "{} is located in the continent of",
+              "prediction": " Antarctica", "prompt": "Vinson Massif is located in the continent of", "relation_id": "P30"}
+    (tmp_path / "known.json").write_text(json.dumps([record]))
+    facts = data.load_known_1000(tmp_path / "known.json")
+    assert facts.loc[0, "target"] == "Antarctica" and facts.loc[0, "subject_end"] == len("Vinson Massif")
+
+
+def test_unknown_online_corpus_is_refused():
+    with pytest.raises(ValueError, match="shipped"):
+        next(data.corpus_texts(source="no-such-corpus"))
+
+
+def test_shipped_corpus_is_large_split_and_covers_every_subject():
+    record = json.loads((data.CORPUS_DIR / "generation.json").read_text())
+    assert sum(c["tokens"] for c in record["counts"].values()) >= MIN_CORPUS_TOKENS
+    topics = (data.CORPUS_DIR / "topics.txt").read_text().splitlines()
+    assert len(set(topics)) == len(topics) >= MIN_TOPICS
+    train = {d["topic"] for d in data.corpus_documents("train")}
+    validation = {d["topic"] for d in data.corpus_documents("validation")}
+    assert train and validation and not train & validation
+    assert set(load_facts().subject) <= train | validation
+
+
+@pytest.mark.embedded
+def test_token_batches_shapes_and_budget(embedded):
+    batches = list(data.token_batches(embedded, "validation", n_tokens=10 * 16, ctx=16, batch_size=4))
+    assert [b.shape for b in batches] == [torch.Size([4, 16])] * 2 + [torch.Size([2, 16])]
+    with pytest.raises(ValueError, match="ctx"):
+        next(data.token_batches(embedded, ctx=1))

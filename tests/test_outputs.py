@@ -1,0 +1,50 @@
+import json
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+
+from utils.outputs import load_metrics, paper_vs_here, save_results
+from utils.scales import apply_scale
+
+PRESETS = {"smoke": {"n": 2, "ctx": 8}, "default": {"n": 100, "ctx": 64}, "paper": {"n": 1000}}
+
+
+def test_apply_scale_fills_untouched_parameters_only():
+    ns = {"scale": "smoke", "n": 100, "ctx": 32}  # ctx was overridden by the caller
+    assert apply_scale(ns, PRESETS) == {"n": 2, "ctx": 32}
+    ns = {"scale": "paper", "n": 100, "ctx": 64}
+    assert apply_scale(ns, PRESETS) == {"n": 1000, "ctx": 64}
+    with pytest.raises(ValueError, match="scale must be one of"):
+        apply_scale({"scale": "huge", "n": 1, "ctx": 1}, PRESETS)
+    with pytest.raises(KeyError, match="ctx"):
+        apply_scale({"scale": "smoke", "n": 1}, PRESETS)
+
+
+def test_save_results_writes_figures_and_jsonable_metrics(tmp_path):
+    fig, ax = plt.subplots()
+    ax.plot([0, 1])
+    table = paper_vs_here([{"claim": "c", "paper": "p", "here": 1.5, "verdict": "holds"}])
+    path = save_results(tmp_path, {"x": np.float32(0.5), "nan": float("nan"), "t": table}, {"line": fig})
+    metrics = load_metrics(tmp_path)
+    assert path.name == "metrics.json" and (tmp_path / "line.png").stat().st_size > 0
+    assert metrics["x"] == 0.5 and metrics["nan"] is None and metrics["figures"] == ["line.png"]
+    assert metrics["t"][0]["verdict"] == "holds"
+
+
+def test_failed_write_keeps_the_previous_metrics(tmp_path):
+    save_results(tmp_path, {"good": 1}, {})
+
+    class Broken:
+        def savefig(self, *args, **kwargs):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_results(tmp_path, {"good": 2}, {"fig": Broken()})
+    assert json.loads((tmp_path / "metrics.json").read_text())["good"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+
+def test_paper_vs_here_requires_its_columns():
+    with pytest.raises(ValueError, match="verdict"):
+        paper_vs_here([{"claim": "c", "paper": "p", "here": 1}])
