@@ -37,7 +37,6 @@ test-notebooks: env
 
 lint: env
 	$(PY) -m ruff check utils tests benchmarks scripts notebooks
-	$(PY) -m ruff format --check utils tests benchmarks scripts
 
 benchmarks: env
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

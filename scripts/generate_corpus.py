@@ -32,11 +32,13 @@ SETTINGS = {
         "Write a few paragraphs of interesting facts about {topic}.",
     ],
     "min_tokens": 320_000,
-    "max_new_tokens": 320,
-    "temperature": 0.8,
-    "top_p": 0.95,
-    "repetition_penalty": 1.1,
-    "batch_size": 48,
+    "max_new_tokens": 256,
+    "temperature": 0.7,
+    "batch_size": 128,
+    # bfloat16 and one thread: about 4x faster on CPUs with AMX than float32, and top-p /
+    # repetition-penalty processors are left out because they cost more than the model per step.
+    "dtype": "bfloat16",
+    "threads": 1,
     "validation_modulus": 10,
 }
 
@@ -61,9 +63,7 @@ def generate(model, tokenizer, requests: list[str], seed: int, settings: dict) -
         max_new_tokens=settings["max_new_tokens"],
         do_sample=True,
         temperature=settings["temperature"],
-        top_p=settings["top_p"],
         top_k=0,
-        repetition_penalty=settings["repetition_penalty"],
         pad_token_id=tokenizer.pad_token_id,
     )
     answers = output[:, encoded["input_ids"].shape[1] :]
@@ -88,7 +88,9 @@ def main() -> None:
     settings = {**SETTINGS, "min_tokens": args.min_tokens}
 
     topics = [t.strip() for t in (CORPUS_DIR / "topics.txt").read_text().splitlines() if t.strip()]
+    torch.set_num_threads(settings["threads"])
     model, tokenizer = load_hf_embedded()
+    model = model.to(getattr(torch, settings["dtype"]))
     tokenizer.padding_side = "left"
     documents, n_tokens, started = [], 0, time.time()
     bar = tqdm(total=settings["min_tokens"], unit="tok", desc="corpus")

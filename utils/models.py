@@ -175,14 +175,14 @@ def _load_embedded_from_cache() -> HookedTransformer | None:
         state = load_file(weights_path)
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     except Exception as err:  # any damage means: rebuild, never use it
-        warnings.warn(f"converted-model cache at {weights_path.parent} is damaged ({err}); rebuilding")
+        warnings.warn(f"converted-model cache at {weights_path.parent} is damaged ({err}); rebuilding", stacklevel=2)
         return None
     cfg = HookedTransformerConfig(**manifest["config"], init_weights=False)
     model = HookedTransformer(cfg, tokenizer=tokenizer)
     missing, unexpected = model.load_state_dict(state, strict=False)
     buffers = {name for name, _ in model.named_buffers()}
     if unexpected or set(missing) - buffers:
-        warnings.warn("converted-model cache does not match the model layout; rebuilding")
+        warnings.warn("converted-model cache does not match the model layout; rebuilding", stacklevel=2)
         return None
     return model
 
