@@ -161,8 +161,8 @@ def _convert_embedded() -> HookedTransformer:
 
 
 def _load_embedded_from_cache() -> HookedTransformer | None:
-    """The cached converted model, or None when the cache is missing or fails its checksum."""
-    from safetensors.torch import load_file
+    """The cached converted model, or None when the cache is missing, damaged or mismatched."""
+    from safetensors import safe_open
     from transformers import AutoTokenizer
 
     weights_path, manifest_path, tokenizer_dir = _embedded_cache_paths()
@@ -172,17 +172,16 @@ def _load_embedded_from_cache() -> HookedTransformer | None:
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("sha256") != _file_sha256(weights_path):
             raise ValueError("checksum mismatch")
-        state = load_file(weights_path)
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        model = HookedTransformer(HookedTransformerConfig(**manifest["config"], init_weights=False), tokenizer=tokenizer)
+        params = dict(model.named_parameters())
+        with safe_open(weights_path, framework="pt") as weights, torch.no_grad():
+            if set(weights.keys()) != set(params):
+                raise ValueError("its tensors do not match the model's parameters")
+            for name in weights.keys():  # one tensor at a time keeps peak memory near one model
+                params[name].copy_(weights.get_tensor(name))
     except Exception as err:  # any damage means: rebuild, never use it
         warnings.warn(f"converted-model cache at {weights_path.parent} is damaged ({err}); rebuilding", stacklevel=2)
-        return None
-    cfg = HookedTransformerConfig(**manifest["config"], init_weights=False)
-    model = HookedTransformer(cfg, tokenizer=tokenizer)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    buffers = {name for name, _ in model.named_buffers()}
-    if unexpected or set(missing) - buffers:
-        warnings.warn("converted-model cache does not match the model layout; rebuilding", stacklevel=2)
         return None
     return model
 
