@@ -93,3 +93,10 @@ def test_token_batches_shapes_and_budget(embedded):
     assert [b.shape for b in batches] == [torch.Size([4, 16])] * 2 + [torch.Size([2, 16])]
     with pytest.raises(ValueError, match="ctx"):
         next(data.token_batches(embedded, ctx=1))
+
+
+def test_online_corpus_offline_says_what_to_do(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(DataUnavailableError, match="source='shipped'"):
+        next(data.corpus_texts(source="wikitext"))
