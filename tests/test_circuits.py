@@ -1,0 +1,193 @@
+import pytest
+import torch
+
+from utils import circuits as C
+from utils.models import tiny_model
+from utils.transcoders import SparseTranscoder
+
+
+@pytest.fixture(scope="module")
+def setup():
+    """A 3-layer tiny model, random transcoders on layers 0 and 2 (layer 1 keeps its MLP), one prompt."""
+    torch.set_grad_enabled(False)
+    model = tiny_model(n_layers=3, seed=2)
+    transcoders = {}
+    for layer in (0, 2):
+        tc = SparseTranscoder(model.cfg.d_model, 48, model.cfg.d_model, seed=layer)
+        tc.b_pre.normal_(std=0.1)
+        tc.b_enc.normal_(std=0.2)
+        tc.b_dec.normal_(std=0.1)
+        transcoders[layer] = tc.to_sae_lens(layer) if layer == 0 else tc  # both flavours
+    tokens = torch.randint(0, model.cfg.d_vocab, (10,), generator=torch.Generator().manual_seed(3))
+    return model, transcoders, tokens, C.trace(model, tokens, transcoders)
+
+
+def test_contributions_add_up_to_a_feature_pre_activation(setup):
+    model, transcoders, tokens, tr = setup
+    _, cache = model.run_with_cache(tokens[None])
+    x = cache["blocks.2.ln2.hook_normalized"][0]
+    tc = transcoders[2]
+    pre = (x - tc.b_pre) @ tc.W_enc + tc.b_enc
+    for pos, feature in ((7, 3), (4, 10), (0, 1)):
+        target = C.feature_target(tr, transcoders, 2, pos, feature)
+        table = C.contributions(model, tr, target, transcoders)
+        assert table.attribution.sum() + target.bias == pytest.approx(
+            float(pre[pos, feature]), abs=1e-4
+        )
+        assert C.target_value(tr, target) == pytest.approx(float(pre[pos, feature]), abs=1e-4)
+        assert {"embed", "feature", "tc_error", "tc_bias", "mlp", "head", "attn_bias"} >= set(
+            table.kind
+        )
+        assert "mlp" in set(table.kind)  # layer 1 has no transcoder: its whole write is one node
+
+
+def test_contributions_add_up_to_a_logit_difference(setup):
+    model, transcoders, tokens, tr = setup
+    logits = model(tokens[None])[0]
+    target = C.logit_target(model, pos=9, up=[1, 2], down=[5])
+    total = C.contributions(model, tr, target, transcoders).attribution.sum() + target.bias
+    expected = logits[9, [1, 2]].mean() - logits[9, 5]
+    assert total == pytest.approx(float(expected), abs=1e-4)
+
+
+def test_head_attribution_equals_the_heads_output_on_v(setup):
+    model, transcoders, tokens, tr = setup
+    _, cache = model.run_with_cache(tokens[None])
+    target = C.feature_target(tr, transcoders, 2, 8, 5)
+    table = C.contributions(model, tr, target, transcoders)
+    v = target.vector / tr.scale["mlp2"][8]
+    for layer in range(3):
+        for head in range(model.cfg.n_heads):
+            rows = table[(table.kind == "head") & (table.layer == layer) & (table.unit == head)]
+            actual = (
+                cache[f"blocks.{layer}.attn.hook_z"][0, 8, head]
+                @ model.blocks[layer].attn.W_O[head]
+                @ v
+            )
+            assert rows.attribution.sum() == pytest.approx(float(actual), abs=1e-5)
+
+
+def test_expanded_targets_chain_the_attribution(setup):
+    model, transcoders, tokens, tr = setup
+    root = C.logit_target(model, pos=9, up=[3], down=[4])
+    table = C.contributions(model, tr, root, transcoders)
+    checked = 0
+    for row in table[table.kind.isin(C.EXPANDABLE)].to_dict("records"):
+        child = C.expand(model, tr, transcoders, row, root)
+        if row["kind"] == "feature" and tr.acts[row["layer"]][row["pos"], row["unit"]] <= 0:
+            continue
+        total = C.contributions(model, tr, child, transcoders).attribution.sum() + child.bias
+        assert total == pytest.approx(row["attribution"], abs=1e-4)
+        checked += 1
+    assert checked > 10
+    assert (
+        C.expand(
+            model,
+            tr,
+            transcoders,
+            {"kind": "embed", "layer": -1, "pos": 0, "unit": 0, "src": -1},
+            root,
+        )
+        is None
+    )
+
+
+def test_path_search_edges_come_from_the_attribution_tables(setup):
+    model, transcoders, tokens, tr = setup
+    root = C.logit_target(model, pos=9, up=[3], down=[4])
+    graph = C.path_search(model, tr, transcoders, root, iterations=3, branches=3, beam=3)
+    assert len(graph.edges) >= 6
+    for edge in graph.edges:
+        table = C.contributions(model, tr, graph.targets[edge["parent"]], transcoders)
+        names = [C.node_id(r) for r in table.to_dict("records")]
+        match = table.attribution[[n == edge["child"] for n in names]]
+        assert len(match) == 1 and float(match.iloc[0]) == pytest.approx(edge["attribution"])
+    assert set(graph.table().columns) == {"parent", "child", "attribution"}
+
+
+def test_input_invariant_weights_match_the_attribution_weights(setup):
+    model, transcoders, tokens, tr = setup
+    target = C.feature_target(tr, transcoders, 2, 6, 7)
+    table = C.contributions(model, tr, target, transcoders)
+    weights = C.feature_weights(transcoders[0], transcoders[2])[:, 7] / tr.scale["mlp2"][6]
+    for row in table[(table.kind == "feature") & (table.layer == 0)].itertuples():
+        assert row.weight == pytest.approx(float(weights[row.unit]), abs=1e-5)
+    full = C.ov_weights(model, 1, 0, transcoders[0], transcoders[2])
+    assert full.shape == (48, 48)
+    torch.testing.assert_close(
+        C.ov_weights(model, 1, 0, transcoders[0], transcoders[2], feature=7), full[:, 7]
+    )
+
+
+def test_greater_than_prompts_and_probability_difference():
+    prompts = C.greater_than_prompts([32, 7])
+    assert prompts.prompt[0] == "The war lasted from the year 1732 to the year 17"
+    assert prompts.prompt[1] == "The war lasted from the year 1707 to the year 17"
+    assert list(prompts.tens) == [3, 0]
+    with pytest.raises(ValueError, match="two-digit"):
+        C.greater_than_prompts([123])
+    logits = torch.full((2, 10), -1e9)
+    logits[0, 5] = logits[0, 1] = 0.0  # half on a later digit, half on an earlier one
+    logits[1, 3] = 0.0  # all on the start's own tens digit: neither later nor earlier
+    diff = C.prob_diff(logits.softmax(-1), torch.tensor([3, 3]))
+    torch.testing.assert_close(diff, torch.tensor([0.0, 0.0]))
+    one_hot = torch.eye(10)[[9, 0]]
+    torch.testing.assert_close(
+        C.prob_diff(one_hot, torch.tensor([3, 3])), torch.tensor([1.0, -1.0])
+    )
+    assert C.later_earlier(3) == ([4, 5, 6, 7, 8, 9], [0, 1, 2])
+    with pytest.raises(ValueError, match="1..8"):
+        C.later_earlier(0)
+
+
+def test_all_layers_train_in_one_pass_and_are_reused(tmp_path):
+    model = tiny_model(n_layers=2, seed=4)
+    windows = torch.randint(
+        0, model.cfg.d_vocab, (8, 16), generator=torch.Generator().manual_seed(0)
+    )
+    settings = {"d_sae": 24, "l1": 1e-3, "seed": 0, "tokens": 128}
+    first = C.train_all_layers(
+        model, [0, 1], [windows[:4], windows[4:]], tmp_path, settings, batch_tokens=32
+    )
+    assert (
+        set(first) == {0, 1} and first[1].cfg.metadata.hook_name == "blocks.1.ln2.hook_normalized"
+    )
+
+    def untouched():
+        raise AssertionError("cached transcoders should be re-used, not retrained")
+        yield
+
+    again = C.train_all_layers(model, [0, 1], untouched(), tmp_path, settings, batch_tokens=32)
+    torch.testing.assert_close(again[0].W_enc, first[0].W_enc)
+
+
+def test_keeping_every_unit_changes_nothing_and_keeping_none_leaves_the_bias(setup):
+    model, transcoders, tokens, tr = setup
+    spliced = model.run_with_hooks(tokens[None], fwd_hooks=C.splice_all(transcoders))
+    everything = {layer: torch.arange(48) for layer in transcoders}
+    kept = model.run_with_hooks(tokens[None], fwd_hooks=C.splice_all(transcoders, everything))
+    torch.testing.assert_close(kept, spliced)
+    store = {}
+    model.run_with_hooks(
+        tokens[None],
+        fwd_hooks=C.splice_all(transcoders, {})
+        + [("blocks.2.hook_mlp_out", lambda a, hook: store.setdefault("out", a))],
+    )
+    torch.testing.assert_close(store["out"][0], transcoders[2].b_dec.expand(10, -1))
+    neurons = {layer: torch.arange(model.cfg.d_mlp) for layer in range(3)}
+    torch.testing.assert_close(
+        model.run_with_hooks(tokens[None], fwd_hooks=C.keep_neurons(range(3), neurons)),
+        model(tokens[None]),
+    )
+
+
+def test_top_units_ranks_across_layers():
+    scores = {0: torch.tensor([0.1, -5.0, 0.2]), 3: torch.tensor([3.0, 0.0])}
+    top = C.top_units(scores, 2)
+    assert top[0].tolist() == [1] and top[3].tolist() == [0]
+
+
+def test_fingerprint_tells_data_apart():
+    a = [torch.arange(6).view(2, 3)]
+    assert C.fingerprint(a) == C.fingerprint([torch.arange(6).view(2, 3)])
+    assert C.fingerprint(a) != C.fingerprint([torch.arange(1, 7).view(2, 3)])

@@ -1,0 +1,213 @@
+import pytest
+import torch
+
+from utils import pruning
+from utils.hooks import zero_ablate
+from utils.sublayers import Sublayer, set_skipped, sublayer
+
+
+@pytest.fixture
+def calib(tiny):
+    return torch.randint(0, tiny.cfg.d_vocab, (3, 10), generator=torch.Generator().manual_seed(2))
+
+
+@pytest.fixture
+def deep():
+    """A 4-layer tiny model (8 sublayers) so that pruning loops take several steps."""
+    from utils.models import tiny_model
+
+    torch.set_grad_enabled(False)
+    return tiny_model(n_layers=4, seed=3)
+
+
+def test_skipping_nothing_is_the_original_model(tiny, tokens):
+    before = tiny(tokens)
+    set_skipped(tiny, [])
+    assert torch.equal(tiny(tokens), before)
+
+
+@pytest.mark.parametrize("index", [0, 1, 2, 3])
+def test_skipping_a_sublayer_equals_zeroing_its_write(tiny, tokens, index):
+    zeroed = tiny.run_with_hooks(tokens, fwd_hooks=zero_ablate([sublayer(index)]))
+    set_skipped(tiny, [index])
+    try:
+        skipped = tiny(tokens)
+    finally:
+        set_skipped(tiny, [])
+    torch.testing.assert_close(skipped, zeroed, atol=1e-5, rtol=1e-5)
+
+
+def test_checkpoints_match_the_models_own_residuals(tiny, calib):
+    set_skipped(tiny, [1])
+    try:
+        cp = pruning.Checkpoints(tiny, calib)
+        logits, cache = tiny.run_with_cache(calib)
+    finally:
+        set_skipped(tiny, [])
+    expected = [cache["blocks.0.hook_resid_pre"], cache["blocks.0.hook_resid_mid"], cache["blocks.0.hook_resid_post"],
+                cache["blocks.1.hook_resid_mid"], cache["blocks.1.hook_resid_post"]]
+    assert len(cp.resid) == 5
+    for got, want in zip(cp.resid, expected, strict=False):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(pruning.final_logits(tiny, cp.resid[-1]), logits, atol=1e-5, rtol=1e-5)
+
+
+def test_least_squares_recovers_exact_weights_without_noise():
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(500, 16, generator=g), torch.randn(16, 8, generator=g)
+    fitted = pruning.fit_down_projection(x, x @ w, torch.zeros(16, 8))
+    torch.testing.assert_close(fitted, w, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("ridge", [0.0, 0.1, 10.0])
+def test_least_squares_never_increases_its_error(ridge):
+    g = torch.Generator().manual_seed(1)
+    x, w0 = torch.randn(40, 12, generator=g), torch.randn(12, 6, generator=g)
+    target = x @ torch.randn(12, 6, generator=g) + 0.3 * torch.randn(40, 6, generator=g)
+    fitted = pruning.fit_down_projection(x, target, w0, ridge)
+    assert (x @ fitted - target).pow(2).sum() <= (x @ w0 - target).pow(2).sum() + 1e-4
+
+
+def test_tuning_lowers_sprint_sensitivity(deep, calib):
+    originals = pruning.original_down_projections(deep)
+    state = pruning.Sprint(pruning.Checkpoints(deep, calib), ridge=0.0)
+    try:
+        cand = state.tuned(2)  # layer 1's attention; the next MLP is sublayer 3
+        assert cand.next_mlp == 3
+        assert cand.tuned_sensitivity <= cand.sensitivity + 1e-6
+        assert state.tuned(7).tuned_sensitivity == state.tuned(7).sensitivity  # the last MLP: nothing to tune
+    finally:
+        pruning.restore(deep, originals)
+
+
+def test_sensitivity_is_relative_l1_after_the_next_mlp(deep, calib):
+    state = pruning.Sprint(pruning.Checkpoints(deep, calib), ridge=0.1)
+    set_skipped(deep, [4])
+    try:
+        _, cache = deep.run_with_cache(calib)
+    finally:
+        set_skipped(deep, [])
+    dense = pruning.Checkpoints(deep, calib).resid[6]  # after layer 2's MLP (sublayer 5)
+    expected = pruning.relative_l1(dense, cache["blocks.2.hook_resid_post"])
+    assert state.untuned(4).sensitivity == pytest.approx(expected, rel=1e-4)
+
+
+def test_relative_l1_by_hand():
+    y = torch.tensor([[[1.0, -1.0]], [[2.0, 2.0]]])
+    y_hat = torch.tensor([[[1.0, 0.0]], [[2.0, 2.0]]])
+    assert pruning.relative_l1(y, y_hat) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("aware,tune", [(True, True), (False, False)])
+def test_checkpointed_and_from_scratch_sprint_agree(deep, calib, aware, tune):
+    latency = pruning.LatencyModel(1.0, {"attn": 0.05, "mlp": 0.08})
+    originals = pruning.original_down_projections(deep)
+    fast = pruning.sprint(deep, calib, latency, [1.3], aware, tune, top_k=2, ridge=0.1)
+    pruning.restore(deep, originals)
+    slow = pruning.sprint(deep, calib, latency, [1.3], aware, tune, top_k=2, ridge=0.1, use_cache=False)
+    pruning.restore(deep, originals)
+    assert fast.order == slow.order
+    assert fast.snapshots[1.3].pruned == slow.snapshots[1.3].pruned
+    for layer, weight in fast.snapshots[1.3].tuned.items():
+        torch.testing.assert_close(weight, slow.snapshots[1.3].tuned[layer], atol=1e-5, rtol=1e-4)
+    assert all(torch.equal(deep.blocks[i].mlp.W_out, w) for i, w in originals.items())
+
+
+def test_cached_scores_equal_fresh_scores_after_a_commit(deep, calib):
+    latency = pruning.LatencyModel(1.0, {"attn": 0.05, "mlp": 0.08})
+    originals = pruning.original_down_projections(deep)
+    try:
+        state = pruning.Sprint(pruning.Checkpoints(deep, calib), ridge=0.1)
+        state.scores(latency, top_k=3, tune=True)
+        state.commit(state.tuned(4))
+        cached = [(s, c.index) for s, c in state.scores(latency, top_k=3, tune=True)]
+        fresh_state = pruning.Sprint(pruning.Checkpoints(deep, calib), ridge=0.1)
+        fresh = [(s, c.index) for s, c in fresh_state.scores(latency, top_k=3, tune=True)]
+        assert [i for _, i in cached] == [i for _, i in fresh]
+        assert [s for s, _ in cached] == pytest.approx([s for s, _ in fresh], rel=1e-4)
+    finally:
+        pruning.restore(deep, originals)
+
+
+def test_latency_model_bookkeeping():
+    fake = {(): 10.0, "attn": 9.0, "mlp": 8.0}
+
+    class FakeTimer:
+        def __call__(self, model, prompt, new_tokens):
+            kinds = {s.kind for s in pruning.skipped_now(model)}
+            return fake[kinds.pop()] if kinds else fake[()]
+
+    from utils.models import tiny_model
+
+    model = tiny_model(n_layers=8)
+    latency, raw = pruning.measure_latency_model(model, 4, 2, repeats=3, timer=FakeTimer())
+    assert raw["n_removed"] == 2 and len(raw["layers"]) == 2
+    assert latency.per_sublayer_s == {"attn": pytest.approx(0.5), "mlp": pytest.approx(1.0)}
+    assert latency.speedup([]) == 1.0
+    assert latency.speedup([0, 1, 3]) == pytest.approx(10 / (10 - 0.5 - 2.0))
+    assert latency.speedup([Sublayer(0, "attn")]) == pytest.approx(10 / 9.5)
+    with pytest.raises(ValueError, match="non-positive"):
+        pruning.LatencyModel(1.0, {"attn": 0.6, "mlp": 0.6}).speedup([0, 1])
+
+
+def test_generation_time_runs_with_skipped_attention(tiny):
+    set_skipped(tiny, [0])
+    try:
+        assert pruning.generation_time(tiny, pruning.timing_prompt(tiny, 5), 3) > 0
+    finally:
+        set_skipped(tiny, [])
+
+
+def test_nll_and_js_by_hand():
+    tokens = torch.tensor([[0, 1]])
+    logits = torch.log(torch.tensor([[[0.25, 0.75], [0.5, 0.5]]]))
+    assert pruning.mean_nll(logits, tokens) == pytest.approx(-torch.log(torch.tensor(0.75)).item())
+    p = torch.log(torch.tensor([[1.0, 1e-30]]))
+    q = torch.log(torch.tensor([[1e-30, 1.0]]))
+    assert pruning.js_divergence(p, q) == pytest.approx(torch.log(torch.tensor(2.0)).item(), rel=1e-4)
+    assert pruning.js_divergence(p, p) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_block_influence_by_hand(tiny, calib):
+    cp = pruning.Checkpoints(tiny, calib)
+    cp.resid = [torch.tensor([[[1.0, 0.0]]]), None, torch.tensor([[[0.0, 1.0]]]), None, torch.tensor([[[0.0, 2.0]]])]
+    assert pruning.block_influence(cp) == pytest.approx([1.0, 0.0])
+
+
+def test_shortgpt_prunes_lowest_influence_layer_first(deep, calib):
+    latency = pruning.LatencyModel(1.0, {"attn": 0.05, "mlp": 0.05})
+    influence = pruning.block_influence(pruning.Checkpoints(deep, calib))
+    result = pruning.shortgpt(deep, calib, latency, [1.05])
+    lowest = min(range(4), key=influence.__getitem__)
+    assert result.order[:2] == [2 * lowest, 2 * lowest + 1]
+    assert result.snapshots[1.05].estimated_speedup >= 1.05
+
+
+def test_greedy_baselines_pick_the_least_harmful_unit(deep, calib):
+    latency = pruning.LatencyModel(1.0, {"attn": 0.05, "mlp": 0.05})
+    originals = pruning.original_down_projections(deep)
+    losses = {}
+    for i in range(8):
+        set_skipped(deep, [i])
+        losses[i] = pruning.mean_nll(deep(calib), calib)
+    set_skipped(deep, [])
+    result = pruning.run_method("blockpruner", deep, calib, latency, [1.05], originals)
+    assert result.order[0] == min(losses, key=losses.get)
+    sleb = pruning.run_method("sleb", deep, calib, latency, [1.05], originals)
+    assert sleb.order[0] // 2 not in (0, 3)  # first and last blocks are kept
+    assert pruning.skipped_now(deep) == []
+
+
+def test_apply_and_restore_snapshot(deep, calib):
+    originals = pruning.original_down_projections(deep)
+    weight = torch.ones_like(originals[2])
+    pruning.apply(deep, pruning.Snapshot([0, 5], {2: weight}, 1.2, 0.1), originals)
+    assert [s.index for s in pruning.skipped_now(deep)] == [0, 5]
+    assert torch.equal(deep.blocks[2].mlp.W_out, weight)
+    pruning.restore(deep, originals)
+    assert pruning.skipped_now(deep) == [] and torch.equal(deep.blocks[2].mlp.W_out, originals[2])
+
+
+def test_unknown_method_is_named(deep, calib):
+    with pytest.raises(ValueError, match="unknown method 'foo'"):
+        pruning.run_method("foo", deep, calib, pruning.LatencyModel(1.0, {"attn": 0.1, "mlp": 0.1}), [1.1], {})

@@ -1,0 +1,351 @@
+import pandas as pd
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+from utils import hooks, recall
+from utils.models import tiny_model
+
+WORDS = ["<pad>"] + (
+    "the of is in a capital city country france paris germany berlin italy rome spain madrid "
+    "known for wine river tower famous located museum language spoken"
+).split()
+VOCAB = 97
+
+
+@pytest.fixture(scope="module")
+def word_model():
+    """The tiny random model with a whitespace word tokenizer (offsets work as in real tokenizers)."""
+    torch.set_grad_enabled(False)
+    words = WORDS + [f"w{i}" for i in range(VOCAB - len(WORDS))]
+    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<pad>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    model = tiny_model(n_layers=3, d_vocab=VOCAB)
+    # set_tokenizer would look the tokenizer up on the hub; assigning it is enough offline
+    model.tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="<pad>", eos_token="<pad>"
+    )
+    model.cfg.tokenizer_prepends_bos = False
+    return model
+
+
+def make_facts(model, rows):
+    """Facts frame from (prompt, subject) pairs, with the model's own top-1 token as target."""
+    frame = pd.DataFrame(
+        [
+            {
+                "relation": "r",
+                "subject": s,
+                "prompt": p,
+                "target": "x",
+                "subject_start": p.index(s),
+                "subject_end": p.index(s) + len(s),
+            }
+            for p, s in rows
+        ]
+    )
+    frame["target_token"] = [int(model(model.to_tokens(p))[0, -1].argmax()) for p in frame.prompt]
+    located, skipped = recall.locate_subjects(model, frame)
+    assert skipped == 0
+    return located
+
+
+PROMPTS = [
+    ("the capital of france is", "france"),
+    ("the famous tower in paris is located in the country", "paris"),
+    ("germany is a country known for", "germany"),
+    ("the language spoken in spain is", "spain"),
+]
+
+
+def test_locate_subjects_spans_and_failures(word_model):
+    frame = pd.DataFrame(
+        [
+            {
+                "prompt": "the capital of france is",
+                "subject_start": 15,
+                "subject_end": 21,
+            },  # france
+            {
+                "prompt": "the capital of france is",
+                "subject_start": 3,
+                "subject_end": 4,
+            },  # only a space
+            {
+                "prompt": "the capital of france",
+                "subject_start": 15,
+                "subject_end": 21,
+            },  # ends at the last token
+            {"prompt": "rome river tower is", "subject_start": 0, "subject_end": 10},  # two tokens
+        ]
+    )
+    located, skipped = recall.locate_subjects(word_model, frame)
+    assert skipped == 2
+    assert located[["subj_tok_start", "subj_tok_end", "n_tokens"]].values.tolist() == [
+        [3, 4, 5],
+        [0, 2, 4],
+    ]
+
+
+def test_window_layers_and_masks():
+    assert list(recall.window_layers(0, 5, 30)) == [0, 1, 2]
+    assert list(recall.window_layers(10, 5, 30)) == [8, 9, 10, 11, 12]
+    assert list(recall.window_layers(29, 4, 30)) == [27, 28, 29]
+    with pytest.raises(ValueError, match="center"):
+        recall.window_layers(30, 5, 30)
+    rows = {
+        s: recall.knockout_mask(7, 5, 1, 3, s)[5].nonzero().flatten().tolist()
+        for s in recall.KNOCKOUT_SOURCES
+    }
+    assert rows == {"subject": [1, 2], "non-subject": [0, 3, 4], "last": [5]}
+    assert (
+        recall.knockout_mask(7, 5, 1, 3, "subject").sum() == 2
+    )  # only edges into the last position
+    with pytest.raises(ValueError, match="source"):
+        recall.knockout_mask(7, 5, 1, 3, "object")
+    with pytest.raises(ValueError, match="span"):
+        recall.knockout_mask(7, 5, 3, 6, "subject")
+
+
+def test_blocking_no_edges_and_resuming_is_exact(word_model):
+    tokens = word_model.to_tokens("the capital of france is")
+    n = tokens.shape[1]
+    _, cache = word_model.run_with_cache(tokens)
+    nothing = torch.zeros(1, n, n, dtype=torch.bool)
+    for start in range(word_model.cfg.n_layers):
+        resumed = word_model.run_with_hooks(
+            cache[f"blocks.{start}.hook_resid_pre"],
+            start_at_layer=start,
+            fwd_hooks=hooks.block_attention(range(word_model.cfg.n_layers), nothing),
+        )
+        assert torch.equal(resumed, word_model(tokens))
+
+
+def test_batched_sweep_equals_the_plain_loop(word_model):
+    facts = make_facts(word_model, PROMPTS)
+    batched = recall.knockout_sweep(
+        word_model, facts, window=2, fact_batch=3, rows_per_pass=7, progress=False
+    )
+    looped = recall.knockout_loop(word_model, facts, window=2)
+    torch.testing.assert_close(batched.p_base, looped.p_base, atol=1e-6, rtol=0)
+    assert (batched.p_new - looped.p_new).abs().max() < 1e-6
+    base = word_model(word_model.to_tokens(facts.prompt[0]))[0, -1].softmax(-1)
+    assert batched.p_base[0] == pytest.approx(float(base.max()), abs=1e-6)
+    curves = batched.relative_change()
+    assert list(curves.columns) == [recall.KNOCKOUT_LABELS[s] for s in recall.KNOCKOUT_SOURCES]
+    assert curves.shape == (word_model.cfg.n_layers, 3) and not (curves.values == 0).all()
+    minima = recall.curve_minima(curves)
+    assert set(minima) == set(curves.columns) and all(0 <= m["layer"] < 3 for m in minima.values())
+
+
+def test_cutting_subject_to_last_in_every_layer_removes_the_subject(word_model):
+    # the subject is the token right before the last one, so its only route to the last position
+    # is the direct edge: cutting it in every layer makes the output independent of the subject
+    rows = [("the capital city of france is", "france"), ("the capital city of italy is", "italy")]
+    facts = make_facts(word_model, rows)
+    facts["target_token"] = facts.target_token[0]  # read the same token in both
+    every_layer = 2 * word_model.cfg.n_layers
+    result = recall.knockout_sweep(
+        word_model, facts, window=every_layer, centers=[1], sources=["subject"], progress=False
+    )
+    assert result.p_new[0, 0, 0] == pytest.approx(float(result.p_new[0, 0, 1]), abs=1e-6)
+    assert abs(float(result.p_base[0] - result.p_base[1])) > 1e-4  # without the knockout it matters
+
+
+def test_attributes_rate_on_a_hand_made_example():
+    logits = torch.tensor([[9.0, 8, 7, 6, 5, 4, 3, 2], [1, 2, 3, 4, 5, 6, 7, 8]])
+    eligible = torch.tensor(
+        [True, False, True, True, True, True, True, True]
+    )  # token 1 is a stopword
+    attributes = torch.tensor([True, True, False, True, False, False, False, True])
+    # row 0: top 5 = 0,1,2,3,4 -> eligible 0,2,3,4 -> keep 3: 0,2,3 -> attributes 0,3 -> 2/3
+    # row 1: top 5 = 7,6,5,4,3 -> keep 3: 7,6,5 -> attribute 7 -> 1/3
+    rate = recall.attributes_rate(logits, attributes, eligible, top=5, keep=3)
+    torch.testing.assert_close(rate, torch.tensor([2 / 3, 1 / 3]))
+    # fewer eligible tokens than `keep` in the top: the rate is over those that are there
+    assert float(recall.attributes_rate(logits[:1], attributes, eligible, top=2, keep=3)) == 1.0
+    with pytest.raises(ValueError, match="tokens"):
+        recall.attributes_rate(logits, attributes, eligible[:4])
+
+
+def test_attribute_sets_drop_stopwords_short_tokens_and_the_subject(word_model):
+    keys = recall.token_keys(word_model.tokenizer, VOCAB)
+    eligible = recall.eligible_tokens(keys)
+    sets = recall.AttributeSets(word_model.tokenizer, keys, eligible)
+    mask = sets.mask(["paris is the capital of france", "famous for wine"], subject="france")
+    assert sorted(keys[i] for i in mask.nonzero().flatten()) == [
+        "capital",
+        "famous",
+        "paris",
+        "wine",
+    ]
+    assert not sets.mask([], "france").any()
+
+
+def test_extraction_events_on_a_hand_made_example():
+    top = torch.tensor([[5, 7, 7], [1, 2, 3]])  # [facts, layers]
+    events = recall.extraction_events(top, torch.tensor([7, 4]))
+    assert events.tolist() == [[False, True, True], [False, False, False]]
+    rates, shares = recall.extraction_summary(
+        events, torch.tensor([[True, False, False], [True, False, False]])
+    )
+    assert rates.attn.tolist() == [0.0, 0.5, 0.5] and rates.mlp.tolist() == [1.0, 0.0, 0.0]
+    assert shares == {"attn_share": 0.5, "mlp_share": 1.0}
+    heads = torch.zeros(2, 3, 4, dtype=torch.bool)
+    heads[:, 2, 1] = True
+    heads[0, 0, 3] = True
+    assert recall.top_heads(heads, 2) == [(2, 1, 2), (0, 3, 1)]
+    assert all(count == 0 for *_, count in recall.control_heads(heads, 3))
+    assert recall.control_heads(heads, 20, exclude=[(2, 1), (0, 3)]) == [
+        (layer, head, 0)
+        for layer in range(3)
+        for head in range(4)
+        if (layer, head) not in {(2, 1), (0, 3)}
+    ]
+    with pytest.raises(ValueError, match="targets"):
+        recall.extraction_events(top, torch.tensor([1]))
+
+
+def test_ov_circuit_respects_grouped_query_heads():
+    model = tiny_model(n_layers=1, n_heads=4, n_key_value_heads=2)
+    tokens = torch.tensor([[5]])  # one position: each head's z is exactly its value vector
+    _, cache = model.run_with_cache(tokens)
+    x = cache["blocks.0.ln1.hook_normalized"][0, 0]
+    for head in range(4):
+        w_v, b_v, w_o = recall.ov_circuit(model, 0, head)
+        torch.testing.assert_close(x @ w_v + b_v, cache["blocks.0.attn.hook_z"][0, 0, head])
+        torch.testing.assert_close(
+            w_v, model.blocks[0].attn.W_V[head]
+        )  # TransformerLens's expanded view
+    assert not torch.equal(recall.ov_circuit(model, 0, 0)[0], recall.ov_circuit(model, 0, 2)[0])
+    with pytest.raises(ValueError, match="head"):
+        recall.ov_circuit(model, 0, 4)
+
+
+def test_experiments_run_and_agree_on_the_tiny_model(word_model):
+    facts = make_facts(word_model, PROMPTS)
+    keys = recall.token_keys(word_model.tokenizer, VOCAB)
+    eligible = recall.eligible_tokens(keys)
+    texts = {
+        "france": ["paris wine river"],
+        "paris": ["france tower museum"],
+        "germany": ["berlin river"],
+        "spain": [],
+    }
+    masks = recall.attribute_masks(word_model, facts, texts, eligible, keys)
+    assert masks.shape == (4, VOCAB) and not masks[3].any()
+    rates, baseline = recall.attribute_rates(
+        word_model, facts, masks, eligible, top=20, keep=5, fact_batch=2, progress=False
+    )
+    assert list(rates.columns) == list(recall.POSITIONS) and len(rates) == 3
+    assert ((rates >= 0) & (rates <= 1)).all().all() and 0 <= baseline <= 1
+    table, base = recall.enrichment_knockout(
+        word_model,
+        facts,
+        masks,
+        eligible,
+        measure_layer=2,
+        window=1,
+        top=20,
+        keep=5,
+        fact_batch=3,
+        progress=False,
+    )
+    assert base == pytest.approx(
+        rates.loc[2, "last subject"], abs=1e-6
+    )  # same quantity, two code paths
+    assert list(table.index) == [0, 1, 2] and list(table.columns) == ["mlp", "attn"]
+    top = recall.sublayer_top_tokens(word_model, facts, fact_batch=3, progress=False)
+    assert top["attn"].shape == (4, 3) and top["heads"].shape == (4, 3, 4)
+    blocked = recall.sublayer_top_tokens(
+        word_model, facts, heads=False, block_subject_layers=[2], progress=False
+    )
+    assert torch.equal(blocked["attn"][:, :2], top["attn"][:, :2]) and "heads" not in blocked
+    hits, examples = recall.head_attribute_hits(
+        word_model, facts, [(1, 0), (2, 3)], k=VOCAB, n_examples=2, progress=False
+    )
+    # with k = the whole vocabulary every target is found
+    assert hits.hit_rate.tolist() == [1.0, 1.0]
+    for inputs in recall.OV_INPUTS:
+        hits, _ = recall.head_attribute_hits(
+            word_model, facts, [(1, 0)], k=3, inputs=inputs, progress=False
+        )
+        assert 0 <= hits.hit_rate[0] <= 1
+    with pytest.raises(ValueError, match="inputs"):
+        recall.head_attribute_hits(word_model, facts, [(1, 0)], inputs="weights", progress=False)
+    assert len(examples) == 2 and len(examples[0]["top tokens"]) == VOCAB
+
+
+def test_unindexed_facts_are_refused(word_model):
+    facts = make_facts(word_model, PROMPTS).iloc[1:]
+    with pytest.raises(ValueError, match="reset_index"):
+        recall.knockout_sweep(word_model, facts, window=1, progress=False)
+
+
+def test_enrichment_knockout_equals_full_runs_with_zeroed_sublayers(word_model):
+    facts = make_facts(word_model, PROMPTS)
+    keys = recall.token_keys(word_model.tokenizer, VOCAB)
+    eligible = recall.eligible_tokens(keys)
+    masks = torch.zeros(len(facts), VOCAB, dtype=torch.bool)
+    masks[:, 30:80] = True  # a broad hand-made attribute set so that rates are not all zero
+    table, _ = recall.enrichment_knockout(
+        word_model,
+        facts,
+        masks,
+        eligible,
+        measure_layer=2,
+        window=2,
+        top=40,
+        keep=10,
+        fact_batch=2,
+        progress=False,
+    )
+    for kind in ("mlp", "attn"):
+        for start in table.index:
+            store = {}
+            fwd = hooks.zero_ablate(
+                [recall.Sublayer(layer, kind) for layer in range(start, start + 2)]
+            )
+            rates = []
+            for row in facts.itertuples():
+                word_model.run_with_hooks(
+                    word_model.to_tokens(row.prompt),
+                    fwd_hooks=fwd + hooks.capture(["blocks.2.hook_resid_post"], store),
+                )
+                logits = recall.project(
+                    word_model, store["blocks.2.hook_resid_post"][0, row.subj_tok_end - 1]
+                )
+                rates.append(
+                    float(recall.attributes_rate(logits, masks[row.Index], eligible, 40, 10))
+                )
+            assert table.loc[start, kind] == pytest.approx(sum(rates) / len(rates), abs=1e-6)
+    assert (table.values > 0).any()
+
+
+@pytest.mark.embedded
+def test_embedded_model_spans_and_batched_knockouts(embedded):
+    prompt = "The Eiffel Tower is located in the city of"
+    facts = pd.DataFrame(
+        [{"prompt": prompt, "subject": "Eiffel Tower", "subject_start": 4, "subject_end": 16}]
+    )
+    located, skipped = recall.locate_subjects(embedded, facts)
+    tokens = embedded.to_tokens(prompt)[0]
+    span = slice(located.subj_tok_start[0], located.subj_tok_end[0])
+    assert skipped == 0 and embedded.to_string(tokens[span]).strip() == "Eiffel Tower"
+    assert located.n_tokens[0] == len(tokens)
+    located["target_token"] = int(embedded(tokens[None])[0, -1].argmax())
+    centers = [5, 20]
+    batched = recall.knockout_sweep(embedded, located, window=5, centers=centers, progress=False)
+    looped = recall.knockout_loop(embedded, located, window=5, centers=centers)
+    assert (batched.p_new - looped.p_new).abs().max() < 1e-5
+
+
+def test_other_subject_masks_swap_sets_between_subjects():
+    facts = pd.DataFrame({"subject": ["b", "a", "c", "a"]})
+    masks = torch.eye(4, dtype=torch.bool)  # row i marks token i
+    swapped = recall.other_subject_masks(facts, masks)
+    # a -> b (row 0), b -> c (row 2), c -> a (first row about a: 1)
+    assert swapped.float().argmax(-1).tolist() == [2, 0, 1, 0]
+    with pytest.raises(ValueError, match="two subjects"):
+        recall.other_subject_masks(facts[facts.subject == "a"], masks[[1, 3]])

@@ -1,0 +1,297 @@
+import pandas as pd
+import pytest
+import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+from utils import transcoders as T
+from utils.hooks import splice, zero_ablate
+from utils.sublayers import Sublayer
+
+
+def relu_model(seed: int = 0) -> HookedTransformer:
+    """A tiny model like utils.models.tiny_model but with a plain ReLU MLP, which a transcoder can equal."""
+    cfg = HookedTransformerConfig(
+        d_model=32,
+        d_head=8,
+        n_heads=4,
+        n_key_value_heads=2,
+        d_mlp=48,
+        n_layers=2,
+        n_ctx=32,
+        d_vocab=50,
+        act_fn="relu",
+        normalization_type="RMSPre",
+        positional_embedding_type="rotary",
+        rotary_dim=8,
+        final_rms=True,
+        gated_mlp=False,
+        default_prepend_bos=False,
+        seed=seed,
+    )
+    model = HookedTransformer(cfg).eval()
+    with torch.no_grad():
+        for block in model.blocks:  # random non-zero biases, so the test covers them
+            block.mlp.b_in.normal_()
+            block.mlp.b_out.normal_(std=0.1)
+    return model
+
+
+def exact_transcoder(mlp) -> T.SparseTranscoder:
+    """The transcoder equal to a ReLU MLP: features = neurons, rescaled so decoder rows have unit norm."""
+    norms = mlp.W_out.norm(dim=1)
+    tc = T.SparseTranscoder(mlp.W_in.shape[0], mlp.W_in.shape[1], mlp.W_out.shape[1])
+    with torch.no_grad():
+        tc.W_enc.copy_(mlp.W_in * norms)
+        tc.b_enc.copy_(mlp.b_in * norms)
+        tc.W_dec.copy_(mlp.W_out / norms[:, None])
+        tc.b_dec.copy_(mlp.b_out)
+    return tc
+
+
+def windows(model, n=8, ctx=12, seed=1):
+    return torch.randint(
+        0, model.cfg.d_vocab, (n, ctx), generator=torch.Generator().manual_seed(seed)
+    )
+
+
+def toy_batches(n_steps=300, batch=128, d=16, seed=0):
+    """x -> a sparse ReLU map of x: a target a transcoder can learn."""
+    g = torch.Generator().manual_seed(seed)
+    enc, dec = torch.randn(d, 24, generator=g), torch.randn(24, d, generator=g)
+    for _ in range(n_steps):
+        x = torch.randn(batch, d, generator=g)
+        yield {0: (x, torch.relu(x @ enc - 1.0) @ dec)}
+
+
+def test_loss_terms_match_hand_computation():
+    pred = torch.tensor([[1.0, 2.0], [0.0, 0.0]])
+    target = torch.tensor([[1.0, 0.0], [3.0, 4.0]])
+    acts = torch.tensor([[0.5, 0.0, 1.5], [2.0, 0.0, 0.0]])
+    losses = T.transcoder_loss(pred, target, acts, l1=0.1)
+    # squared errors per token: 4 and 25 -> mean 14.5; squared target norms: 1 and 25 -> mean 13
+    assert losses["nmse"].item() == pytest.approx(14.5 / 13)
+    assert losses["l1"].item() == pytest.approx((2.0 + 2.0) / 2)
+    assert losses["loss"].item() == pytest.approx(14.5 / 13 + 0.1 * 2.0)
+
+
+def test_loss_decreases_on_a_learnable_target_and_decoder_rows_stay_unit_norm():
+    cfg = T.TrainConfig(d_sae=64, l1=1e-3, lr=3e-3, warmup_steps=10, resample_every=50)
+    trainer = T.train_transcoders(toy_batches(), {"toy": (0, cfg)}, d_model=16)["toy"]
+    losses = [r["nmse"] for r in trainer.history]
+    assert sum(losses[-20:]) / 20 < 0.5 * sum(losses[:5]) / 5
+    norms = trainer.transcoder.W_dec.norm(dim=1)
+    torch.testing.assert_close(norms, torch.ones_like(norms), atol=1e-5, rtol=0)
+
+
+def test_biases_start_at_the_data_means():
+    batch = next(toy_batches())[0]
+    trainer = T.TranscoderTrainer(
+        T.TrainConfig(d_sae=8, l1=0.0, lr=1e-12), layer=0, d_in=16, d_out=16
+    )
+    trainer.step(*batch)
+    torch.testing.assert_close(
+        trainer.transcoder.b_pre.detach(), batch[0].mean(0), atol=1e-6, rtol=0
+    )
+    torch.testing.assert_close(
+        trainer.transcoder.b_dec.detach(), batch[1].mean(0), atol=1e-6, rtol=0
+    )
+
+
+def test_resampling_revives_dead_features():
+    trainer = T.TranscoderTrainer(
+        T.TrainConfig(d_sae=16, l1=0.0, resample_every=0), layer=0, d_in=16, d_out=16
+    )
+    x, y = next(toy_batches())[0]
+    trainer.step(x, y)
+    with torch.no_grad():
+        trainer.transcoder.b_enc[:4] = -1e6  # features 0..3 can never fire
+    trainer.fired.zero_()
+    trainer.step(x, y)
+    assert trainer.resample_dead(x, y, trainer.transcoder(x).detach()) >= 4
+    assert (trainer.transcoder.encode(x)[:, :4] > 0).any()
+    norms = trainer.transcoder.W_dec.norm(dim=1)
+    torch.testing.assert_close(norms, torch.ones_like(norms), atol=1e-5, rtol=0)
+
+
+def test_splicing_a_transcoder_equal_to_the_mlp_reproduces_the_logits():
+    model = relu_model()
+    tokens = windows(model)
+    tc = exact_transcoder(model.blocks[1].mlp)
+    spliced = model.run_with_hooks(tokens, fwd_hooks=splice(Sublayer(1, "mlp"), tc))
+    torch.testing.assert_close(spliced, model(tokens), atol=1e-5, rtol=1e-5)
+    # ... and the same through sae-lens: exported Transcoder spliced by HookedSAETransformer
+    wrapped = T.sae_transformer(model)
+    wrapped.add_sae(tc.to_sae_lens(layer=1))
+    torch.testing.assert_close(wrapped(tokens), model(tokens), atol=1e-5, rtol=1e-5)
+    wrapped.reset_saes()
+
+
+def test_save_load_round_trip_through_sae_lens(tmp_path, tiny, tokens):
+    tc = T.SparseTranscoder(32, 40, 32, seed=3)
+    with torch.no_grad():
+        tc.b_pre.normal_()
+        tc.b_enc.normal_()
+        tc.b_dec.normal_()
+    T.save_transcoder(tc, layer=1, folder=tmp_path / "tc", model_name="tiny")
+    loaded = T.load_transcoder(tmp_path / "tc")
+    assert loaded.cfg.metadata.hook_name == "blocks.1.ln2.hook_normalized"
+    assert loaded.cfg.metadata.hook_name_out == "blocks.1.hook_mlp_out"
+    assert loaded.cfg.apply_b_dec_to_input is False
+    x = torch.randn(20, 32)
+    torch.testing.assert_close(loaded(x), tc(x), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(loaded.encode(x), tc.encode(x), atol=1e-5, rtol=1e-5)
+    # HookedSAETransformer splices the loaded transcoder exactly where our splice hook does
+    ours = tiny.run_with_hooks(tokens, fwd_hooks=splice(Sublayer(1, "mlp"), tc))
+    wrapped = T.sae_transformer(tiny)
+    wrapped.add_sae(loaded)
+    torch.testing.assert_close(wrapped(tokens), ours, atol=1e-5, rtol=1e-5)
+    with pytest.raises(FileNotFoundError, match="save_transcoder"):
+        T.load_transcoder(tmp_path / "nothing")
+
+
+def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
+    def batches():
+        for step, batch in enumerate(toy_batches(n_steps=10)):
+            if step == 5:
+                batch[0][1][0, 0] = float("nan")
+            yield batch
+
+    cfg = T.TrainConfig(d_sae=16, l1=1e-3, checkpoint_every=2, checkpoint_dir=str(tmp_path))
+    with pytest.raises(T.TrainingDiverged, match=r"step 5.*last good checkpoint is .*last_good"):
+        T.train_transcoders(batches(), {"a": (0, cfg)}, d_model=16)
+    folder = tmp_path / T.CHECKPOINT_NAME
+    assert (folder / "step.txt").read_text() == "4"
+    loaded = T.load_transcoder(folder)
+    assert all(torch.isfinite(p).all() for p in loaded.parameters())
+
+
+def test_stream_stops_early_and_matches_the_full_forward(tiny):
+    tokens = windows(tiny, n=3, ctx=10, seed=2)
+    ((out_tokens, pairs),) = list(T.stream_activations(tiny, [0], [tokens]))
+    _, cache = tiny.run_with_cache(tokens)
+    torch.testing.assert_close(pairs[0][0], cache["blocks.0.ln2.hook_normalized"])
+    torch.testing.assert_close(pairs[0][1], cache["blocks.0.hook_mlp_out"])
+    with pytest.raises(ValueError, match="layers"):
+        next(T.stream_activations(tiny, [5], [tokens]))
+
+
+def test_shuffled_serves_every_token_once_in_a_new_order():
+    chunks = [
+        {0: (torch.arange(i, i + 10).float()[:, None], -torch.arange(i, i + 10).float()[:, None])}
+        for i in range(0, 100, 10)
+    ]
+    batches = list(T.shuffled(chunks, batch_tokens=8, buffer_tokens=32, seed=0))
+    xs = torch.cat([b[0][0] for b in batches]).flatten()
+    ys = torch.cat([b[0][1] for b in batches]).flatten()
+    assert sorted(xs.tolist()) == list(range(100))
+    assert torch.equal(ys, -xs)  # pairs stay together
+    assert xs.tolist() != list(range(100))
+    assert all(len(b[0][0]) == 8 for b in batches[:-1])
+    with pytest.raises(ValueError, match="buffer_tokens"):
+        next(T.shuffled(chunks, batch_tokens=8, buffer_tokens=4))
+
+
+def test_disk_cache_round_trip(tmp_path, tiny):
+    tokens = windows(tiny, n=8, ctx=6, seed=4)
+    folder = T.cache_activations(tiny, [0, 1], [tokens[:4], tokens[4:]], tmp_path / "acts")
+    assert torch.equal(T.cached_tokens(folder), tokens)
+    chunks = list(T.cached_chunks(folder, [1], epochs=1, windows_per_chunk=8))
+    _, cache = tiny.run_with_cache(tokens)
+    torch.testing.assert_close(
+        chunks[0][1][1].float(), cache["blocks.1.hook_mlp_out"], atol=1e-2, rtol=1e-2
+    )
+    with pytest.raises(ValueError, match="cache_activations"):
+        next(T.cached_chunks(folder, [3]))
+
+
+def test_ce_from_a_cached_layer_equals_the_full_model(tiny):
+    tokens = windows(tiny)
+    ev = T.eval_set(tiny, 1, [tokens[:4], tokens[4:]])
+    assert T.ce_loss(tiny, ev) == pytest.approx(float(tiny(tokens, return_type="loss")), abs=1e-5)
+    zero = T.ce_loss(tiny, ev, zero_ablate([Sublayer(1, "mlp")]))
+    full_zero = float(
+        tiny.run_with_hooks(tokens, return_type="loss", fwd_hooks=zero_ablate([Sublayer(1, "mlp")]))
+    )
+    assert zero == pytest.approx(full_zero, abs=1e-5)
+
+
+def test_metrics_of_the_exact_transcoder():
+    model = relu_model()
+    ev = T.eval_set(model, 1, [windows(model)])
+    clean = T.ce_loss(model, ev)
+    zero = T.ce_loss(model, ev, zero_ablate([Sublayer(1, "mlp")]))
+    m = T.dictionary_metrics(
+        model, ev, exact_transcoder(model.blocks[1].mlp), "transcoder", clean, zero
+    )
+    assert m["fvu"] < 1e-8 and m["frac_recovered"] == pytest.approx(1.0, abs=1e-4)
+    assert m["l0"] == pytest.approx(
+        float(
+            (
+                model.blocks[1]
+                .mlp.hook_post(ev.x @ model.blocks[1].mlp.W_in + model.blocks[1].mlp.b_in)
+                .relu()
+                > 0
+            )
+            .sum(-1)
+            .float()
+            .mean()
+        )
+    )
+    with pytest.raises(ValueError, match="kind"):
+        T.replacement_hooks(None, 1, "mlp")
+
+
+def test_fraction_recovered_and_matched_l0_gap():
+    assert T.fraction_recovered(3.5, clean_ce=3.0, zero_ce=5.0) == pytest.approx(0.75)
+    table = pd.DataFrame(
+        {
+            "kind": ["sae", "sae", "transcoder", "transcoder"],
+            "l0": [10.0, 40.0, 20.0, 80.0],
+            "ce_loss": [4.0, 3.0, 3.4, 3.1],
+        }
+    )
+    # the SAE curve at L0 20 (log-interpolated between 10 and 40) is 3.5; L0 80 lies outside it
+    assert T.matched_l0_gap(table) == pytest.approx(-0.1)
+    assert len(T.pareto_points(table)) == 4
+
+
+class Spelled:
+    """Stands in for a model with a tokenizer: token i is spelled <i>."""
+
+    def to_string(self, tokens):
+        return "".join(f"<{int(t)}>" for t in tokens.flatten())
+
+
+def test_contexts_cards_and_ratings():
+    tokens = torch.arange(10).view(2, 5)
+    acts = torch.zeros(10)
+    acts[7] = 2.0
+    acts[1] = 1.0
+    table = T.top_contexts(Spelled(), tokens, acts, k=3, left=2, right=1)
+    assert list(table.activation) == [2.0, 1.0]  # only tokens where it fires
+    assert list(table.context) == ["<5><6>[[<7>]]<8>", "<0>[[<1>]]<2>"]  # windows do not cross rows
+    assert T.token_consistency(pd.DataFrame({"token": [" a", "a", "b", " A"]})) == 0.75
+    cards, key = T.blind_cards({"tc": {1: table, 2: table}, "sae": {5: table}}, seed=0)
+    assert set(cards.columns) == {"card", "contexts"} and len(key) == 3
+    with pytest.raises(ValueError, match="no rating"):
+        T.unblind({0: 1.0}, key)
+    summary = T.unblind({c: float(c) for c in cards.card}, key).set_index("dictionary")
+    assert summary.loc["tc", "count"] == 2
+
+
+def test_sae_lens_runner_trains_from_the_shared_cache(tmp_path, tiny):
+    tokens = windows(tiny, n=16, ctx=8, seed=5)
+    folder = T.cache_activations(tiny, [1], [tokens], tmp_path / "acts")
+    sae = T.train_sae_with_sae_lens(
+        tiny,
+        1,
+        tokens,
+        d_sae=16,
+        l1=1.0,
+        training_tokens=256,
+        out_dir=tmp_path / "sae",
+        cached_activations=folder,
+        batch_tokens=32,
+    )
+    assert sae.cfg.metadata.hook_name == "blocks.1.hook_mlp_out"
+    assert sae.W_dec.shape == (16, 32) and torch.isfinite(sae.W_dec).all()

@@ -1,0 +1,138 @@
+"""An offline zero-shot task suite generated from templates: multiple choice by log-likelihood.
+
+Each task is a list of ``MCItem`` (context, choices, index of the right choice). Choices are
+continuations of the context (they start with a space where a word follows). Generation is
+seeded, so a seed gives the same items on every machine.
+
+* ``factual_recall``: a fact's prompt; the target against three targets of the same relation.
+* ``greater_than``: "The war lasted from the year 1732 to the year 17" -> a later vs an earlier year.
+* ``ioi``: indirect-object identification, "When Mary and John went to the store, John gave a book to" -> Mary vs John.
+* ``agreement``: subject-verb number agreement across an attractor, "The key to the cabinets" -> is vs are.
+* ``sequence``: continue a run of weekdays, months or number words, against three other members.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
+
+NAMES = ["Mary", "John", "Anna", "David", "Sarah", "James", "Laura", "Peter", "Emma", "Thomas", "Alice", "Daniel"]
+PLACES = ["store", "park", "school", "beach", "museum", "station", "library", "market"]
+OBJECTS = ["book", "drink", "letter", "ball", "gift", "key", "pen", "ticket"]
+EVENTS = ["war", "strike", "drought", "expedition", "trial", "festival", "siege", "voyage"]
+CENTURIES = ["13", "14", "15", "16", "17", "18"]
+# (singular, plural) nouns for the agreement task
+NOUNS = [("key", "keys"), ("author", "authors"), ("picture", "pictures"), ("road", "roads"), ("teacher", "teachers"),
+         ("bottle", "bottles"), ("report", "reports"), ("door", "doors"), ("dog", "dogs"), ("window", "windows")]
+PREPOSITIONS = ["to", "near", "behind", "of", "beside"]
+SEQUENCES = [
+    ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"],
+    ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
+     "November", "December"],
+    ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"],
+]
+N_DISTRACTORS = 3
+
+
+@dataclass(frozen=True)
+class MCItem:
+    """One multiple-choice question: the right answer is ``choices[label]``."""
+
+    context: str
+    choices: tuple[str, ...]
+    label: int
+
+
+def _shuffled(rng: random.Random, right: str, wrong: list[str]) -> tuple[tuple[str, ...], int]:
+    choices = [right, *wrong]
+    rng.shuffle(choices)
+    return tuple(choices), choices.index(right)
+
+
+def factual_recall(facts: pd.DataFrame, n: int, rng: random.Random) -> list[MCItem]:
+    """Fact prompts; the target against targets of other subjects of the same relation."""
+    pools = facts.groupby("relation").target.apply(lambda t: sorted(set(t)))
+    usable = facts[facts.relation.map(lambda r: len(pools[r]) > N_DISTRACTORS)]
+    rows = usable.sample(n=min(n, len(usable)), random_state=rng.randrange(2**31))
+    items = []
+    for row in rows.itertuples():
+        wrong = rng.sample([t for t in pools[row.relation] if t != row.target], N_DISTRACTORS)
+        choices, label = _shuffled(rng, " " + row.target, [" " + w for w in wrong])
+        items.append(MCItem(row.prompt, choices, label))
+    return items
+
+
+def greater_than(n: int, rng: random.Random) -> list[MCItem]:
+    """"... from the year 17YY to the year 17" -> a two-digit ending after YY vs one before it."""
+    items = []
+    for _ in range(n):
+        start = rng.randrange(10, 90)
+        later, earlier = rng.randrange(start + 1, 100), rng.randrange(0, start)
+        century = rng.choice(CENTURIES)
+        context = f"The {rng.choice(EVENTS)} lasted from the year {century}{start:02d} to the year {century}"
+        choices, label = _shuffled(rng, f"{later:02d}", [f"{earlier:02d}"])
+        items.append(MCItem(context, choices, label))
+    return items
+
+
+def ioi(n: int, rng: random.Random) -> list[MCItem]:
+    """Indirect-object identification: the giver is the repeated name; the answer the other one."""
+    items = []
+    for _ in range(n):
+        a, b = rng.sample(NAMES, 2)
+        context = f"When {a} and {b} went to the {rng.choice(PLACES)}, {b} gave a {rng.choice(OBJECTS)} to"
+        choices, label = _shuffled(rng, f" {a}", [f" {b}"])
+        items.append(MCItem(context, choices, label))
+    return items
+
+
+def agreement(n: int, rng: random.Random) -> list[MCItem]:
+    """Subject-verb agreement with an attractor noun of the other number in between."""
+    items = []
+    for _ in range(n):
+        (subj_sg, subj_pl), (attr_sg, attr_pl) = rng.sample(NOUNS, 2)
+        plural = rng.random() < 0.5
+        subject, attractor = (subj_pl, attr_sg) if plural else (subj_sg, attr_pl)
+        context = f"The {subject} {rng.choice(PREPOSITIONS)} the {attractor}"
+        choices, label = _shuffled(rng, " are" if plural else " is", [" is" if plural else " are"])
+        items.append(MCItem(context, choices, label))
+    return items
+
+
+def sequence(n: int, rng: random.Random) -> list[MCItem]:
+    """Three consecutive members of a weekday/month/number-word run; continue it."""
+    items = []
+    for _ in range(n):
+        run = rng.choice(SEQUENCES)
+        start = rng.randrange(0, len(run) - 3)
+        right = run[start + 3]
+        wrong = rng.sample([w for w in run if w not in run[start : start + 4]], N_DISTRACTORS)
+        choices, label = _shuffled(rng, " " + right, [" " + w for w in wrong])
+        items.append(MCItem(", ".join(run[start : start + 3]) + ",", choices, label))
+    return items
+
+
+GENERATORS: dict[str, Callable[[int, random.Random], list[MCItem]]] = {
+    "greater_than": greater_than,
+    "ioi": ioi,
+    "agreement": agreement,
+    "sequence": sequence,
+}
+
+
+def build_tasks(facts: pd.DataFrame, n_items: int, seed: int = 0) -> dict[str, list[MCItem]]:
+    """The whole suite, ``n_items`` items per task (fewer for facts if the table is smaller)."""
+    if n_items < 1:
+        raise ValueError(f"n_items must be >= 1, got {n_items}")
+    tasks = {"factual_recall": factual_recall(facts, n_items, random.Random(seed))}
+    for offset, (name, make) in enumerate(GENERATORS.items(), start=1):
+        tasks[name] = make(n_items, random.Random(seed + offset))
+    return tasks
+
+
+def chance_level(items: list[MCItem]) -> float:
+    """Expected accuracy of guessing uniformly among each item's choices."""
+    return sum(1 / len(item.choices) for item in items) / len(items)
