@@ -107,8 +107,12 @@ def train(
     device: str = "cpu",
     progress: bool = True,
 ) -> TrainResult:
-    """Train ``build()`` on ``task``; return the test metric of the weights with the best validation loss."""
-    with deterministic():
+    """Train ``build()`` on ``task``; return the test metric of the weights with the best validation loss.
+
+    Gradients are switched on inside, so a caller that disabled them globally (as the
+    interpretability notebooks do) still trains.
+    """
+    with deterministic(), torch.enable_grad():
         torch.manual_seed(seed)
         model = build().to(device)
         batches = task.batches(torch.Generator().manual_seed(seed), cfg.batch_size)
