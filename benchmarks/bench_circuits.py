@@ -8,45 +8,32 @@ Prints the CPU-time ratio (process time, steadier than wall time on a shared mac
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
-import time
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+from benchlib import corpus_run, timed
 
-import torch  # noqa: E402
-
-from utils import circuits as C  # noqa: E402
-from utils.data import token_batches  # noqa: E402
-from utils.models import load_model  # noqa: E402
+from utils import circuits as C
 
 
 def main() -> None:
     """Time both ways of training transcoders for ``--layers`` layers spread over the model."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=6)
-    parser.add_argument("--tokens", type=int, default=2048)
-    parser.add_argument("--ctx", type=int, default=128)
     parser.add_argument("--d-sae", type=int, default=576)
     parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steadiest)")
-    args = parser.parse_args()
-    torch.set_grad_enabled(False)
-    torch.set_num_threads(args.threads)
-    model = load_model()
-    windows = list(token_batches(model, "train", args.tokens, args.ctx, batch_size=8))
+    args, model, windows = corpus_run(parser, tokens=2048)
     n = model.cfg.n_layers
     layers = sorted({round(i * (n - 1) / max(args.layers - 1, 1)) for i in range(args.layers)})
     settings = {"d_sae": args.d_sae, "l1": 5e-3, "seed": 0}
     with tempfile.TemporaryDirectory() as tmp:
         C.train_all_layers(model, [0], windows[:1], f"{tmp}/warm-up", settings, args.batch)
-        start = time.process_time()
-        C.train_all_layers(model, layers, windows, f"{tmp}/shared", settings, args.batch)
-        shared = time.process_time() - start
-        start = time.process_time()
-        for layer in layers:
-            C.train_all_layers(model, [layer], windows, f"{tmp}/L{layer}", settings, args.batch)
-        separate = time.process_time() - start
+        shared = timed(lambda: C.train_all_layers(model, layers, windows, f"{tmp}/shared", settings, args.batch))
+        separate = timed(
+            lambda: [
+                C.train_all_layers(model, [layer], windows, f"{tmp}/L{layer}", settings, args.batch)
+                for layer in layers
+            ]
+        )
     print(
         f"layers {layers}, {args.tokens} tokens: shared pass {shared:.1f} s, one pass per layer {separate:.1f} s "
         f"-> ratio {separate / shared:.2f}"

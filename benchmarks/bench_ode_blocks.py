@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 
 import torch
+from benchlib import add_threads_option
 from torch import nn
 
 from utils import ode_blocks as ob
@@ -52,7 +53,7 @@ def main() -> None:
     parser.add_argument("--ctx", type=int, default=64)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--reps", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=1)
+    add_threads_option(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

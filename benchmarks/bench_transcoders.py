@@ -14,24 +14,12 @@ machine disturbs far less than wall time.
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
-import time
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import torch
+from benchlib import corpus_run, timed
 
-import torch  # noqa: E402
-
-from utils import transcoders as T  # noqa: E402
-from utils.data import token_batches  # noqa: E402
-from utils.models import load_model  # noqa: E402
-
-
-def timed(fn) -> float:
-    """CPU seconds ``fn()`` takes (process time: steadier than wall time on a shared machine)."""
-    start = time.process_time()
-    fn()
-    return time.process_time() - start
+from utils import transcoders as T
 
 
 def store_throughput(model, layer: int, windows: list[torch.Tensor]) -> tuple[float, float]:
@@ -79,16 +67,9 @@ def main() -> None:
     """Run both benchmarks and print the ratios."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layer", type=int, default=15)
-    parser.add_argument("--tokens", type=int, default=4096)
-    parser.add_argument("--ctx", type=int, default=128)
     parser.add_argument("--d-sae", type=int, default=2304)
     parser.add_argument("--batch", type=int, default=512)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steadiest)")
-    args = parser.parse_args()
-    torch.set_grad_enabled(False)
-    torch.set_num_threads(args.threads)
-    model = load_model()
-    windows = list(token_batches(model, "train", args.tokens, args.ctx, batch_size=8))
+    args, model, windows = corpus_run(parser, tokens=4096)
     model(windows[0][:1])  # warm-up
 
     store, full = store_throughput(model, args.layer, windows)

@@ -67,7 +67,8 @@ def test_task_suite_is_seeded_and_labels_point_at_the_answer():
 
 
 def test_sequence_items_continue_the_run():
-    for item in tasks.sequence(30, random.Random(0)):
+    rng = random.Random(0)
+    for item in (tasks.sequence(rng) for _ in range(30)):
         words = [w.strip() for w in item.context.rstrip(",").split(",")]
         run = next(r for r in tasks.SEQUENCES if words[0] in r)
         assert item.choices[item.label].strip() == run[run.index(words[-1]) + 1]

@@ -65,57 +65,42 @@ def factual_recall(facts: pd.DataFrame, n: int, rng: random.Random) -> list[MCIt
     return items
 
 
-def greater_than(n: int, rng: random.Random) -> list[MCItem]:
+def greater_than(rng: random.Random) -> MCItem:
     """"... from the year 17YY to the year 17" -> a two-digit ending after YY vs one before it."""
-    items = []
-    for _ in range(n):
-        start = rng.randrange(10, 90)
-        later, earlier = rng.randrange(start + 1, 100), rng.randrange(0, start)
-        century = rng.choice(CENTURIES)
-        context = f"The {rng.choice(EVENTS)} lasted from the year {century}{start:02d} to the year {century}"
-        choices, label = _shuffled(rng, f"{later:02d}", [f"{earlier:02d}"])
-        items.append(MCItem(context, choices, label))
-    return items
+    start = rng.randrange(10, 90)
+    later, earlier = rng.randrange(start + 1, 100), rng.randrange(0, start)
+    century = rng.choice(CENTURIES)
+    context = f"The {rng.choice(EVENTS)} lasted from the year {century}{start:02d} to the year {century}"
+    return MCItem(context, *_shuffled(rng, f"{later:02d}", [f"{earlier:02d}"]))
 
 
-def ioi(n: int, rng: random.Random) -> list[MCItem]:
+def ioi(rng: random.Random) -> MCItem:
     """Indirect-object identification: the giver is the repeated name; the answer the other one."""
-    items = []
-    for _ in range(n):
-        a, b = rng.sample(NAMES, 2)
-        context = f"When {a} and {b} went to the {rng.choice(PLACES)}, {b} gave a {rng.choice(OBJECTS)} to"
-        choices, label = _shuffled(rng, f" {a}", [f" {b}"])
-        items.append(MCItem(context, choices, label))
-    return items
+    a, b = rng.sample(NAMES, 2)
+    context = f"When {a} and {b} went to the {rng.choice(PLACES)}, {b} gave a {rng.choice(OBJECTS)} to"
+    return MCItem(context, *_shuffled(rng, f" {a}", [f" {b}"]))
 
 
-def agreement(n: int, rng: random.Random) -> list[MCItem]:
+def agreement(rng: random.Random) -> MCItem:
     """Subject-verb agreement with an attractor noun of the other number in between."""
-    items = []
-    for _ in range(n):
-        (subj_sg, subj_pl), (attr_sg, attr_pl) = rng.sample(NOUNS, 2)
-        plural = rng.random() < 0.5
-        subject, attractor = (subj_pl, attr_sg) if plural else (subj_sg, attr_pl)
-        context = f"The {subject} {rng.choice(PREPOSITIONS)} the {attractor}"
-        choices, label = _shuffled(rng, " are" if plural else " is", [" is" if plural else " are"])
-        items.append(MCItem(context, choices, label))
-    return items
+    (subj_sg, subj_pl), (attr_sg, attr_pl) = rng.sample(NOUNS, 2)
+    plural = rng.random() < 0.5
+    subject, attractor = (subj_pl, attr_sg) if plural else (subj_sg, attr_pl)
+    context = f"The {subject} {rng.choice(PREPOSITIONS)} the {attractor}"
+    return MCItem(context, *_shuffled(rng, " are" if plural else " is", [" is" if plural else " are"]))
 
 
-def sequence(n: int, rng: random.Random) -> list[MCItem]:
+def sequence(rng: random.Random) -> MCItem:
     """Three consecutive members of a weekday/month/number-word run; continue it."""
-    items = []
-    for _ in range(n):
-        run = rng.choice(SEQUENCES)
-        start = rng.randrange(0, len(run) - 3)
-        right = run[start + 3]
-        wrong = rng.sample([w for w in run if w not in run[start : start + 4]], N_DISTRACTORS)
-        choices, label = _shuffled(rng, " " + right, [" " + w for w in wrong])
-        items.append(MCItem(", ".join(run[start : start + 3]) + ",", choices, label))
-    return items
+    run = rng.choice(SEQUENCES)
+    start = rng.randrange(0, len(run) - 3)
+    right = run[start + 3]
+    wrong = rng.sample([w for w in run if w not in run[start : start + 4]], N_DISTRACTORS)
+    return MCItem(", ".join(run[start : start + 3]) + ",", *_shuffled(rng, " " + right, [" " + w for w in wrong]))
 
 
-GENERATORS: dict[str, Callable[[int, random.Random], list[MCItem]]] = {
+# template tasks: each function draws one item from the generator it is given
+GENERATORS: dict[str, Callable[[random.Random], MCItem]] = {
     "greater_than": greater_than,
     "ioi": ioi,
     "agreement": agreement,
@@ -129,7 +114,8 @@ def build_tasks(facts: pd.DataFrame, n_items: int, seed: int = 0) -> dict[str, l
         raise ValueError(f"n_items must be >= 1, got {n_items}")
     tasks = {"factual_recall": factual_recall(facts, n_items, random.Random(seed))}
     for offset, (name, make) in enumerate(GENERATORS.items(), start=1):
-        tasks[name] = make(n_items, random.Random(seed + offset))
+        rng = random.Random(seed + offset)
+        tasks[name] = [make(rng) for _ in range(n_items)]
     return tasks
 
 
