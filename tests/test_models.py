@@ -28,6 +28,20 @@ def test_fast_mlp_matches_transformer_lens_mlp(tiny, tokens):
         models.install_fast_blocks(tiny)
 
 
+def test_attention_weights_are_stored_as_read_without_changing_results(tokens):
+    model = tiny_model(seed=4)  # its own copy: the layout is changed in place
+    attn = model.blocks[0].attn
+    for w in (attn.W_Q, attn._W_K, attn._W_V):  # TransformerLens reads [head, d_model, d_head] as [(head d_head), d_model]
+        assert w.permute(0, 2, 1).is_contiguous()
+    assert attn.W_O.permute(2, 0, 1).is_contiguous()  # [head, d_head, d_model] read as [d_model, head, d_head]
+    before = model(tokens)
+    for block in model.blocks:
+        for name in ("W_Q", "_W_K", "_W_V", "W_O"):
+            param = block.attn._parameters[name]
+            param.data = param.data.contiguous()  # TransformerLens's own layout
+    torch.testing.assert_close(model(tokens), before, atol=1e-6, rtol=1e-5)
+
+
 def test_unknown_name_lists_the_choices():
     with pytest.raises(ValueError, match="smollm2-135m.*gpt2"):
         load_model("no-such-model")

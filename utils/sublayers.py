@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+from torch import nn
 from transformer_lens import HookedTransformer
 from transformer_lens.components import TransformerBlock, Unembed
 from transformer_lens.components.mlps.gated_mlp import GatedMLP
@@ -114,8 +115,25 @@ class FastUnembed(Unembed):
         return self.hook_out(self.hook_in(residual) @ self.W_U + self.b_U)
 
 
+def store_attention_weights_as_read(attn: nn.Module) -> None:
+    """Lay out W_Q/W_K/W_V/W_O in memory the way TransformerLens's forward reads them.
+
+    TransformerLens 3.9 rearranges each attention weight into a linear layer's shape and copies it on
+    every call (``(head d_head) d_model`` for Q/K/V, ``d_model (head d_head)`` for O). Stored with those
+    strides, the rearrangement is a free view. Shapes, values, hooks and in-place edits are unchanged.
+    """
+    with torch.no_grad():
+        for name in ("W_Q", "W_K", "W_V", "_W_K", "_W_V"):  # [head, d_model, d_head]
+            param = attn._parameters.get(name)
+            if param is not None:
+                param.data = param.data.transpose(1, 2).contiguous().transpose(1, 2)
+        w_o = attn._parameters["W_O"]  # [head, d_head, d_model]
+        w_o.data = w_o.data.permute(2, 0, 1).contiguous().permute(1, 2, 0)
+
+
 def install_fast_blocks(model: HookedTransformer) -> HookedTransformer:
-    """Swap in SkippableBlock, FastGatedMLP and FastUnembed, in place (same hooks and numerics)."""
+    """Swap in SkippableBlock, FastGatedMLP and FastUnembed and lay out attention weights as they are
+    read, in place (same hooks and numerics)."""
     unsupported = [
         flag
         for flag in ("use_attn_in", "use_split_qkv_input", "use_normalization_before_and_after")
@@ -126,6 +144,8 @@ def install_fast_blocks(model: HookedTransformer) -> HookedTransformer:
     for block in model.blocks:
         if not unsupported:
             block.__class__ = SkippableBlock
+        if "W_O" in block.attn._parameters and block.attn.W_O.dim() == 3:
+            store_attention_weights_as_read(block.attn)
         if type(block.mlp) is GatedMLP and not model.cfg.is_layer_norm_activation():
             block.mlp.__class__ = FastGatedMLP
     if type(model.unembed) is Unembed:
