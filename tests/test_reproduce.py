@@ -40,3 +40,31 @@ def test_good_run_replaces_results_and_failed_run_keeps_them(tmp_path):
 def test_unknown_notebook_prefix_lists_the_notebooks():
     with pytest.raises(SystemExit, match="00_sublayers_tour"):
         reproduce.notebooks("zz")
+
+
+def _results(root, verdicts):
+    folder = root / "07_demo"
+    folder.mkdir(parents=True)
+    rows = [{"claim": "c", "paper": "p", "here": "h", "verdict": v} for v in verdicts]
+    metrics = {"notebook": "07_demo", "paper_vs_here": rows, "run": {"scale": "default", "wall_time_s": 90.0}}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    return root
+
+
+def test_readme_summary_is_replaced_between_its_markers_only(tmp_path):
+    results = _results(tmp_path / "results", ["holds", "differs", "holds", "within noise (a ahead)"])
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{reproduce.SUMMARY_START}\nold table\n{reproduce.SUMMARY_END}\noutro\n")
+    reproduce.update_readme_summary(readme, results)
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("outro\n") and "old table" not in text
+    assert "| [07_demo](results/REPORT.md#07_demo) | default | 1.5 min | 2 | 1 | 1 | 0 |" in text
+    assert "| [07_demo](#07_demo) |" in reproduce.write_report(results).read_text()
+
+
+def test_readme_without_markers_is_refused_and_left_alone(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("no markers here\n")
+    with pytest.raises(ValueError, match="results-summary:start"):
+        reproduce.update_readme_summary(readme, _results(tmp_path / "results", ["holds"]))
+    assert readme.read_text() == "no markers here\n"
