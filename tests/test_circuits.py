@@ -191,3 +191,13 @@ def test_fingerprint_tells_data_apart():
     a = [torch.arange(6).view(2, 3)]
     assert C.fingerprint(a) == C.fingerprint([torch.arange(6).view(2, 3)])
     assert C.fingerprint(a) != C.fingerprint([torch.arange(1, 7).view(2, 3)])
+
+
+def test_best_layer_window_picks_the_heaviest_consecutive_layers():
+    scores = {0: torch.tensor([1.0, -1.0]), 1: torch.tensor([0.1]), 2: torch.tensor([-3.0]), 3: torch.tensor([2.0])}
+    assert C.best_layer_window(scores, 2) == [2, 3]
+    assert C.best_layer_window(scores, 4) == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="between 1 and 4"):
+        C.best_layer_window(scores, 5)
+    with pytest.raises(ValueError, match="consecutive"):
+        C.best_layer_window({0: torch.ones(1), 5: torch.ones(1)}, 2)

@@ -113,6 +113,19 @@ def test_resampling_revives_dead_features():
     torch.testing.assert_close(norms, torch.ones_like(norms), atol=1e-5, rtol=0)
 
 
+def test_resampling_more_dead_features_than_tokens_makes_no_copies():
+    trainer = T.TranscoderTrainer(
+        T.TrainConfig(d_sae=32, l1=0.0, resample_every=0), layer=0, d_in=16, d_out=16
+    )
+    x, y = next(toy_batches())[0]
+    x, y = x[:5], y[:5]  # 5 tokens, 32 dead features
+    trainer.fired.zero_()
+    assert trainer.resample_dead(x, y, torch.zeros_like(y)) == 5
+    revived = trainer.transcoder.W_dec[:5]
+    assert len(torch.unique(revived, dim=0)) == 5
+    assert trainer.resample_dead(x, y, torch.zeros_like(y)) == 5  # the rest are revived at later checks
+
+
 def test_splicing_a_transcoder_equal_to_the_mlp_reproduces_the_logits():
     model = relu_model()
     tokens = windows(model)

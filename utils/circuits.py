@@ -477,6 +477,7 @@ PRESETS = {
         "branches": 3,
         "beam": 3,
         "top_ks": [5, 20],
+        "circuit_layers": 2,
     },
     "default": {
         "tc_layers": list(range(30)),
@@ -492,6 +493,7 @@ PRESETS = {
         "branches": 4,
         "beam": 6,
         "top_ks": [10, 30, 100, 300, 1000],
+        "circuit_layers": 6,
     },
     "paper": {
         "tc_layers": list(range(30)),
@@ -507,6 +509,7 @@ PRESETS = {
         "branches": 5,
         "beam": 8,
         "top_ks": [10, 30, 100, 300, 1000, 3000],
+        "circuit_layers": 12,
     },
 }
 MANIFEST = "manifest.json"
@@ -526,7 +529,7 @@ def train_all_layers(
     ``settings`` and layers is loaded instead of retrained. ``settings`` holds TrainConfig fields
     (d_sae, l1, lr, seed, ...) and anything else that identifies the run (tokens, ctx)."""
     folder = Path(folder)
-    manifest = {"layers": list(layers), **{k: v for k, v in settings.items()}}
+    manifest = {"layers": list(layers), "trainer_version": T.TRAINER_VERSION, **settings}
     path = folder / MANIFEST
     if path.is_file() and json.loads(path.read_text()) == json.loads(json.dumps(manifest)):
         return {layer: T.load_transcoder(folder / f"L{layer}") for layer in layers}
@@ -681,6 +684,19 @@ def grad_attributions(
         probs = logits[:, -1].softmax(-1)[:, digit_tokens(model)]
         prob_diff(probs, tens).mean().backward()
     return {layer: (a * a.grad)[:, -1].mean(0).detach() for layer, a in store.items()}
+
+
+def best_layer_window(scores: Mapping[int, torch.Tensor], width: int) -> list[int]:
+    """The ``width`` consecutive layers (among those scored) whose units carry the most total |score|."""
+    layers = sorted(scores)
+    if not 1 <= width <= len(layers):
+        raise ValueError(f"window width must be between 1 and {len(layers)} (the layers scored), got {width}")
+    totals = {layer: float(scores[layer].abs().sum()) for layer in layers}
+    windows = [layers[i : i + width] for i in range(len(layers) - width + 1)]
+    contiguous = [w for w in windows if w[-1] - w[0] == width - 1]
+    if not contiguous:
+        raise ValueError(f"no {width} consecutive layers among the scored layers {layers}")
+    return max(contiguous, key=lambda w: sum(totals[layer] for layer in w))
 
 
 def top_units(scores: Mapping[int, torch.Tensor], k: int) -> dict[int, torch.Tensor]:

@@ -88,6 +88,7 @@ PRESETS = {
 DENSE_THRESHOLD = 0.1  # a feature active on more than this fraction of tokens is "dense"
 HIGHLIGHT = ("[[", "]]")  # how a context marks the token a feature fires on
 CHECKPOINT_NAME = "last_good"
+TRAINER_VERSION = 2  # bump when a change to the trainer changes what it learns, so trained caches are rebuilt
 Pair = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -447,17 +448,21 @@ class TranscoderTrainer:
 
         Each dead feature gets the normalised error of a token drawn with probability ~ its squared
         error as decoder row, the (scaled) centred input of that token as encoder column, zero
-        encoder bias, and fresh Adam state. Returns how many were resampled.
+        encoder bias, and fresh Adam state. Tokens are drawn without replacement: two features
+        started from the same token would get the same gradients and stay copies of each other
+        forever. So at most one feature per token in the batch is revived; the others stay dead
+        and are revived at a later check. Returns how many were resampled.
         """
         tc = self.transcoder
         dead = torch.nonzero(self.fired == 0).flatten()
         self.fired.zero_()
+        dead = dead[: len(x)]
         if len(dead) == 0:
             return 0
         err = y - pred
         weights = err.pow(2).sum(-1)
         g = torch.Generator().manual_seed(self.cfg.seed + self.step_count)
-        picks = torch.multinomial(weights + 1e-12, len(dead), replacement=True, generator=g)
+        picks = torch.multinomial(weights + 1e-12, len(dead), replacement=False, generator=g)
         alive = torch.ones(tc.d_sae, dtype=torch.bool)
         alive[dead] = False
         enc_norm = tc.W_enc[:, alive].norm(dim=0).mean() if alive.any() else torch.tensor(1.0)
