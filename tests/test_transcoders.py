@@ -308,3 +308,13 @@ def test_sae_lens_runner_trains_from_the_shared_cache(tmp_path, tiny):
     )
     assert sae.cfg.metadata.hook_name == "blocks.1.hook_mlp_out"
     assert sae.W_dec.shape == (16, 32) and torch.isfinite(sae.W_dec).all()
+
+
+def test_the_resampling_pool_keeps_only_the_most_recent_tokens():
+    trainer = T.TranscoderTrainer(
+        T.TrainConfig(d_sae=8, l1=0.0, resample_pool_tokens=10), layer=0, d_in=4, d_out=4
+    )
+    for i in range(6):
+        trainer.remember(torch.full((4, 4), float(i)), torch.zeros(4, 4))
+    kept = torch.cat([x for x, _ in trainer.recent])
+    assert len(kept) == 12 and kept[0, 0] == 3 and kept[-1, 0] == 5  # >= 10 tokens, oldest batches dropped

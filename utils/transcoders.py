@@ -24,6 +24,7 @@ import itertools
 import math
 import os
 import shutil
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,7 +89,7 @@ PRESETS = {
 DENSE_THRESHOLD = 0.1  # a feature active on more than this fraction of tokens is "dense"
 HIGHLIGHT = ("[[", "]]")  # how a context marks the token a feature fires on
 CHECKPOINT_NAME = "last_good"
-TRAINER_VERSION = 2  # bump when a change to the trainer changes what it learns, so trained caches are rebuilt
+TRAINER_VERSION = 3  # bump when a change to the trainer changes what it learns, so trained caches are rebuilt
 Pair = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -363,6 +364,7 @@ class TrainConfig:
     warmup_steps: int = 50
     adam_betas: tuple[float, float] = (0.9, 0.999)
     resample_every: int = 200  # steps between dead-feature checks (0: never resample)
+    resample_pool_tokens: int = 2048  # recent training tokens that resampled features are drawn from
     checkpoint_every: int = 100  # steps between checkpoints (0: only at the end)
     checkpoint_dir: str | None = None
     seed: int = 0
@@ -399,6 +401,7 @@ class TranscoderTrainer:
         )
         self.fired = torch.zeros(self.cfg.d_sae, dtype=torch.long)
         self.resampled = 0
+        self.recent: deque[tuple[torch.Tensor, torch.Tensor]] = deque()  # the resampling pool
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         """One Adam step on a batch; raises TrainingDiverged (without stepping) on a non-finite loss."""
@@ -436,11 +439,22 @@ class TranscoderTrainer:
             "dead_frac": float((self.fired == 0).float().mean()),
         }
         self.history.append(record)
-        if self.cfg.resample_every and self.step_count % self.cfg.resample_every == 0:
-            self.resample_dead(x, y, pred.detach())
+        if self.cfg.resample_every:
+            self.remember(x, y)
+            if self.step_count % self.cfg.resample_every == 0:
+                xs = torch.cat([x for x, _ in self.recent])
+                ys = torch.cat([y for _, y in self.recent])
+                with torch.no_grad():
+                    self.resample_dead(xs, ys, tc(xs))
         if self.cfg.checkpoint_every and self.step_count % self.cfg.checkpoint_every == 0:
             self.save_checkpoint()
         return record
+
+    def remember(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Keep the batch in the resampling pool, dropping the oldest beyond ``resample_pool_tokens``."""
+        self.recent.append((x.detach(), y.detach()))
+        while sum(len(part) for part, _ in self.recent) - len(self.recent[0][0]) >= self.cfg.resample_pool_tokens:
+            self.recent.popleft()
 
     @torch.no_grad()
     def resample_dead(self, x: torch.Tensor, y: torch.Tensor, pred: torch.Tensor) -> int:
