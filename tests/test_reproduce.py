@@ -52,13 +52,13 @@ def _results(root, verdicts):
 
 
 def test_readme_summary_is_replaced_between_its_markers_only(tmp_path):
-    results = _results(tmp_path / "results", ["holds", "differs", "holds", "within noise (a ahead)"])
+    results = _results(tmp_path / "results", ["holds", "differs", "holds", "within noise (a ahead)", "comparable (proxy)"])
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{reproduce.SUMMARY_START}\nold table\n{reproduce.SUMMARY_END}\noutro\n")
     reproduce.update_readme_summary(readme, results)
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("outro\n") and "old table" not in text
-    assert "| [07_demo](results/REPORT.md#07_demo) | default | 1.5 min | 2 | 1 | 1 | 0 |" in text
+    assert "| [07_demo](results/REPORT.md#07_demo) | default | 1.5 min | 2 | 1 | 1 | 0 | 1 |" in text
     assert "| [07_demo](#07_demo) |" in reproduce.write_report(results).read_text()
 
 

@@ -161,6 +161,7 @@ def summary_table(results_root: Path = RESULTS_ROOT) -> str:
                 "scale": run.get("scale", m.get("scale", "?")),
                 "wall time": "?" if seconds is None else f"{seconds / 60:.1f} min",
                 **{column: sum(str(v).startswith(start) for v in verdicts) for start, column in VERDICT_COLUMNS.items()},
+                "other verdicts": sum(not str(v).startswith(tuple(VERDICT_COLUMNS)) for v in verdicts),
             }
         )
     return _markdown_table(rows)
