@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 from torch import nn
 from transformer_lens import HookedTransformer
-from transformer_lens.components import TransformerBlock, Unembed
+from transformer_lens.components import AbstractAttention, TransformerBlock, Unembed
 from transformer_lens.components.mlps.gated_mlp import GatedMLP
 
 Kind = Literal["attn", "mlp"]
@@ -93,47 +93,37 @@ class SkippableBlock(TransformerBlock):
         return self.hook_resid_post(resid)
 
 
-class FastGatedMLP(GatedMLP):
-    """GatedMLP that multiplies by its weights directly.
-
-    TransformerLens 3.9 copies each weight's transpose on every call (``W.T.contiguous()``), which
-    dominates the cost of short prompts. Same hooks, same float32 results to rounding.
-    """
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pre_act = self.hook_pre(x @ self.W_gate)
-        pre_linear = self.hook_pre_linear(x @ self.W_in)
-        post_act = self.hook_post(self.act_fn(pre_act) * pre_linear + self.b_in)
-        return post_act @ self.W_out + self.b_out
+# For each module type, the weights whose TransformerLens 3.9 forward rearranges them and copies the
+# result to a contiguous tensor on every call, with the permutation it applies: Q/K/V [head, d_model,
+# d_head] are read as [(head d_head), d_model], O [head, d_head, d_model] as [d_model, (head d_head)],
+# and the MLP and unembedding matrices as their transposes (``F.linear(x, W.T.contiguous())``).
+READ_LAYOUTS: dict[type, dict[str, tuple[int, ...]]] = {
+    AbstractAttention: {name: (0, 2, 1) for name in ("W_Q", "W_K", "W_V", "_W_K", "_W_V")} | {"W_O": (2, 0, 1)},
+    GatedMLP: {name: (1, 0) for name in ("W_gate", "W_in", "W_out")},
+    Unembed: {"W_U": (1, 0)},
+}
 
 
-class FastUnembed(Unembed):
-    """Unembed that multiplies by W_U directly (TransformerLens 3.9 copies its transpose, 113 MB
-    for SmolLM2, on every call)."""
+def store_weights_as_read(model: nn.Module) -> None:
+    """Lay out each weight in memory the way TransformerLens's forward reads it (see READ_LAYOUTS).
 
-    def forward(self, residual: torch.Tensor) -> torch.Tensor:
-        return self.hook_out(self.hook_in(residual) @ self.W_U + self.b_U)
-
-
-def store_attention_weights_as_read(attn: nn.Module) -> None:
-    """Lay out W_Q/W_K/W_V/W_O in memory the way TransformerLens's forward reads them.
-
-    TransformerLens 3.9 rearranges each attention weight into a linear layer's shape and copies it on
-    every call (``(head d_head) d_model`` for Q/K/V, ``d_model (head d_head)`` for O). Stored with those
-    strides, the rearrangement is a free view. Shapes, values, hooks and in-place edits are unchanged.
+    The rearrangement then yields an already-contiguous tensor, so the per-call copy (which dominates
+    short prompts on a CPU) disappears. Shapes, values, hooks, in-place edits and results are unchanged.
     """
     with torch.no_grad():
-        for name in ("W_Q", "W_K", "W_V", "_W_K", "_W_V"):  # [head, d_model, d_head]
-            param = attn._parameters.get(name)
-            if param is not None:
-                param.data = param.data.transpose(1, 2).contiguous().transpose(1, 2)
-        w_o = attn._parameters["W_O"]  # [head, d_head, d_model]
-        w_o.data = w_o.data.permute(2, 0, 1).contiguous().permute(1, 2, 0)
+        for module in model.modules():
+            for kind, layouts in READ_LAYOUTS.items():
+                if not isinstance(module, kind):
+                    continue
+                for name, order in layouts.items():
+                    param = module._parameters.get(name)
+                    if param is not None and param.dim() == len(order):
+                        back = tuple(sorted(range(len(order)), key=order.__getitem__))
+                        param.data = param.data.permute(order).contiguous().permute(back)
 
 
 def install_fast_blocks(model: HookedTransformer) -> HookedTransformer:
-    """Swap in SkippableBlock, FastGatedMLP and FastUnembed and lay out attention weights as they are
-    read, in place (same hooks and numerics)."""
+    """Swap in SkippableBlock and store the weights as they are read, in place (same hooks, same results)."""
     unsupported = [
         flag
         for flag in ("use_attn_in", "use_split_qkv_input", "use_normalization_before_and_after")
@@ -141,15 +131,10 @@ def install_fast_blocks(model: HookedTransformer) -> HookedTransformer:
     ] + (["attn_only"] if model.cfg.attn_only else [])
     if model.cfg.original_architecture in ("Olmo2ForCausalLM", "Olmo3ForCausalLM"):
         unsupported.append("post-norm architecture")
-    for block in model.blocks:
-        if not unsupported:
+    if not unsupported:
+        for block in model.blocks:
             block.__class__ = SkippableBlock
-        if "W_O" in block.attn._parameters and block.attn.W_O.dim() == 3:
-            store_attention_weights_as_read(block.attn)
-        if type(block.mlp) is GatedMLP and not model.cfg.is_layer_norm_activation():
-            block.mlp.__class__ = FastGatedMLP
-    if type(model.unembed) is Unembed:
-        model.unembed.__class__ = FastUnembed
+    store_weights_as_read(model)
     return model
 
 
