@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+
+from utils import stats
+
+
+def test_bootstrap_interval_brackets_the_mean_and_narrows_with_n():
+    rng = np.random.default_rng(0)
+    small = stats.bootstrap_interval(rng.normal(1.0, 1.0, 20))
+    large = stats.bootstrap_interval(rng.normal(1.0, 1.0, 2000))
+    assert small.low < small.estimate < small.high and small.n == 20
+    assert large.low < 1.0 < large.high
+    assert (large.high - large.low) < (small.high - small.low) / 3
+
+
+def test_bootstrap_interval_is_seeded():
+    values = np.arange(30.0)
+    assert stats.bootstrap_interval(values, seed=3) == stats.bootstrap_interval(values, seed=3)
+
+
+def test_interval_errors_name_the_problem():
+    with pytest.raises(ValueError, match="empty"):
+        stats.bootstrap_interval([])
+    with pytest.raises(ValueError, match="NaN"):
+        stats.bootstrap_interval([1.0, float("nan")])
+    with pytest.raises(ValueError, match="equal lengths"):
+        stats.paired_difference([1, 2], [1, 2, 3])
+
+
+def test_paired_difference_and_p_value():
+    a = np.array([0.50, 0.61, 0.55, 0.58, 0.52, 0.60, 0.57, 0.54])
+    b = a + np.array([0.05, 0.04, 0.06, 0.05, 0.03, 0.05, 0.04, 0.06])
+    diff = stats.paired_difference(a, b)
+    assert diff.low > 0 and diff.estimate == pytest.approx(0.0475)
+    assert stats.paired_p_value(a, b) < 1e-4
+    assert stats.paired_p_value(a, a) == 1.0
+    assert stats.paired_p_value(a, a + 0.1) == 0.0
+
+
+def test_permutation_p_value():
+    null = np.arange(99.0)
+    assert stats.permutation_p_value(1000.0, null) == pytest.approx(0.01)
+    assert stats.permutation_p_value(-1.0, null) == 1.0
+
+
+def test_holm_matches_hand_computation_and_keeps_order():
+    adjusted = stats.holm({"a": 0.01, "b": 0.04, "c": 0.03})
+    assert adjusted == pytest.approx({"a": 0.03, "b": 0.06, "c": 0.06})
+    assert list(adjusted) == ["a", "b", "c"]
+    assert stats.holm({"x": 0.6, "y": 0.7}) == pytest.approx({"x": 1.0, "y": 1.0})
+
+
+def test_verdicts_can_fail_and_name_their_n():
+    up = stats.Interval(0.3, 0.1, 0.5, n=40)
+    down = stats.Interval(-0.3, -0.5, -0.1, n=40)
+    straddle = stats.Interval(0.1, -0.1, 0.3, n=40)
+    assert stats.interval_verdict(up, min_n=20) == "holds (n=40)"
+    assert stats.interval_verdict(down, min_n=20) == "differs (n=40)"
+    assert stats.interval_verdict(straddle, min_n=20) == "within noise (n=40)"
+    assert stats.interval_verdict(up, min_n=50).startswith("too few: n=40")
+    assert stats.test_verdict(0.2, 0.01, n=8, min_n=5).startswith("holds (n=8")
+    assert stats.test_verdict(-0.2, 0.01, n=8, min_n=5).startswith("fails (n=8")
+    assert stats.test_verdict(0.2, 0.2, n=8, min_n=5).startswith("within noise")
+    assert stats.test_verdict(0.2, 0.01, n=3, min_n=5).startswith("too few: n=3")

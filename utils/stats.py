@@ -1,0 +1,138 @@
+"""Intervals, tests and the verdict rules every notebook's "paper vs here" table uses.
+
+A verdict always names its n. The vocabulary (counted by ``utils.reproduce``'s summary):
+``holds``, ``within noise``, ``differs``, ``fails``; ``too few: n=…`` below a stated minimum;
+``identity`` for a check that holds by construction (reported, never counted as a reproduced claim).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+CONFIDENCE = 0.95
+N_BOOTSTRAP = 2000
+ALPHA = 0.05
+IDENTITY = "identity"
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with a two-sided confidence interval over ``n`` units."""
+
+    estimate: float
+    low: float
+    high: float
+    n: int
+    level: float = CONFIDENCE
+
+    def format(self, scale: float = 1.0, digits: int = 2, unit: str = "") -> str:
+        """``'0.42 [0.35, 0.49]'`` (values times ``scale``, e.g. 100 for percent)."""
+        f = lambda v: f"{v * scale:.{digits}f}{unit}"  # noqa: E731
+        return f"{f(self.estimate)} [{f(self.low)}, {f(self.high)}]"
+
+    def as_dict(self) -> dict:
+        """Plain numbers, for metrics.json."""
+        return {"estimate": self.estimate, "low": self.low, "high": self.high, "n": self.n, "level": self.level}
+
+
+def _as_array(values: Sequence[float] | np.ndarray, name: str = "values") -> np.ndarray:
+    array = np.asarray(values, dtype=float).reshape(-1)
+    if array.size == 0:
+        raise ValueError(f"{name} is empty: an interval needs at least one observation")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} holds NaN or inf values; drop or fix them before computing an interval")
+    return array
+
+
+def bootstrap_interval(
+    values: Sequence[float] | np.ndarray,
+    statistic: Callable[[np.ndarray], float] = np.mean,
+    level: float = CONFIDENCE,
+    n_boot: int = N_BOOTSTRAP,
+    seed: int = 0,
+) -> Interval:
+    """Percentile bootstrap interval of ``statistic`` over the units in ``values`` (facts, prompts, seeds)."""
+    array = _as_array(values)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, array.size, size=(n_boot, array.size))
+    boot = np.array([statistic(array[row]) for row in draws])
+    tail = (1 - level) / 2
+    low, high = np.quantile(boot, [tail, 1 - tail])
+    return Interval(float(statistic(array)), float(low), float(high), int(array.size), level)
+
+
+def paired_difference(
+    a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, level: float = CONFIDENCE, seed: int = 0
+) -> Interval:
+    """Bootstrap interval of the mean of ``b - a`` over paired units (same seed, fact or prompt)."""
+    x, y = _as_array(a, "a"), _as_array(b, "b")
+    if x.shape != y.shape:
+        raise ValueError(f"paired samples need equal lengths, got {x.size} and {y.size}")
+    return bootstrap_interval(y - x, level=level, seed=seed)
+
+
+def paired_p_value(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float:
+    """Two-sided paired t-test p-value of ``b - a`` (1.0 where the differences have no spread)."""
+    from scipy.stats import ttest_rel
+
+    x, y = _as_array(a, "a"), _as_array(b, "b")
+    if x.shape != y.shape:
+        raise ValueError(f"paired samples need equal lengths, got {x.size} and {y.size}")
+    diff = y - x
+    if x.size < 2 or np.allclose(diff, 0.0):
+        return 1.0
+    if np.allclose(diff, diff[0]):  # every pair moved by the same non-zero amount
+        return 0.0
+    return float(ttest_rel(y, x).pvalue)
+
+
+def permutation_p_value(observed: float, null: Sequence[float] | np.ndarray) -> float:
+    """One-sided p-value of ``observed`` against null draws: (1 + #null ≥ observed) / (1 + n)."""
+    draws = _as_array(null, "null")
+    return float((1 + np.sum(draws >= observed)) / (1 + draws.size))
+
+
+def holm(p_values: Mapping[str, float]) -> dict[str, float]:
+    """Holm–Bonferroni adjusted p-values for several variants tested against one claim."""
+    names = sorted(p_values, key=p_values.get)
+    m, running, adjusted = len(names), 0.0, {}
+    for rank, name in enumerate(names):
+        running = max(running, min(1.0, (m - rank) * p_values[name]))
+        adjusted[name] = running
+    return {name: adjusted[name] for name in p_values}
+
+
+def too_few(n: int, min_n: int) -> str | None:
+    """``'too few: n=…'`` when ``n`` is below the stated minimum, else None."""
+    return f"too few: n={n} (minimum {min_n})" if n < min_n else None
+
+
+def interval_verdict(interval: Interval, min_n: int, threshold: float = 0.0) -> str:
+    """'holds' if the whole interval lies above ``threshold``, 'differs' if it lies below, else
+    'within noise'; each with its n. Below ``min_n`` units: 'too few'."""
+    refused = too_few(interval.n, min_n)
+    if refused:
+        return refused
+    if interval.low > threshold:
+        word = "holds"
+    elif interval.high < threshold:
+        word = "differs"
+    else:
+        word = "within noise"
+    return f"{word} (n={interval.n})"
+
+
+def test_verdict(effect: float, p_value: float, n: int, min_n: int, alpha: float = ALPHA) -> str:
+    """'holds' if the effect is positive and p < alpha, 'fails' if negative and p < alpha,
+    otherwise 'within noise'; each with its n. Pass Holm-adjusted p-values for a family of variants."""
+    refused = too_few(n, min_n)
+    if refused:
+        return refused
+    if p_value < alpha:
+        word = "holds" if effect > 0 else "fails"
+    else:
+        word = "within noise"
+    return f"{word} (n={n}, p={p_value:.3g})"
