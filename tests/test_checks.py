@@ -17,7 +17,7 @@ def test_check_passes_the_reference(capsys):
 
 
 def test_wrong_values_name_the_input_and_the_entry():
-    with pytest.raises(ExerciseFailed, match=r"input 1 of 2 \(a 2x3 tensor\).*index \(0, 1\): expected 1, got 2"):
+    with pytest.raises(ExerciseFailed, match=r"input 1 of 2 \(a 2x3 tensor\).*index \(1, 2\): expected 25, got 10"):
         check("Exercise 0.1", lambda x: x * 2, square, CASES)
 
 
