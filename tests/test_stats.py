@@ -62,3 +62,21 @@ def test_verdicts_can_fail_and_name_their_n():
     assert stats.test_verdict(-0.2, 0.01, n=8, min_n=5).startswith("fails (n=8")
     assert stats.test_verdict(0.2, 0.2, n=8, min_n=5).startswith("within noise")
     assert stats.test_verdict(0.2, 0.01, n=3, min_n=5).startswith("too few: n=3")
+
+
+def test_power_grows_with_seeds_and_matches_the_normal_approximation():
+    powers = [stats.paired_power(0.5, 1.0, n) for n in (5, 10, 40)]
+    assert powers[0] < powers[1] < powers[2]
+    # large n: close to the normal approximation Phi(d sqrt(n) - z_0.975)
+    assert stats.paired_power(0.5, 1.0, 40) == pytest.approx(0.869, abs=0.01)
+    assert stats.paired_power(0.5, 1.0, 1) == 0.0
+
+
+def test_seeds_for_power_and_detectable_effect_invert_each_other():
+    n = stats.seeds_for_power(0.5, 1.0, power=0.8)
+    assert stats.paired_power(0.5, 1.0, n) >= 0.8 > stats.paired_power(0.5, 1.0, n - 1)
+    assert n == 34  # textbook value for d = 0.5, two-sided alpha 0.05, power 0.8
+    effect = stats.detectable_effect(1.0, n)
+    assert effect <= 0.5 and stats.paired_power(effect, 1.0, n) == pytest.approx(0.8, abs=1e-6)
+    with pytest.raises(ValueError, match="must be positive"):
+        stats.paired_power(0.5, 0.0, 10)

@@ -136,3 +136,37 @@ def test_verdict(effect: float, p_value: float, n: int, min_n: int, alpha: float
     else:
         word = "within noise"
     return f"{word} (n={n}, p={p_value:.3g})"
+
+
+def paired_power(effect: float, sd: float, n: int, alpha: float = ALPHA) -> float:
+    """Power of the two-sided paired t-test to detect a mean difference ``effect`` over ``n`` pairs
+    whose differences have standard deviation ``sd`` (noncentral t distribution)."""
+    from scipy.stats import nct, t
+
+    if n < 2:
+        return 0.0
+    if sd <= 0:
+        raise ValueError(f"the standard deviation of the differences must be positive, got {sd}")
+    df, shift = n - 1, abs(effect) / sd * np.sqrt(n)
+    critical = t.ppf(1 - alpha / 2, df)
+    power = float(nct.sf(critical, df, shift) + nct.cdf(-critical, df, shift))
+    return power if np.isfinite(power) else 1.0  # scipy gives NaN far in the tail, where power is 1
+
+
+def seeds_for_power(
+    effect: float, sd: float, power: float = 0.8, alpha: float = ALPHA, max_n: int = 1000
+) -> int:
+    """The smallest number of pairs (seeds) at which the paired t-test reaches ``power`` for ``effect``."""
+    for n in range(2, max_n + 1):
+        if paired_power(effect, sd, n, alpha) >= power:
+            return n
+    raise ValueError(f"more than {max_n} pairs are needed for effect {effect} at sd {sd}")
+
+
+def detectable_effect(sd: float, n: int, power: float = 0.8, alpha: float = ALPHA) -> float:
+    """The smallest mean difference the paired t-test over ``n`` pairs detects with ``power``."""
+    from scipy.optimize import brentq
+
+    if n < 2:
+        return float("inf")
+    return float(brentq(lambda e: paired_power(e, sd, n, alpha) - power, 0.0, 100 * sd))
