@@ -23,8 +23,9 @@ $(STAMP): requirements-lock.txt pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (sublayer-lab)" >/dev/null
 	touch $@
 
-reproduce: env  ## run every notebook at default scale and write results/REPORT.md
-	$(PY) -m utils.reproduce --scale default
+reproduce: env  ## the reference run: every notebook at default scale -> results/, REPORT.md, README; then times the smoke runs
+	$(PY) -m utils.reproduce --scale default --reference
+	$(PY) -m utils.reproduce --scale smoke --record-runtimes
 
 test: env  ## unit tests + every notebook at smoke scale (offline)
 	$(PY) -m pytest

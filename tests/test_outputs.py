@@ -4,7 +4,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from utils.outputs import load_metrics, paper_vs_here, save_results
+from utils.outputs import RESULTS_ROOT, RUNS_ENV, load_metrics, paper_vs_here, save_results
 from utils.scales import apply_scale
 
 PRESETS = {"smoke": {"n": 2, "ctx": 8}, "default": {"n": 100, "ctx": 64}, "paper": {"n": 1000}}
@@ -48,3 +48,22 @@ def test_failed_write_keeps_the_previous_metrics(tmp_path):
 def test_paper_vs_here_requires_its_columns():
     with pytest.raises(ValueError, match="verdict"):
         paper_vs_here([{"claim": "c", "paper": "p", "here": 1}])
+
+
+def test_a_run_that_names_a_reference_folder_writes_to_the_runs_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv(RUNS_ENV, str(tmp_path / "runs"))
+    monkeypatch.chdir(RESULTS_ROOT.parent / "notebooks")  # as JupyterLab and papermill --cwd notebooks run
+    reference = RESULTS_ROOT / "00_sublayers_tour" / "metrics.json"
+    before = reference.read_bytes() if reference.exists() else None
+    path = save_results("../results/00_sublayers_tour", {"scale": "smoke", "value": 1}, {})
+    assert path == tmp_path / "runs" / "smoke" / "00_sublayers_tour" / "metrics.json"
+    assert load_metrics(path.parent)["value"] == 1 and str(path.parent) in capsys.readouterr().out
+    assert (reference.read_bytes() if reference.exists() else None) == before
+    elsewhere = save_results(tmp_path / "mine", {"value": 2}, {})  # any other folder is used as given
+    assert elsewhere == tmp_path / "mine" / "metrics.json"
+
+
+def test_paper_vs_here_shows_whole_claims():
+    claim = "a claim long enough to be cut at fifty characters by pandas' default display"
+    html = paper_vs_here([{"claim": claim, "paper": "p", "here": 1, "verdict": "holds"}])._repr_html_()
+    assert claim in html

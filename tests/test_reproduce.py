@@ -1,16 +1,32 @@
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import nbformat
 import pytest
 
 from utils import reproduce
+from utils.outputs import REPO_ROOT, RUNS_ENV
 
 
-def _notebook(path, body):
+def _notebook(path, *bodies):
     params = nbformat.v4.new_code_cell('scale = "default"\nresults_dir = "out"')
     params.metadata["tags"] = ["parameters"]
-    nb = nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell(body)])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    cells = [
+        nbformat.v4.new_markdown_cell("# Demo"),
+        params,
+        *map(nbformat.v4.new_code_cell, bodies),
+    ]
+    nb = nbformat.v4.new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     nbformat.write(nb, path)
     return path
 
@@ -23,42 +39,104 @@ WRITE = (
 
 
 @pytest.mark.notebook
-def test_good_run_replaces_results_and_failed_run_keeps_them(tmp_path):
+def test_good_run_replaces_results_and_failed_run_keeps_them_and_its_evidence(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv(RUNS_ENV, str(tmp_path / "runs"))
     good = _notebook(tmp_path / "99_demo.ipynb", WRITE.replace("VALUE", "1"))
-    results = tmp_path / "results"
-    metrics = reproduce.run_notebook(good, "smoke", results_root=results)
-    assert metrics["value"] == 1 and metrics["run"]["scale"] == "smoke" and "torch" in metrics["run"]["versions"]
-    bad = _notebook(tmp_path / "99_demo.ipynb", "raise RuntimeError('boom')")
-    with pytest.raises(reproduce.NotebookFailed, match=r"99_demo.ipynb failed in cell 2.*RuntimeError: boom"):
+    metrics = reproduce.run_notebook(good, "smoke")  # not a reference run: goes to the runs folder
+    results = tmp_path / "runs" / "smoke"
+    assert (
+        metrics["value"] == 1
+        and metrics["run"]["scale"] == "smoke"
+        and "torch" in metrics["run"]["versions"]
+    )
+    assert json.loads((results / "99_demo" / "metrics.json").read_text())["value"] == 1
+    bad = _notebook(
+        tmp_path / "99_demo.ipynb", "x = 1", "\n# the failing cell\nraise RuntimeError('boom')"
+    )
+    expected = r"99_demo.ipynb failed in cell 4 of 4 \(`# the failing cell`\): RuntimeError: boom"
+    with pytest.raises(reproduce.NotebookFailed, match=expected) as failure:
         reproduce.run_notebook(bad, "smoke", results_root=results)
+    (kept,) = (tmp_path / "runs" / "failed").glob("99_demo-*.ipynb")
+    assert str(kept) in str(failure.value) and "boom" in kept.read_text()
     assert json.loads((results / "99_demo" / "metrics.json").read_text())["value"] == 1
     assert sorted(p.name for p in results.iterdir()) == ["99_demo"]
     report = reproduce.write_report(results).read_text()
     assert "## 99_demo" in report and "| c | p | 1 | holds |" in report
 
 
-def test_unknown_notebook_prefix_lists_the_notebooks():
-    with pytest.raises(SystemExit, match="00_sublayers_tour"):
-        reproduce.notebooks("zz")
+SLEEP = (
+    "from pathlib import Path\nimport time\nPath(results_dir, 'started').touch()\ntime.sleep(120)"
+)
+INTERRUPTIBLE = (
+    "import sys\nfrom pathlib import Path\nfrom utils import reproduce\nreproduce._stop_on_sigterm()\n"
+    "reproduce.run_notebook(Path(sys.argv[1]), 'smoke', results_root=Path(sys.argv[2]))"
+)
+
+
+@pytest.mark.notebook
+def test_sigterm_removes_the_staging_folder(tmp_path):
+    notebook = _notebook(tmp_path / "98_sleep.ipynb", SLEEP)
+    results = tmp_path / "results"
+    staging = results / ".98_sleep.running"
+    run = subprocess.Popen([sys.executable, "-c", INTERRUPTIBLE, str(notebook), str(results)])
+    deadline = time.time() + 120
+    while not (staging / "started").exists() and run.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert (staging / "started").exists(), "the notebook never started"
+    run.send_signal(signal.SIGTERM)
+    assert run.wait(timeout=60) != 0
+    assert not staging.exists() and not (results / "98_sleep").exists()
+
+
+def test_only_names_exactly_one_notebook_per_pattern():
+    assert [p.stem[:2] for p in reproduce.notebooks("03, 00")] == ["00", "03"]
+    for pattern, problem in [
+        ("", "is empty"),
+        ("0", "matches 6 notebooks"),
+        ("zz", "matches no notebook"),
+    ]:
+        with pytest.raises(SystemExit, match=f"--only '{pattern}' {problem}.*00_sublayers_tour"):
+            reproduce.notebooks(pattern)
+    with pytest.raises(SystemExit, match="is empty"):
+        reproduce.notebooks("00,")
+
+
+def test_reference_is_only_the_default_scale(capsys):
+    with pytest.raises(SystemExit):
+        reproduce.main(["--scale", "smoke", "--reference", "--only", "00"])
+    assert "--reference writes the committed results" in capsys.readouterr().err
 
 
 def _results(root, verdicts):
     folder = root / "07_demo"
     folder.mkdir(parents=True)
     rows = [{"claim": "c", "paper": "p", "here": "h", "verdict": v} for v in verdicts]
-    metrics = {"notebook": "07_demo", "paper_vs_here": rows, "run": {"scale": "default", "wall_time_s": 90.0}}
+    metrics = {
+        "notebook": "07_demo",
+        "paper_vs_here": rows,
+        "run": {"scale": "default", "wall_time_s": 90.0},
+    }
     (folder / "metrics.json").write_text(json.dumps(metrics))
     return root
 
 
 def test_readme_summary_is_replaced_between_its_markers_only(tmp_path):
-    results = _results(tmp_path / "results", ["holds", "differs", "holds", "within noise (a ahead)", "comparable (proxy)"])
+    results = _results(
+        tmp_path / "results",
+        ["holds", "differs", "holds", "within noise (a ahead)", "comparable (proxy)"],
+    )
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{reproduce.SUMMARY_START}\nold table\n{reproduce.SUMMARY_END}\noutro\n")
+    readme.write_text(
+        f"intro\n{reproduce.SUMMARY_START}\nold table\n{reproduce.SUMMARY_END}\noutro\n"
+    )
     reproduce.update_readme_summary(readme, results)
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("outro\n") and "old table" not in text
-    assert "| [07_demo](results/REPORT.md#07_demo) | default | 1.5 min | 2 | 1 | 1 | 0 | 1 |" in text
+    assert (
+        "| [07_demo](results/REPORT.md#07_demo) | default | 1.5 min | 2 | 1 | 1 | 0 | 1 |" in text
+    )
     assert "| [07_demo](#07_demo) |" in reproduce.write_report(results).read_text()
 
 
@@ -68,3 +146,88 @@ def test_readme_without_markers_is_refused_and_left_alone(tmp_path):
     with pytest.raises(ValueError, match="results-summary:start"):
         reproduce.update_readme_summary(readme, _results(tmp_path / "results", ["holds"]))
     assert readme.read_text() == "no markers here\n"
+
+
+def _dump(nb: dict) -> str:
+    return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+
+
+def test_runtime_line_changes_only_the_text_between_its_markers(tmp_path):
+    line = f"Runs in {reproduce.RUNTIME_START}not yet measured.{reproduce.RUNTIME_END} · é\n"
+    cells = [
+        {
+            "cell_type": "markdown",
+            "id": "a",
+            "metadata": {},
+            "source": ["# Title\n", line, "More."],
+        },
+        {
+            "cell_type": "code",
+            "id": "b",
+            "metadata": {},
+            "source": ["x = 1"],
+            "outputs": [],
+            "execution_count": None,
+        },
+    ]
+    notebook = tmp_path / "07_demo.ipynb"
+    original = _dump({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5})
+    notebook.write_text(original, encoding="utf-8")
+    times = reproduce.record_runtime(
+        "07_demo", "default", 150.0, "2-core test CPU", tmp_path / "runtimes.json"
+    )
+    times = reproduce.record_runtime(
+        "07_demo", "smoke", 41.2, "2-core test CPU", tmp_path / "runtimes.json"
+    )
+    text = reproduce.runtime_text("2-core test CPU", times)
+    assert (
+        text
+        == "Runtime on a 2-core test CPU, measured by `make reproduce`: smoke 41 s, default 2.5 min."
+    )
+    assert reproduce.write_runtime_line(notebook, text)
+    assert notebook.read_text(encoding="utf-8") == original.replace("not yet measured.", text)
+    unmarked = tmp_path / "08_demo.ipynb"
+    unmarked.write_text(original.replace(reproduce.RUNTIME_START, ""), encoding="utf-8")
+    assert not reproduce.write_runtime_line(unmarked, text)
+    assert unmarked.read_text(encoding="utf-8") == original.replace(reproduce.RUNTIME_START, "")
+
+
+def _git(repo, *args) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True
+    ).stdout
+
+
+@pytest.mark.notebook
+def test_smoke_reproduce_in_a_clone_leaves_git_status_clean(tmp_path):
+    clone = tmp_path / "clone"
+    _git(tmp_path, "clone", "--quiet", "--no-hardlinks", str(REPO_ROOT), str(clone))
+    for name in _git(REPO_ROOT, "ls-files", "-z").split(
+        "\0"
+    ):  # the working tree's tracked files, as they are now
+        if name and (REPO_ROOT / name).is_file():
+            shutil.copy2(REPO_ROOT / name, clone / name)
+    _git(
+        clone,
+        "-c",
+        "user.name=test",
+        "-c",
+        "user.email=test@example.org",
+        "commit",
+        "--quiet",
+        "--allow-empty",
+        "-am",
+        "now",
+    )
+    env = {k: v for k, v in os.environ.items() if k != RUNS_ENV}
+    run = subprocess.run(
+        [sys.executable, "-m", "utils.reproduce", "--scale", "smoke", "--only", "00"],
+        cwd=clone,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (clone / "results" / "runs" / "smoke" / "00_sublayers_tour" / "metrics.json").is_file()
+    assert _git(clone, "status", "--porcelain", "--untracked-files=all") == ""

@@ -1,11 +1,16 @@
-"""Run the notebooks head-less and write the reference report.
+"""Run the notebooks head-less; a reference run also writes the committed results and report.
 
-    python -m utils.reproduce --scale default            # every notebook, then results/REPORT.md
-    python -m utils.reproduce --scale smoke --only 00    # one notebook (name or number prefix)
+    python -m utils.reproduce --scale default --reference             # every notebook: results/, REPORT.md, README
+    python -m utils.reproduce --scale default --only 01 --reference   # one notebook's reference results
+    python -m utils.reproduce --scale smoke --only 00                 # a trial run: results/runs/smoke/00_.../
 
 Each notebook runs with papermill in a fresh kernel into a staging folder; only a run that
-finishes replaces ``results/<notebook>/``, so a failed run never overwrites a good result. The
-run stops at the first failing notebook and names it and the failing cell.
+finishes replaces its results folder, so a failed run never overwrites a good result. Only a
+``--reference`` run (default scale) writes the committed ``results/<notebook>/``, ``results/REPORT.md``
+and README's summary table; every other run writes to the git-ignored ``results/runs/<scale>/``
+(``--results-root`` or ``$SUBLAYER_LAB_RESULTS`` moves it). The run stops at the first failing
+notebook, names the failing cell as numbered in the committed notebook, and keeps the executed
+notebook under ``results/runs/failed/``.
 """
 
 from __future__ import annotations
@@ -13,25 +18,47 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
+import os
 import platform
 import shutil
+import signal
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import nbformat
 import pandas as pd
 from tqdm.auto import tqdm
 
-from utils.outputs import METRICS_FILE, REPO_ROOT, RESULTS_ROOT, load_metrics, replace_folder
+from utils.outputs import (
+    METRICS_FILE,
+    REPO_ROOT,
+    RESULTS_ROOT,
+    RUNS_ENV,
+    load_metrics,
+    replace_folder,
+    runs_root,
+)
 from utils.scales import SCALES
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 REPORT_PATH = RESULTS_ROOT / "REPORT.md"
 README_PATH = REPO_ROOT / "README.md"
+REFERENCE_SCALE = "default"
+FAILED_FOLDER = "failed"
+INJECTED_TAG = "injected-parameters"  # papermill's cell of parameter overrides
+ERROR_TAG = "papermill-error-cell-tag"  # papermill's notes around a failure
+RUNTIMES_PATH = RESULTS_ROOT / "runtimes.json"
+RUNTIME_START, RUNTIME_END = "<!-- runtime:start -->", "<!-- runtime:end -->"
 SUMMARY_START, SUMMARY_END = "<!-- results-summary:start -->", "<!-- results-summary:end -->"
 # summary columns by how a claim's verdict begins (notebook 05 also says "within noise (...)")
-VERDICT_COLUMNS = {"holds": "claims holding", "within noise": "within noise", "differs": "differing", "fails": "failing"}
+VERDICT_COLUMNS = {
+    "holds": "claims holding",
+    "within noise": "within noise",
+    "differs": "differing",
+    "fails": "failing",
+}
 VERSIONED_PACKAGES = ("torch", "transformer-lens", "sae-lens", "transformers", "numpy", "papermill")
 
 
@@ -40,13 +67,26 @@ class NotebookFailed(RuntimeError):
 
 
 def notebooks(only: str | None = None) -> list[Path]:
-    """The notebooks to run, in order; ``only`` picks those whose name starts with it."""
+    """The notebooks to run, in order; ``only`` is comma-separated name prefixes, each naming one notebook."""
     found = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
-    chosen = [p for p in found if only is None or p.stem.startswith(only)]
-    if not chosen:
-        names = ", ".join(p.stem for p in found)
-        raise SystemExit(f"no notebook matches {only!r}; choose from: {names}")
-    return chosen
+    if only is None:
+        return found
+    names = ", ".join(p.stem for p in found)
+    patterns = [pattern.strip() for pattern in only.split(",")]
+    chosen = []
+    for pattern in patterns:
+        matches = [p for p in found if pattern and p.stem.startswith(pattern)]
+        if len(matches) != 1:
+            problem = (
+                "is empty"
+                if not pattern
+                else ("matches no notebook" if not matches else f"matches {len(matches)} notebooks")
+            )
+            raise SystemExit(
+                f"--only {pattern!r} {problem}; give one notebook's number or name prefix (e.g. 01), comma-separated for several: {names}"
+            )
+        chosen += [m for m in matches if m not in chosen]
+    return sorted(chosen)
 
 
 def package_versions() -> dict[str, str]:
@@ -60,15 +100,60 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def run_notebook(
-    notebook: Path, scale: str, results_root: Path = RESULTS_ROOT, parameters: dict | None = None
-) -> dict:
-    """Execute one notebook at ``scale``; on success move its results into place and return its metrics."""
-    import papermill
+def failing_cell(executed: Path, cell_index: int) -> str:
+    """The failing cell as numbered in the committed notebook (papermill's added cells skipped), with its first line."""
+    cells = [
+        c
+        for c in nbformat.read(executed, as_version=4).cells
+        if ERROR_TAG not in c.metadata.get("tags", [])
+    ]
+    injected = sum(INJECTED_TAG in c.metadata.get("tags", []) for c in cells[:cell_index])
+    first_line = next(
+        (line.strip() for line in cells[cell_index].source.splitlines() if line.strip()), ""
+    )
+    return f"cell {cell_index + 1 - injected} of {len(cells) - injected} (`{first_line}`)"
+
+
+def keep_failed(executed: Path, failed_root: Path) -> Path | None:
+    """Move a failed run's executed notebook to ``failed_root/<notebook>-<time>.ipynb``; None if it has none."""
+    if not executed.is_file():
+        return None
+    failed_root.mkdir(parents=True, exist_ok=True)
+    kept = failed_root / f"{executed.stem}-{datetime.now(UTC):%Y%m%d-%H%M%S}.ipynb"
+    shutil.move(executed, kept)
+    return kept
+
+
+def _what_failed(err: Exception, executed: Path | None) -> str:
+    """Where and how a run failed: the committed notebook's cell for a cell error, else the error itself."""
     from papermill.exceptions import PapermillExecutionError
 
+    if isinstance(err, PapermillExecutionError) and executed is not None:
+        return f"failed in {failing_cell(executed, err.cell_index)}: {err.ename}: {err.evalue}"
+    return f"failed: {type(err).__name__}: {err}"
+
+
+def run_notebook(
+    notebook: Path,
+    scale: str,
+    results_root: Path | None = None,
+    parameters: dict | None = None,
+    failed_root: Path | None = None,
+) -> dict:
+    """Execute one notebook at ``scale``; on success move its results to ``results_root/<notebook>`` and return its metrics.
+
+    ``results_root`` defaults to the git-ignored ``runs_root()/<scale>``; only a reference run passes
+    ``RESULTS_ROOT``. A failed run keeps its executed notebook in ``failed_root`` (default
+    ``runs_root()/failed``) and leaves the previous results alone; an interrupted one removes its
+    staging folder.
+    """
+    import papermill
+
+    results_root = runs_root() / scale if results_root is None else results_root
+    failed_root = runs_root() / FAILED_FOLDER if failed_root is None else failed_root
     final = results_root / notebook.stem
     staging = results_root / f".{notebook.stem}.running"
+    executed = staging / notebook.name
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
@@ -76,25 +161,29 @@ def run_notebook(
     try:
         papermill.execute_notebook(
             str(notebook),
-            str(staging / notebook.name),
+            str(executed),
             parameters={"scale": scale, "results_dir": str(staging), **(parameters or {})},
             cwd=str(notebook.parent),
             kernel_name="python3",
             progress_bar=False,
             log_output=False,
         )
-    except PapermillExecutionError as err:
+        if not (staging / METRICS_FILE).is_file():
+            raise FileNotFoundError(f"the notebook finished without writing {METRICS_FILE}")
+    except Exception as err:  # a cell raised, the kernel died, or no metrics: keep the evidence
+        kept = keep_failed(executed, failed_root)
         shutil.rmtree(staging, ignore_errors=True)
+        evidence = (
+            f"The executed notebook is kept in {kept}."
+            if kept
+            else "No executed notebook was written."
+        )
         raise NotebookFailed(
-            f"{notebook.name} failed in cell {err.cell_index} (execution {err.exec_count}): "
-            f"{err.ename}: {err.evalue}. Previous results in {final} are untouched."
+            f"{notebook.name} {_what_failed(err, kept)}. {evidence} Previous results in {final} are untouched."
         ) from None
-    except BaseException:
+    except BaseException:  # interrupted: SIGINT, or SIGTERM through the handler main() installs
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if not (staging / METRICS_FILE).is_file():
-        shutil.rmtree(staging, ignore_errors=True)
-        raise NotebookFailed(f"{notebook.name} finished without writing {METRICS_FILE}")
     metrics = load_metrics(staging)
     metrics["run"] = {
         "scale": scale,
@@ -160,8 +249,13 @@ def summary_table(results_root: Path = RESULTS_ROOT) -> str:
                 "notebook": f"[{folder.name}](results/REPORT.md#{folder.name})",
                 "scale": run.get("scale", m.get("scale", "?")),
                 "wall time": "?" if seconds is None else f"{seconds / 60:.1f} min",
-                **{column: sum(str(v).startswith(start) for v in verdicts) for start, column in VERDICT_COLUMNS.items()},
-                "other verdicts": sum(not str(v).startswith(tuple(VERDICT_COLUMNS)) for v in verdicts),
+                **{
+                    column: sum(str(v).startswith(start) for v in verdicts)
+                    for start, column in VERDICT_COLUMNS.items()
+                },
+                "other verdicts": sum(
+                    not str(v).startswith(tuple(VERDICT_COLUMNS)) for v in verdicts
+                ),
             }
         )
     return _markdown_table(rows)
@@ -177,7 +271,9 @@ def write_report(results_root: Path = RESULTS_ROOT) -> Path:
     )
     report = results_root / "REPORT.md"
     tmp = report.with_suffix(".tmp")
-    tmp.write_text("\n\n".join([header, *(notebook_section(f) for f in result_folders(results_root))]) + "\n")
+    tmp.write_text(
+        "\n\n".join([header, *(notebook_section(f) for f in result_folders(results_root))]) + "\n"
+    )
     tmp.replace(report)
     return report
 
@@ -187,36 +283,146 @@ def update_readme_summary(readme: Path = README_PATH, results_root: Path = RESUL
     text = readme.read_text()
     start, end = text.find(SUMMARY_START), text.find(SUMMARY_END)
     if start < 0 or end < start:
-        raise ValueError(f"{readme} lacks the markers {SUMMARY_START} ... {SUMMARY_END}; add them where the table goes")
+        raise ValueError(
+            f"{readme} lacks the markers {SUMMARY_START} ... {SUMMARY_END}; add them where the table goes"
+        )
     block = f"{SUMMARY_START}\n{summary_table(results_root)}\n{SUMMARY_END}"
     tmp = readme.with_suffix(".tmp")
     tmp.write_text(text[:start] + block + text[end + len(SUMMARY_END) :])
     tmp.replace(readme)
 
 
+def machine_kind() -> str:
+    """This kind of machine, as measured runtimes are keyed: CPU cores and architecture, and its GPU if any."""
+    import torch
+
+    gpu = f"with {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "without GPU"
+    return f"{os.cpu_count()}-core {platform.machine()} CPU {gpu}"
+
+
+def record_runtime(
+    stem: str, scale: str, seconds: float, machine: str, path: Path = RUNTIMES_PATH
+) -> dict[str, float]:
+    """Store a measured wall time in ``runtimes.json``; return this machine's times for the notebook, by scale."""
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    times = data.setdefault(machine, {}).setdefault(stem, {})
+    times[scale] = seconds
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    tmp.replace(path)
+    return times
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+def runtime_text(machine: str, times: dict[str, float]) -> str:
+    """The notebook intro's runtime sentence from measured times (scales in their usual order)."""
+    measured = ", ".join(f"{scale} {_duration(times[scale])}" for scale in SCALES if scale in times)
+    return f"Runtime on a {machine}, measured by `make reproduce`: {measured}."
+
+
+def write_runtime_line(notebook: Path, text: str) -> bool:
+    """Put ``text`` between the runtime markers of the notebook's first markdown cell, changing no other byte.
+
+    Returns False (and changes nothing) when that cell has no markers.
+    """
+    raw = notebook.read_text(encoding="utf-8")
+    cells = json.loads(raw)["cells"]
+    first = next((i for i, c in enumerate(cells) if c["cell_type"] == "markdown"), None)
+    if (
+        first is None
+        or RUNTIME_START not in "".join(cells[first]["source"])
+        or raw.count(RUNTIME_START) != 1
+    ):
+        return False
+    start = raw.index(RUNTIME_START) + len(RUNTIME_START)
+    end = raw.index(RUNTIME_END, start)
+    updated = raw[:start] + json.dumps(text, ensure_ascii=False)[1:-1] + raw[end:]
+    new_cells = json.loads(updated)["cells"]
+    if new_cells[:first] + new_cells[first + 1 :] != cells[:first] + cells[first + 1 :]:
+        raise ValueError(
+            f"{notebook.name}: the runtime markers must sit inside one line of the first markdown cell"
+        )
+    tmp = notebook.with_suffix(".tmp")
+    tmp.write_text(updated, encoding="utf-8")
+    tmp.replace(notebook)
+    return True
+
+
+def _stop_on_sigterm() -> None:
+    """Turn SIGTERM into KeyboardInterrupt, so an interrupted run cleans its staging folder as Ctrl-C does."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point."""
-    parser = argparse.ArgumentParser(description="Run the notebooks with papermill and write results/REPORT.md.")
-    parser.add_argument("--scale", choices=SCALES, default="default")
-    parser.add_argument("--only", help="run only notebooks whose name starts with this (e.g. 01)")
+    parser = argparse.ArgumentParser(
+        description="Run the notebooks with papermill. Results go to the git-ignored results/runs/<scale>/ "
+        "unless --reference is given."
+    )
+    parser.add_argument("--scale", choices=SCALES, default=REFERENCE_SCALE)
+    parser.add_argument(
+        "--only",
+        help="run only these notebooks: comma-separated number or name prefixes (e.g. 01 or 00,03)",
+    )
     parser.add_argument("--device", help="device parameter passed to every notebook (paper scale)")
+    parser.add_argument(
+        "--reference",
+        action="store_true",
+        help="write the committed reference: results/<notebook>/, results/REPORT.md, README's table, "
+        "results/runtimes.json and each notebook's runtime line (default scale only)",
+    )
+    parser.add_argument(
+        "--results-root",
+        type=Path,
+        help=f"folder for non-reference runs (default results/runs; also ${RUNS_ENV})",
+    )
+    parser.add_argument(
+        "--record-runtimes",
+        action="store_true",
+        help="also store this run's wall times in results/runtimes.json and the notebooks' runtime lines",
+    )
     args = parser.parse_args(argv)
+    if args.reference and args.scale != REFERENCE_SCALE:
+        parser.error(
+            f"--reference writes the committed results, which are the {REFERENCE_SCALE} scale's; drop --reference or use --scale {REFERENCE_SCALE}"
+        )
+    if args.reference and args.results_root:
+        parser.error("--reference writes into results/; --results-root is for the other runs")
+    if args.results_root:
+        os.environ[RUNS_ENV] = str(args.results_root.resolve())
     extra = {"device": args.device} if args.device else {}
     chosen = notebooks(args.only)
+    target = RESULTS_ROOT if args.reference else runs_root() / args.scale
+    machine = machine_kind() if args.reference or args.record_runtimes else None
+    _stop_on_sigterm()
+    status = 0
     bar = tqdm(chosen, desc="notebooks", unit="nb")
     for notebook in bar:
         bar.set_postfix_str(notebook.stem)
         try:
-            metrics = run_notebook(notebook, args.scale, parameters=extra)
+            metrics = run_notebook(notebook, args.scale, target, parameters=extra)
         except NotebookFailed as err:
             print(f"\nFAILED: {err}", file=sys.stderr)
-            write_report()
-            update_readme_summary()
-            return 1
-        tqdm.write(f"{notebook.stem}: {metrics['run']['wall_time_s']} s")
-    print(f"report: {write_report()}")
-    update_readme_summary()
-    return 0
+            status = 1
+            break
+        seconds = metrics["run"]["wall_time_s"]
+        tqdm.write(f"{notebook.stem}: {seconds} s -> {target / notebook.stem}")
+        if machine:
+            write_runtime_line(
+                notebook,
+                runtime_text(machine, record_runtime(notebook.stem, args.scale, seconds, machine)),
+            )
+    print(f"report: {write_report(target)}")
+    if args.reference:
+        update_readme_summary()
+    return status
 
 
 if __name__ == "__main__":
