@@ -39,6 +39,37 @@ def test_malformed_fact_row_is_named(tmp_path):
         load_facts(tmp_path / "h.csv")
 
 
+HEADER = ",".join(data.FACT_COLUMNS)
+FRANCE = "r,France,The capital of France is,Paris,15,21"
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("relation,subject,prompt,target,subject_start,subject_end\nr,Zürich,In Zürich,Swiss,3,9\n".encode("latin-1"),
+         r"not UTF-8 text \(byte 0xfc.*save the file as UTF-8"),
+        (f"{HEADER}\n{FRANCE}\n".replace(",", ";").encode(), "separated by semicolons, not commas"),
+        (f"{HEADER}\n{FRANCE}\n".replace(",", "\t").encode(), "separated by tabs, not commas"),
+        (f"{HEADER}\n{FRANCE},extra\n".encode(), "row 2: 1 more field.*than the 6 columns; quote"),
+        (f"{HEADER}\n".encode(), "a header but no facts"),
+        (b"", "the file is empty; expected a header line relation,subject"),
+    ],
+    ids=["latin-1", "semicolons", "tabs", "extra-field", "header-only", "empty"],
+)
+def test_bad_facts_file_is_refused_naming_file_and_fix(tmp_path, content, message):
+    path = tmp_path / "facts.csv"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=message) as error:
+        load_facts(path)
+    assert "facts.csv" in str(error.value)
+
+
+def test_facts_file_saved_with_a_bom_is_read(tmp_path):
+    path = tmp_path / "facts.csv"
+    path.write_text(f"{HEADER}\n{FRANCE}\n", encoding="utf-8-sig")  # as a spreadsheet's 'CSV UTF-8' writes it
+    assert load_facts(path).subject.tolist() == ["France"]
+
+
 def test_subject_span_finds_or_refuses():
     assert subject_span("Where is Rome now", "Rome") == (9, 13)
     with pytest.raises(DataError, match="not found"):
@@ -69,6 +100,51 @@ def test_known_1000_offline_error_and_local_file(tmp_path, monkeypatch):
     (tmp_path / "known.json").write_text(json.dumps([record]))
     facts = data.load_known_1000(tmp_path / "known.json")
     assert facts.loc[0, "target"] == "Antarctica" and facts.loc[0, "subject_end"] == len("Vinson Massif")
+
+
+VINSON = {"known_id": 0, "subject": "Vinson Massif", "attribute": "Antarctica", "template": "{} is located in the continent of",
+          "prediction": " Antarctica", "prompt": "Vinson Massif is located in the continent of", "relation_id": "P30"}
+
+
+def _without(key):
+    return {k: v for k, v in VINSON.items() if k != key}
+
+
+@pytest.mark.parametrize(
+    "records, message",
+    [
+        ([_without("subject")], r"record 0 \(counting from 0\): missing \['subject'\]; every record needs"),
+        ([_without("attribute")], r"record 0 .*missing \['attribute'\]"),
+        ([VINSON, {**VINSON, "subject": "Mount Everest"}], r"record 1 .*'Mount Everest' not found in prompt.*fix the subject"),
+        ([{**VINSON, "subject": None}], r"record 0 .*\['subject'\] must be non-empty text, got \{'subject': None\}"),
+        ([], "expected a non-empty JSON list of records.*got an empty list"),
+        ([{**VINSON, "attribute": " "}], r"record 0 .*\['attribute'\] must be non-empty text"),
+        ({"subject": "x"}, "expected a non-empty JSON list.*got dict"),
+        (["Vinson Massif"], "record 0 .*expected an object"),
+    ],
+    ids=["no-subject", "no-attribute", "subject-not-in-prompt", "null-subject", "empty-list", "empty-attribute",
+         "not-a-list", "not-an-object"],
+)
+def test_bad_known_1000_record_is_refused_naming_file_and_record(tmp_path, records, message):
+    path = tmp_path / "known.json"
+    path.write_text(json.dumps(records))
+    with pytest.raises(DataError, match=message) as error:
+        data.load_known_1000(path)
+    assert str(path) in str(error.value)
+
+
+def test_known_1000_without_its_unused_fields_loads(tmp_path):
+    path = tmp_path / "known.json"
+    path.write_text(json.dumps([{k: VINSON[k] for k in data.KNOWN_1000_REQUIRED}]))
+    facts = data.load_known_1000(path)
+    assert facts.loc[0, "known_id"] == 0 and facts.loc[0, "target"] == "Antarctica"
+
+
+def test_known_1000_that_is_not_json_is_named(tmp_path):
+    path = tmp_path / "known.json"
+    path.write_text("[{'subject': 'single quotes'}]")
+    with pytest.raises(DataError, match="known.json: not valid JSON"):
+        data.load_known_1000(path)
 
 
 def test_unknown_online_corpus_is_refused():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import json
 import os
 import random
@@ -34,6 +35,8 @@ CORPUS_DIR = DATA_ROOT / "corpus"
 SPLITS = ("train", "validation")
 FACT_COLUMNS = ["relation", "subject", "prompt", "target", "subject_start", "subject_end"]
 KNOWN_1000_URL = "https://rome.baulab.info/data/dsets/known_1000.json"
+KNOWN_1000_REQUIRED = ("subject", "attribute", "prompt", "relation_id")  # known_id, template, prediction: optional
+OTHER_DELIMITERS = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
 ONLINE_CORPORA = {
     # name: (datasets path, config, split, text field)
     "wikitext": ("Salesforce/wikitext", "wikitext-103-raw-v1", "train", "text"),
@@ -66,15 +69,46 @@ def _validate_fact(row: dict, line: int, path: Path) -> dict:
     return {**row, "subject_start": start, "subject_end": end}
 
 
+def read_text(path: Path) -> str:
+    """A data file's text as UTF-8; DataError naming the file and the fix when it is not UTF-8."""
+    try:
+        return path.read_text(encoding="utf-8-sig")  # a BOM, as spreadsheets write, is fine
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"{path}: not UTF-8 text (byte {err.object[err.start]:#x} at position {err.start}); "
+            "save the file as UTF-8 (in a spreadsheet: 'CSV UTF-8')"
+        ) from None
+
+
+def _check_header(path: Path, fieldnames: list[str] | None, first_line: str) -> None:
+    """DataError when the facts header lacks columns, naming a wrong delimiter when that is why."""
+    if not first_line.strip():
+        raise DataError(f"{path}: the file is empty; expected a header line {','.join(FACT_COLUMNS)} and one fact per line")
+    absent = [c for c in FACT_COLUMNS if c not in (fieldnames or [])]
+    if not absent:
+        return
+    for delimiter, name in OTHER_DELIMITERS.items():
+        if set(FACT_COLUMNS) <= {c.strip() for c in first_line.split(delimiter)}:
+            raise DataError(f"{path}: the columns are separated by {name}, not commas; save it as comma-separated CSV")
+    raise DataError(f"{path.name}: missing columns {absent}; expected {FACT_COLUMNS}")
+
+
 def load_facts(path: str | os.PathLike = FACTS_PATH) -> pd.DataFrame:
     """The facts table, validated row by row (a malformed row raises DataError naming it)."""
     path = Path(path)
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        absent = [c for c in FACT_COLUMNS if c not in (reader.fieldnames or [])]
-        if absent:
-            raise DataError(f"{path.name}: missing columns {absent}; expected {FACT_COLUMNS}")
-        rows = [_validate_fact(row, i, path) for i, row in enumerate(reader, start=2)]
+    text = read_text(path)
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    _check_header(path, reader.fieldnames, text.partition("\n")[0])
+    rows = []
+    for line, row in enumerate(reader, start=2):
+        if None in row:  # csv puts fields beyond the header under the key None
+            raise DataError(
+                f"{path.name} row {line}: {len(row[None])} more field(s) than the {len(reader.fieldnames)} columns; "
+                "quote a field that contains a comma"
+            )
+        rows.append(_validate_fact(row, line, path))
+    if not rows:
+        raise DataError(f"{path}: a header but no facts; add one fact per line below the header")
     facts = pd.DataFrame(rows, columns=FACT_COLUMNS)
     duplicated = facts.duplicated(["relation", "subject"])
     if duplicated.any():
@@ -124,24 +158,50 @@ def load_known_1000(path_or_url: str | os.PathLike = KNOWN_1000_URL) -> pd.DataF
                 ) from err
             local.write_bytes(payload)
         source = str(local)
-    records = json.loads(Path(source).read_text())
-    rows = []
-    for record in records:
-        start, end = subject_span(record["prompt"], record["subject"])
-        rows.append(
-            {
-                "relation": record["relation_id"],
-                "subject": record["subject"],
-                "prompt": record["prompt"].rstrip(),
-                "target": record["attribute"].strip(),
-                "subject_start": start,
-                "subject_end": end,
-                "known_id": record["known_id"],
-                "template": record["template"],
-                "prediction": record["prediction"],
-            }
+    return pd.DataFrame(_known_1000_records(Path(source)))
+
+
+def _known_1000_records(path: Path) -> list[dict]:
+    """The records of a known_1000-style JSON file as fact rows, each checked (DataError names file and record)."""
+    try:
+        records = json.loads(read_text(path))
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON ({err}); it should be a list of records like ROME's known_1000.json") from None
+    if not isinstance(records, list) or not records:
+        raise DataError(
+            f"{path}: expected a non-empty JSON list of records with {list(KNOWN_1000_REQUIRED)}, "
+            f"got {'an empty list' if records == [] else type(records).__name__}"
         )
-    return pd.DataFrame(rows)
+    return [_known_1000_row(record, index, path) for index, record in enumerate(records)]
+
+
+def _known_1000_row(record, index: int, path: Path) -> dict:
+    """One known_1000 record as a fact row; DataError naming the file, the record index and the fix."""
+    where = f"{path} record {index} (counting from 0)"
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: expected an object with {list(KNOWN_1000_REQUIRED)}, got {type(record).__name__}")
+    absent = [key for key in KNOWN_1000_REQUIRED if key not in record]
+    if absent:
+        raise DataError(f"{where}: missing {absent}; every record needs {list(KNOWN_1000_REQUIRED)}")
+    empty = [key for key in KNOWN_1000_REQUIRED if not isinstance(record[key], str) or not record[key].strip()]
+    if empty:
+        found = {key: record[key] for key in empty}
+        raise DataError(f"{where}: {empty} must be non-empty text, got {found}")
+    try:
+        start, end = subject_span(record["prompt"], record["subject"])
+    except DataError as err:
+        raise DataError(f"{where}: {err}; fix the subject or the prompt, or drop the record") from None
+    return {
+        "relation": record["relation_id"],
+        "subject": record["subject"],
+        "prompt": record["prompt"].rstrip(),
+        "target": record["attribute"].strip(),
+        "subject_start": start,
+        "subject_end": end,
+        "known_id": record.get("known_id", index),
+        "template": record.get("template"),
+        "prediction": record.get("prediction"),
+    }
 
 
 @lru_cache(maxsize=4)
