@@ -1,6 +1,8 @@
 """The repository's own files agree with each other and notebooks are committed clean."""
 
+import importlib.util
 import re
+import shlex
 import tomllib
 from pathlib import Path
 
@@ -52,6 +54,40 @@ def test_notebook_is_committed_clean_with_a_parameters_cell(path):
     assert all(not c.outputs and c.execution_count is None for c in code), "strip outputs before committing"
     tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1 and "scale = " in tagged[0].source and "results_dir = " in tagged[0].source
+
+
+def _clean_notebooks_script():
+    spec = importlib.util.spec_from_file_location("clean_notebooks", ROOT / "scripts" / "clean_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _registered_kernelspec() -> dict[str, str]:
+    """The kernelspec `make env` registers, read from the Makefile's `ipykernel install` line."""
+    (line,) = [line for line in (ROOT / "Makefile").read_text().splitlines() if "ipykernel install" in line]
+    args = shlex.split(line.split(">")[0])
+    return {"display_name": args[args.index("--display-name") + 1], "language": "python", "name": args[args.index("--name") + 1]}
+
+
+def test_clean_notebooks_writes_the_kernelspec_make_env_registers():
+    assert _clean_notebooks_script().KERNELSPEC == _registered_kernelspec()
+
+
+def test_clean_notebooks_strips_a_run_and_is_idempotent(tmp_path):
+    path = tmp_path / "run.ipynb"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1 + 1", execution_count=3)])
+    nb.cells[0].outputs = [nbformat.v4.new_output("execute_result", {"text/plain": "2"}, execution_count=3)]
+    nb.cells[0].metadata.update(tags=["parameters"], execution={"iopub.status.busy": "2026-01-01"})
+    nb.metadata["papermill"] = {"duration": 1.0}
+    nbformat.write(nb, path)
+    script = _clean_notebooks_script()
+    assert script.main(["--check", str(path)]) == 1
+    assert script.main([str(path)]) == 0
+    cleaned = nbformat.read(path, as_version=4)
+    assert cleaned.cells[0].outputs == [] and cleaned.cells[0].execution_count is None
+    assert cleaned.cells[0].metadata == {"tags": ["parameters"]} and "papermill" not in cleaned.metadata
+    assert script.main(["--check", str(path)]) == 0
 
 
 def test_readme_gives_the_two_commands():
