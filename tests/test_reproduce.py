@@ -44,7 +44,7 @@ def test_good_run_replaces_results_and_failed_run_keeps_them_and_its_evidence(
 ):
     monkeypatch.setenv(RUNS_ENV, str(tmp_path / "runs"))
     good = _notebook(tmp_path / "99_demo.ipynb", WRITE.replace("VALUE", "1"))
-    metrics = reproduce.run_notebook(good, "smoke")  # not a reference run: goes to the runs folder
+    metrics = reproduce.run_notebook(good, "smoke", page=True)  # not a reference run: goes to the runs folder
     results = tmp_path / "runs" / "smoke"
     assert (
         metrics["value"] == 1
@@ -64,6 +64,8 @@ def test_good_run_replaces_results_and_failed_run_keeps_them_and_its_evidence(
     assert sorted(p.name for p in results.iterdir()) == ["99_demo"]
     report = reproduce.write_report(results).read_text()
     assert "## 99_demo" in report and "| c | p | 1 | holds |" in report
+    assert "[99_demo.html](99_demo/99_demo.html)" in report and "| [page](99_demo/99_demo.html) |" in report
+    assert "save_results" in (results / "99_demo" / "99_demo.html").read_text()
 
 
 SLEEP = (
@@ -135,7 +137,7 @@ def test_readme_summary_is_replaced_between_its_markers_only(tmp_path):
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("outro\n") and "old table" not in text
     assert (
-        "| [07_demo](results/REPORT.md#07_demo) | default | 1.5 min | 2 | 1 | 1 | 0 | 1 |" in text
+        "| [07_demo](results/REPORT.md#07_demo) | default | 1.5 min | 2 | 1 | 1 | 0 | 1 | not written |" in text
     )
     assert "| [07_demo](#07_demo) |" in reproduce.write_report(results).read_text()
 

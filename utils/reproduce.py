@@ -40,6 +40,7 @@ from utils.outputs import (
     replace_folder,
     runs_root,
 )
+from utils.pages import write_html_page
 from utils.scales import SCALES
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
@@ -60,6 +61,11 @@ VERDICT_COLUMNS = {
     "fails": "failing",
 }
 VERSIONED_PACKAGES = ("torch", "transformer-lens", "sae-lens", "transformers", "numpy", "papermill")
+
+
+def page_name(stem: str) -> str:
+    """The file name of a notebook's executed HTML page inside its results folder."""
+    return f"{stem}.html"
 
 
 class NotebookFailed(RuntimeError):
@@ -139,13 +145,15 @@ def run_notebook(
     results_root: Path | None = None,
     parameters: dict | None = None,
     failed_root: Path | None = None,
+    page: bool = False,
 ) -> dict:
     """Execute one notebook at ``scale``; on success move its results to ``results_root/<notebook>`` and return its metrics.
 
     ``results_root`` defaults to the git-ignored ``runs_root()/<scale>``; only a reference run passes
     ``RESULTS_ROOT``. A failed run keeps its executed notebook in ``failed_root`` (default
     ``runs_root()/failed``) and leaves the previous results alone; an interrupted one removes its
-    staging folder.
+    staging folder. ``page`` also writes the executed notebook as ``<notebook>.html`` beside its results
+    (a page that cannot be written fails the run).
     """
     import papermill
 
@@ -170,6 +178,8 @@ def run_notebook(
         )
         if not (staging / METRICS_FILE).is_file():
             raise FileNotFoundError(f"the notebook finished without writing {METRICS_FILE}")
+        if page:
+            write_html_page(executed, staging / page_name(notebook.stem))
     except Exception as err:  # a cell raised, the kernel died, or no metrics: keep the evidence
         kept = keep_failed(executed, failed_root)
         shutil.rmtree(staging, ignore_errors=True)
@@ -216,19 +226,25 @@ def notebook_section(folder: Path) -> str:
     run = m.get("run", {})
     versions = ", ".join(f"{k} {v}" for k, v in run.get("versions", {}).items())
     figures = "\n".join(f"![{f}]({folder.name}/{f})" for f in m.get("figures", []))
-    return "\n\n".join(
-        [
-            f"## {folder.name}",
-            f"Model: `{m.get('model')}` · scale: `{run.get('scale', m.get('scale'))}` · "
-            f"wall time: {run.get('wall_time_s', '?')} s · finished {run.get('finished', '?')}",
-            f"**Implemented**\n\n{_bullets(m.get('implemented', []))}",
-            f"**Not implemented**\n\n{_bullets(m.get('not_implemented', []))}",
-            f"**Deviations from the paper**\n\n{_bullets(m.get('deviations', []))}",
-            f"**Paper vs here**\n\n{_markdown_table(m.get('paper_vs_here', []))}",
-            f"**Figures**\n\n{figures}" if figures else "",
-            f"Versions: {versions}",
-        ]
+    page = folder / page_name(folder.name)
+    page_link = (
+        f"The executed notebook, with every output: [{page.name}]({folder.name}/{page.name})"
+        if page.is_file()
+        else ""
     )
+    parts = [
+        f"## {folder.name}",
+        f"Model: `{m.get('model')}` · scale: `{run.get('scale', m.get('scale'))}` · "
+        f"wall time: {run.get('wall_time_s', '?')} s · finished {run.get('finished', '?')}",
+        page_link,
+        f"**Implemented**\n\n{_bullets(m.get('implemented', []))}",
+        f"**Not implemented**\n\n{_bullets(m.get('not_implemented', []))}",
+        f"**Deviations from the paper**\n\n{_bullets(m.get('deviations', []))}",
+        f"**Paper vs here**\n\n{_markdown_table(m.get('paper_vs_here', []))}",
+        f"**Figures**\n\n{figures}" if figures else "",
+        f"Versions: {versions}",
+    ]
+    return "\n\n".join(part for part in parts if part)
 
 
 def result_folders(results_root: Path = RESULTS_ROOT) -> list[Path]:
@@ -236,8 +252,12 @@ def result_folders(results_root: Path = RESULTS_ROOT) -> list[Path]:
     return sorted(p.parent for p in results_root.glob(f"[0-9][0-9]_*/{METRICS_FILE}"))
 
 
-def summary_table(results_root: Path = RESULTS_ROOT) -> str:
-    """One row per notebook: scale, wall time and how many of its paper claims hold, differ or fail."""
+def summary_table(results_root: Path = RESULTS_ROOT, in_report: bool = False) -> str:
+    """One row per notebook: scale, wall time, how many of its paper claims hold, differ or fail, and its page.
+
+    Links are relative to the README (``results/...``), or to REPORT.md when ``in_report``.
+    """
+    base = "" if in_report else f"{results_root.name}/"
     rows = []
     for folder in result_folders(results_root):
         m = load_metrics(folder)
@@ -246,7 +266,7 @@ def summary_table(results_root: Path = RESULTS_ROOT) -> str:
         seconds = run.get("wall_time_s")
         rows.append(
             {
-                "notebook": f"[{folder.name}](results/REPORT.md#{folder.name})",
+                "notebook": f"[{folder.name}]({'' if in_report else base + 'REPORT.md'}#{folder.name})",
                 "scale": run.get("scale", m.get("scale", "?")),
                 "wall time": "?" if seconds is None else f"{seconds / 60:.1f} min",
                 **{
@@ -255,6 +275,11 @@ def summary_table(results_root: Path = RESULTS_ROOT) -> str:
                 },
                 "other verdicts": sum(
                     not str(v).startswith(tuple(VERDICT_COLUMNS)) for v in verdicts
+                ),
+                "executed notebook": (
+                    f"[page]({base}{folder.name}/{page_name(folder.name)})"
+                    if (folder / page_name(folder.name)).is_file()
+                    else "not written"
                 ),
             }
         )
@@ -267,7 +292,7 @@ def write_report(results_root: Path = RESULTS_ROOT) -> Path:
         "# Sublayer Lab — reference results\n\n"
         "Generated by `python -m utils.reproduce` (`make reproduce`); do not edit by hand. Every number "
         "below was computed by the notebook's own run; the 'paper' column cites the papers.\n\n"
-        + summary_table(results_root).replace("](results/REPORT.md#", "](#")
+        + summary_table(results_root, in_report=True)
     )
     report = results_root / "REPORT.md"
     tmp = report.with_suffix(".tmp")
@@ -407,7 +432,9 @@ def main(argv: list[str] | None = None) -> int:
     for notebook in bar:
         bar.set_postfix_str(notebook.stem)
         try:
-            metrics = run_notebook(notebook, args.scale, target, parameters=extra)
+            metrics = run_notebook(
+                notebook, args.scale, target, parameters=extra, page=args.reference
+            )
         except NotebookFailed as err:
             print(f"\nFAILED: {err}", file=sys.stderr)
             status = 1
