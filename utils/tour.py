@@ -55,17 +55,20 @@ def direct_logit_attribution(
     )
 
 
+def decode_residual(model: HookedTransformer, resid: torch.Tensor) -> torch.Tensor:
+    """Logits [batch, d_vocab] read from residual-stream vectors [batch, d_model]: final norm, then unembedding."""
+    return model.unembed(model.ln_final(resid.unsqueeze(1)))[:, 0]
+
+
 def logit_lens(model: HookedTransformer, cache: ActivationCache, token: int, pos: int = -1) -> pd.DataFrame:
     """Probability and rank of ``token`` when each layer's residual stream is decoded directly."""
     rows = []
     for layer in range(model.cfg.n_layers):
-        resid = cache[f"blocks.{layer}.hook_resid_post"][:, pos]
-        logits = model.unembed(model.ln_final(resid.unsqueeze(1)))[0, 0]
-        probs = logits.softmax(-1)
+        logits = decode_residual(model, cache[f"blocks.{layer}.hook_resid_post"][:, pos])[0]
         rows.append(
             {
                 "layer": layer,
-                "prob": float(probs[token]),
+                "prob": float(logits.softmax(-1)[token]),
                 "rank": int((logits > logits[token]).sum()) + 1,
                 "top_token": model.to_string(logits.argmax()),
             }
