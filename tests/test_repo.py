@@ -53,7 +53,9 @@ def test_notebook_is_committed_clean_with_a_parameters_cell(path):
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(not c.outputs and c.execution_count is None for c in code), "strip outputs before committing"
     tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
-    assert len(tagged) == 1 and "scale = " in tagged[0].source and "results_dir = " in tagged[0].source
+    assert len(tagged) == 1
+    for name in ("scale", "results_dir"):
+        assert re.search(rf"^{name}(: \w+)? = ", tagged[0].source, flags=re.M), f"the parameters cell lacks {name}"
 
 
 def _clean_notebooks_script():
