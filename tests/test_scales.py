@@ -1,0 +1,99 @@
+import pytest
+
+from utils import online
+from utils.scales import ParameterError, apply_scale, check_parameter
+
+PRESETS = {
+    "smoke": {"n_facts": 4, "lr": 0.1},
+    "default": {
+        "model_name": "smollm2-135m",
+        "facts_source": "shipped",
+        "n_facts": 160,
+        "lr": 0.01,
+        "layers": [0, 1],
+    },
+    "paper": {"model_name": "gpt2-xl", "facts_source": "known_1000", "n_facts": 1209},
+}
+
+
+def notebook(**overrides) -> dict:
+    """A parameters cell's globals: the default preset, annotations, then the caller's overrides."""
+    namespace = {
+        "scale": "default",
+        "dry_run": False,
+        "prompt": "The Eiffel Tower is in",
+        "seed": 0,
+        "__annotations__": {"prompt": str, "seed": int, "dry_run": bool, "note": str | None},
+        "note": None,
+        **PRESETS["default"],
+    }
+    return {**namespace, **overrides}
+
+
+def test_scale_fills_what_the_caller_did_not_change():
+    namespace = notebook(scale="smoke", lr=0.5)
+    assert apply_scale(namespace, PRESETS)["n_facts"] == 4
+    assert namespace["n_facts"] == 4 and namespace["lr"] == 0.5
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"n_facts": "abc"}, "n_facts must be a positive int, got 'abc'"),
+        ({"n_facts": 0}, "n_facts must be a positive int, got 0"),
+        ({"n_facts": True}, "n_facts must be a positive int, got True"),
+        ({"prompt": ""}, "prompt must be non-empty"),
+        ({"seed": "1"}, "seed must be a non-negative int, got '1'"),
+        ({"lr": "fast"}, "lr must be a non-negative float, got 'fast'"),
+        ({"layers": [0, "x"]}, "layers must be a list of non-negative int, got [0, 'x']"),
+        ({"dry_run": "yes"}, "dry_run must be a bool, got 'yes'"),
+        ({"note": 3}, "note must be a str or None, got 3"),
+        ({"scale": "huge"}, "scale must be one of"),
+    ],
+)
+def test_wrong_parameters_are_named(overrides, message):
+    with pytest.raises(ParameterError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        apply_scale(notebook(**overrides), PRESETS)
+
+
+def test_every_problem_is_reported_at_once():
+    with pytest.raises(ParameterError, match="n_facts .*; prompt must be non-empty"):
+        apply_scale(notebook(n_facts="abc", prompt=""), PRESETS)
+
+
+def test_an_int_is_a_float_and_ranges_override_the_count_rule():
+    apply_scale(notebook(lr=1), PRESETS)
+    assert check_parameter("layer", 0, int, (0, 29)) is None
+    assert check_parameter("frac", 1.5, float, (0, 1)) == "frac must be a float in [0, 1], got 1.5"
+    with pytest.raises(ParameterError, match=r"lr must be a float in \[0, 0.1\], got 0.5"):
+        apply_scale(notebook(lr=0.5), PRESETS, ranges={"lr": (0, 0.1)})
+
+
+def test_a_scale_key_without_default_is_refused():
+    with pytest.raises(KeyError, match="PRESETS\\['paper'\\] sets \\['extra'\\]"):
+        apply_scale(notebook(scale="paper"), {**PRESETS, "paper": {"extra": 1}})
+
+
+def test_dry_run_only_at_paper_scale():
+    with pytest.raises(ParameterError, match="dry_run=True rehearses scale='paper'"):
+        apply_scale(notebook(dry_run=True), PRESETS)
+
+
+def test_paper_scale_offline_names_every_model_and_dataset(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(online.OnlineRequiredError) as err:
+        apply_scale(notebook(scale="paper"), PRESETS)
+    assert "model 'gpt2-xl' (model_name)" in str(err.value)
+    assert "dataset 'known_1000' (facts_source)" in str(err.value) and "dry_run=True" in str(
+        err.value
+    )
+
+
+def test_paper_dry_run_swaps_in_stand_ins_and_smoke_sizes(tmp_path, monkeypatch):
+    monkeypatch.setenv("SUBLAYER_LAB_CACHE", str(tmp_path))
+    namespace = notebook(scale="paper", dry_run=True, lr=0.2)
+    sizes = apply_scale(namespace, PRESETS)
+    assert (
+        namespace["model_name"] == "smollm2-135m" and sizes["n_facts"] == 4 and sizes["lr"] == 0.2
+    )
+    assert namespace["facts_source"] == str(tmp_path / "dry_run" / "known_1000.json")
