@@ -194,6 +194,17 @@ def test_runtime_line_changes_only_the_text_between_its_markers(tmp_path):
     assert unmarked.read_text(encoding="utf-8") == original.replace(reproduce.RUNTIME_START, "")
 
 
+def test_runtimes_of_a_busy_machine_are_not_taken_as_its_speed(tmp_path):
+    assert reproduce.quiet({"load_average_5min": 2.6, "cpu_cores": 2})
+    assert not reproduce.quiet({"load_average_5min": 16.2, "cpu_cores": 2})
+    assert reproduce.quiet({"wall_time_s": 3.0})  # older runs recorded no load
+    folder = tmp_path / "results" / "07_demo"
+    folder.mkdir(parents=True)
+    run = {"scale": "default", "wall_time_s": 90.0, "load_average_5min": 16.2, "cpu_cores": 2}
+    (folder / "metrics.json").write_text(json.dumps({"notebook": "07_demo", "paper_vs_here": [], "run": run}))
+    assert "| 1.5 min (busy machine) |" in reproduce.summary_table(folder.parent)
+
+
 def _git(repo, *args) -> str:
     return subprocess.run(
         ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True

@@ -51,6 +51,9 @@ FAILED_FOLDER = "failed"
 INJECTED_TAG = "injected-parameters"  # papermill's cell of parameter overrides
 ERROR_TAG = "papermill-error-cell-tag"  # papermill's notes around a failure
 RUNTIMES_PATH = RESULTS_ROOT / "runtimes.json"
+BUSY_LOAD_PER_CORE = (
+    1.5  # the run's own load is about 1 per core; more means other work shared the CPU
+)
 RUNTIME_START, RUNTIME_END = "<!-- runtime:start -->", "<!-- runtime:end -->"
 SUMMARY_START, SUMMARY_END = "<!-- results-summary:start -->", "<!-- results-summary:end -->"
 # summary columns by how a claim's verdict begins (notebook 05 also says "within noise (...)")
@@ -199,6 +202,8 @@ def run_notebook(
         "scale": scale,
         "wall_time_s": round(time.time() - started, 1),
         "finished": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "load_average_5min": round(os.getloadavg()[1], 1),
+        "cpu_cores": os.cpu_count(),
         "versions": package_versions(),
     }
     (staging / METRICS_FILE).write_text(json.dumps(metrics, indent=1))
@@ -268,7 +273,9 @@ def summary_table(results_root: Path = RESULTS_ROOT, in_report: bool = False) ->
             {
                 "notebook": f"[{folder.name}]({'' if in_report else base + 'REPORT.md'}#{folder.name})",
                 "scale": run.get("scale", m.get("scale", "?")),
-                "wall time": "?" if seconds is None else f"{seconds / 60:.1f} min",
+                "wall time": "?"
+                if seconds is None
+                else f"{seconds / 60:.1f} min" + ("" if quiet(run) else " (busy machine)"),
                 **{
                     column: sum(str(v).startswith(start) for v in verdicts)
                     for start, column in VERDICT_COLUMNS.items()
@@ -336,6 +343,21 @@ def record_runtime(
     tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     tmp.replace(path)
     return times
+
+
+def quiet(run: dict) -> bool:
+    """Whether a run's machine was quiet enough for its wall time to stand for the machine's speed.
+
+    The run itself keeps the cores busy; a 5-minute load average above ``BUSY_LOAD_PER_CORE`` per
+    core means other work shared them. Runs that did not record their load count as quiet.
+    """
+    load, cores = run.get("load_average_5min"), run.get("cpu_cores")
+    return load is None or not cores or load <= BUSY_LOAD_PER_CORE * cores
+
+
+def busy_text(run: dict) -> str:
+    """The load a run saw, in words."""
+    return f"5-minute load average {run['load_average_5min']} on {run['cpu_cores']} cores"
 
 
 def _duration(seconds: float) -> str:
@@ -441,7 +463,11 @@ def main(argv: list[str] | None = None) -> int:
             break
         seconds = metrics["run"]["wall_time_s"]
         tqdm.write(f"{notebook.stem}: {seconds} s -> {target / notebook.stem}")
-        if machine:
+        if machine and not quiet(metrics["run"]):
+            tqdm.write(
+                f"runtime not recorded: the machine was busy ({busy_text(metrics['run'])}); time it on a quiet machine"
+            )
+        elif machine:
             write_runtime_line(
                 notebook,
                 runtime_text(machine, record_runtime(notebook.stem, args.scale, seconds, machine)),
