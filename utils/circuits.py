@@ -33,14 +33,20 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from utils import transcoders as T
+from utils.greater_than import (  # noqa: F401  (the greater-than task lives there; names kept for callers)
+    DIGITS,
+    GT_TEMPLATE,
+    digit_tokens,
+    greater_than_prompts,
+    later_earlier,
+    prob_diff,
+)
 from utils.hooks import splice, zero_ablate
 from utils.sublayers import Sublayer
 from utils.transcoders import mlp_hooks
 
 Site = Literal["attn", "mlp", "final"]  # where a target reads the residual stream
 EXPANDABLE = ("feature", "head")  # node kinds whose own inputs can be traced further
-GT_TEMPLATE = "The war lasted from the year 17{start:02d} to the year 17"
-DIGITS = "0123456789"
 
 
 # ----------------------------------------------------------------------------- forward trace
@@ -375,50 +381,6 @@ def plot_graph(graph: Graph, ax, title: str) -> None:
 
 
 # ----------------------------------------------------------------------------- greater-than
-
-
-def greater_than_prompts(starts: Sequence[int] = range(10, 90)) -> pd.DataFrame:
-    """Prompts 'The war lasted from the year 17XY to the year 17' with the start year's XY and
-    its tens digit X (the end year's next token is a single digit)."""
-    bad = [s for s in starts if not 0 <= s <= 99]
-    if bad:
-        raise ValueError(f"start years must be two-digit numbers 00..99, got {bad}")
-    return pd.DataFrame(
-        {
-            "prompt": [GT_TEMPLATE.format(start=s) for s in starts],
-            "start": list(starts),
-            "tens": [s // 10 for s in starts],
-        }
-    )
-
-
-def digit_tokens(model: HookedTransformer) -> list[int]:
-    """The token ids of the ten digits (raises if the tokenizer does not give each one token)."""
-    ids = [model.to_tokens(d, prepend_bos=False)[0].tolist() for d in DIGITS]
-    if any(len(i) != 1 for i in ids):
-        raise ValueError(
-            "this tokenizer does not split numbers into single digits; greater_than_prompts needs that"
-        )
-    return [i[0] for i in ids]
-
-
-def prob_diff(digit_probs: torch.Tensor, tens: torch.Tensor) -> torch.Tensor:
-    """Per prompt: sum of p(digits > X) - sum of p(digits < X), X the start year's tens digit.
-
-    The digit equal to X is left out: with a single-digit token the model cannot yet say whether
-    17X? ends later or earlier. ``digit_probs`` is [n, 10] (probabilities of '0'..'9').
-    """
-    digits = torch.arange(10)
-    later = digits[None] > tens[:, None]
-    earlier = digits[None] < tens[:, None]
-    return (digit_probs * later).sum(-1) - (digit_probs * earlier).sum(-1)
-
-
-def later_earlier(tens: int) -> tuple[list[int], list[int]]:
-    """The digits that make the end year later, and earlier, than a start year with tens digit ``tens``."""
-    if not 1 <= tens <= 8:
-        raise ValueError(f"need a tens digit in 1..8 so both sides are non-empty, got {tens}")
-    return list(range(tens + 1, 10)), list(range(tens))
 
 
 # ----------------------------------------------------------------------------- input-invariant
