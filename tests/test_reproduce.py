@@ -68,6 +68,23 @@ def test_good_run_replaces_results_and_failed_run_keeps_them_and_its_evidence(
     assert "save_results" in (results / "99_demo" / "99_demo.html").read_text()
 
 
+def test_failing_cell_is_numbered_as_in_the_committed_notebook(tmp_path):
+    def cell(source, tag=None, kind=nbformat.v4.new_code_cell):
+        made = kind(source)
+        made.metadata["tags"] = [tag] if tag else []
+        return made
+
+    def error_note():
+        return cell("An Exception was encountered", reproduce.ERROR_TAG, nbformat.v4.new_markdown_cell)
+
+    cells = [cell("# Demo", kind=nbformat.v4.new_markdown_cell), cell("n = 1", "parameters"),
+             cell("# Parameters\nn = 'abc'", reproduce.INJECTED_TAG), cell("x = 1"), cell("\n\nraise ValueError(n)")]
+    executed = tmp_path / "executed.ipynb"  # as papermill writes it: error notes at the top and before the cell
+    nbformat.write(nbformat.v4.new_notebook(cells=[error_note(), *cells[:4], error_note(), cells[4]]), executed)
+    assert reproduce.failing_cell(executed, 4) == "cell 4 of 4 (`raise ValueError(n)`)"
+    assert reproduce.failing_cell(executed, 2) == "the injected parameters (check the -p values)"
+
+
 SLEEP = (
     "from pathlib import Path\nimport time\nPath(results_dir, 'started').touch()\ntime.sleep(120)"
 )

@@ -116,6 +116,8 @@ def failing_cell(executed: Path, cell_index: int) -> str:
         for c in nbformat.read(executed, as_version=4).cells
         if ERROR_TAG not in c.metadata.get("tags", [])
     ]
+    if INJECTED_TAG in cells[cell_index].metadata.get("tags", []):
+        return "the injected parameters (check the -p values)"
     injected = sum(INJECTED_TAG in c.metadata.get("tags", []) for c in cells[:cell_index])
     first_line = next(
         (line.strip() for line in cells[cell_index].source.splitlines() if line.strip()), ""
