@@ -31,3 +31,32 @@ def test_write_norms_are_positive_per_layer_and_sublayer(tiny, tokens):
     assert norms.shape == (tiny.cfg.n_layers, 3)
     assert (norms[["attn", "mlp"]] > 0).all().all()
     assert torch.isfinite(torch.tensor(norms[["attn", "mlp"]].values)).all()
+
+
+def test_library_decomposition_matches_the_hooks_it_reads(tiny, tokens):
+    _, cache = tiny.run_with_cache(tokens)
+    components = tour.residual_components(tiny, cache)
+    hooks = ["hook_embed"] + [
+        f"blocks.{i}.hook_{k}_out" for i in range(tiny.cfg.n_layers) for k in ("attn", "mlp")
+    ]
+    assert list(components)[:3] == ["embed", "L0.attn", "L0.mlp"]
+    assert all(torch.equal(c, cache[h]) for c, h in zip(components.values(), hooks, strict=True))
+
+
+def test_library_logit_attribution_matches_the_linearised_formula(tiny, tokens):
+    logits, cache = tiny.run_with_cache(tokens)
+    token, pos = int(logits[0, 2].argmax()), 2
+    dla = tour.direct_logit_attribution(tiny, cache, token, pos)
+    scale = cache["ln_final.hook_scale"][0, pos]
+    for name, write in tour.residual_components(tiny, cache).items():
+        assert abs(dla[name] - float(write[0, pos] @ tiny.W_U[:, token] / scale)) < 1e-5
+
+
+def test_library_logit_lens_matches_decoding_each_layer(tiny, tokens, monkeypatch):
+    monkeypatch.setattr(tiny, "to_string", lambda t: str(int(t)))
+    _, cache = tiny.run_with_cache(tokens[:1])
+    lens = tour.logit_lens(tiny, cache, token=5, pos=4)
+    for layer in range(tiny.cfg.n_layers):
+        logits = tour.decode_residual(tiny, cache[f"blocks.{layer}.hook_resid_post"][:, 4])[0]
+        assert abs(lens.prob[layer] - float(logits.softmax(-1)[5])) < 1e-6
+        assert lens.top_token[layer] == str(int(logits.argmax()))

@@ -19,14 +19,17 @@ PRESETS = {
 }
 
 
-def residual_components(model: HookedTransformer, cache: ActivationCache) -> dict[str, torch.Tensor]:
-    """Every write into the residual stream, in order: the embedding then each sublayer ([batch, pos, d])."""
-    components = {"embed": cache["hook_embed"]}
-    if "hook_pos_embed" in cache:
-        components["pos_embed"] = cache["hook_pos_embed"]
-    for s in all_sublayers(model):
-        components[str(s)] = cache[s.out_hook]
-    return components
+def residual_components(
+    model: HookedTransformer, cache: ActivationCache
+) -> dict[str, torch.Tensor]:
+    """Every write into the residual stream, in order: the embedding then each sublayer ([batch, pos, d]).
+
+    TransformerLens's ``decompose_resid`` does the stacking; here each write is named by its
+    sublayer (``L3.mlp``), the addressing every notebook uses.
+    """
+    stack, labels = cache.decompose_resid(return_labels=True)
+    names = {f"{s.layer}_{s.kind}_out": str(s) for s in all_sublayers(model)}
+    return {names.get(label, label): write for label, write in zip(labels, stack, strict=True)}
 
 
 def decomposition_error(model: HookedTransformer, cache: ActivationCache) -> float:
@@ -46,13 +49,15 @@ def direct_logit_attribution(
     """Each write's direct contribution to ``token``'s logit at ``pos`` (batch element 0).
 
     The final norm is linearised: its scale at ``pos`` is treated as a constant, so the
-    contributions (plus the unembedding bias) add up to the logit exactly.
+    contributions (plus the unembedding bias) add up to the logit exactly (TransformerLens's
+    ``logit_attrs`` on the named writes).
     """
-    scale = cache["ln_final.hook_scale"][0, pos]
-    direction = model.W_U[:, token]
-    return pd.Series(
-        {name: float(act[0, pos] @ direction / scale) for name, act in residual_components(model, cache).items()}
+    writes = residual_components(model, cache)
+    stack = torch.stack([w[:1, pos] for w in writes.values()])  # [component, 1, d]
+    attrs = cache.logit_attrs(
+        stack, tokens=torch.tensor([token]), pos_slice=pos, batch_slice=slice(0, 1)
     )
+    return pd.Series({name: float(a) for name, a in zip(writes, attrs[:, 0], strict=True)})
 
 
 def decode_residual(model: HookedTransformer, resid: torch.Tensor) -> torch.Tensor:
@@ -60,11 +65,19 @@ def decode_residual(model: HookedTransformer, resid: torch.Tensor) -> torch.Tens
     return model.unembed(model.ln_final(resid.unsqueeze(1)))[:, 0]
 
 
-def logit_lens(model: HookedTransformer, cache: ActivationCache, token: int, pos: int = -1) -> pd.DataFrame:
-    """Probability and rank of ``token`` when each layer's residual stream is decoded directly."""
+def logit_lens(
+    model: HookedTransformer, cache: ActivationCache, token: int, pos: int = -1
+) -> pd.DataFrame:
+    """Probability and rank of ``token`` when each layer's residual stream is decoded directly.
+
+    Each layer's output is the next layer's input: TransformerLens's
+    ``accumulated_resid(apply_ln=True)`` (the final norm recomputed on each) without the embedding.
+    """
+    normed = cache.accumulated_resid(apply_ln=True, pos_slice=pos)[
+        1:, 0
+    ]  # [layer, d] after layers 0..n-1
     rows = []
-    for layer in range(model.cfg.n_layers):
-        logits = decode_residual(model, cache[f"blocks.{layer}.hook_resid_post"][:, pos])[0]
+    for layer, logits in enumerate(model.unembed(normed[:, None])[:, 0]):
         rows.append(
             {
                 "layer": layer,
@@ -87,4 +100,6 @@ def sublayer_write_norms(model: HookedTransformer, batches: Iterable[torch.Tenso
         sums += torch.stack([cache[n][:, 1:].norm(dim=-1).sum() for n in names])
         count += tokens[:, 1:].numel()
     means = (sums / count).view(model.cfg.n_layers, 2)
-    return pd.DataFrame({"layer": range(model.cfg.n_layers), "attn": means[:, 0], "mlp": means[:, 1]})
+    return pd.DataFrame(
+        {"layer": range(model.cfg.n_layers), "attn": means[:, 0], "mlp": means[:, 1]}
+    )
