@@ -30,6 +30,8 @@ def test_save_results_writes_figures_and_jsonable_metrics(tmp_path):
     assert path.name == "metrics.json" and (tmp_path / "line.png").stat().st_size > 0
     assert metrics["x"] == 0.5 and metrics["nan"] is None and metrics["figures"] == ["line.png"]
     assert metrics["t"][0]["verdict"] == "holds"
+    (tmp_path / "plain").write_text("")
+    assert (tmp_path / "line.png").stat().st_mode == (tmp_path / "plain").stat().st_mode  # not owner-only
 
 
 def test_failed_write_keeps_the_previous_metrics(tmp_path):

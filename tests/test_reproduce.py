@@ -249,7 +249,7 @@ def test_smoke_reproduce_in_a_clone_leaves_git_status_clean(tmp_path):
         "-am",
         "now",
     )
-    env = {k: v for k, v in os.environ.items() if k != RUNS_ENV}
+    env = {k: v for k, v in os.environ.items() if k != RUNS_ENV} | {"PYTHONPATH": str(clone)}  # kernels import the clone's utils
     run = subprocess.run(
         [sys.executable, "-m", "utils.reproduce", "--scale", "smoke", "--only", "00"],
         cwd=clone,

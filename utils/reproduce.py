@@ -39,6 +39,7 @@ from utils.outputs import (
     load_metrics,
     replace_folder,
     runs_root,
+    write_text_atomic,
 )
 from utils.pages import write_html_page
 from utils.scales import SCALES
@@ -304,11 +305,10 @@ def write_report(results_root: Path = RESULTS_ROOT) -> Path:
         + summary_table(results_root, in_report=True)
     )
     report = results_root / "REPORT.md"
-    tmp = report.with_suffix(".tmp")
-    tmp.write_text(
-        "\n\n".join([header, *(notebook_section(f) for f in result_folders(results_root))]) + "\n"
+    write_text_atomic(
+        report,
+        "\n\n".join([header, *(notebook_section(f) for f in result_folders(results_root))]) + "\n",
     )
-    tmp.replace(report)
     return report
 
 
@@ -321,9 +321,7 @@ def update_readme_summary(readme: Path = README_PATH, results_root: Path = RESUL
             f"{readme} lacks the markers {SUMMARY_START} ... {SUMMARY_END}; add them where the table goes"
         )
     block = f"{SUMMARY_START}\n{summary_table(results_root)}\n{SUMMARY_END}"
-    tmp = readme.with_suffix(".tmp")
-    tmp.write_text(text[:start] + block + text[end + len(SUMMARY_END) :])
-    tmp.replace(readme)
+    write_text_atomic(readme, text[:start] + block + text[end + len(SUMMARY_END) :])
 
 
 def machine_kind() -> str:
@@ -341,9 +339,7 @@ def record_runtime(
     data = json.loads(path.read_text()) if path.is_file() else {}
     times = data.setdefault(machine, {}).setdefault(stem, {})
     times[scale] = seconds
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
     return times
 
 
@@ -394,9 +390,7 @@ def write_runtime_line(notebook: Path, text: str) -> bool:
         raise ValueError(
             f"{notebook.name}: the runtime markers must sit inside one line of the first markdown cell"
         )
-    tmp = notebook.with_suffix(".tmp")
-    tmp.write_text(updated, encoding="utf-8")
-    tmp.replace(notebook)
+    write_text_atomic(notebook, updated)
     return True
 
 
