@@ -1,4 +1,4 @@
-"""Notebook 05: transformer layers read as steps of an ODE solver (Zhong et al. 2022).
+"""Notebook 05's method: transformer layers read as steps of an ODE solver (Zhong et al. 2022).
 
 A pre-norm residual layer ``x + F(x)`` is one forward-Euler step of ``dx/dt = F(x, t)``. With two
 sublayers, attention ``A`` and MLP ``M``:
@@ -17,18 +17,19 @@ sublayers, attention ``A`` and MLP ``M``:
 different states and so own one norm each, the summed-field schemes one shared norm (2·d_model
 fewer parameters per field). ``share`` layers in a row use one field; when a field is shared it
 also reads a learned embedding of the time (layer index, interpolated between layers), so the
-field can vary along the depth.
+field can vary along the depth. (That time embedding is our addition, not the paper's.)
 
-The module also holds the two tasks (a tiny ViT on scikit-learn's ``digits`` / CIFAR-100, a
-character-level causal LM on the shipped corpus) and the experiment runner the notebook calls.
+This module is what a reader compares with the paper: the fields, the stack, the integrators and
+an exactly solvable linear field that measures their orders. The models, data and experiment
+runner that train these stacks live in ``utils.ode_experiments``.
 """
 
 from __future__ import annotations
 
 import math
-import random
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 import numpy as np
@@ -36,9 +37,6 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
-
-from utils.training import TrainableTask, TrainConfig, TrainResult, train
 
 BLOCK_KINDS = ("sequential", "parallel", "strang", "rk2", "rk4")
 SUMMED_FIELD_KINDS = ("parallel", "rk2", "rk4")
@@ -53,72 +51,6 @@ SUBLAYER_CALLS = {
 # Global order of accuracy of each scheme (error O(h^order)); strang is 1 because its sub-flows
 # are Euler steps (a second-order splitting of first-order pieces).
 SCHEME_ORDER = {"sequential": 1, "parallel": 1, "strang": 1, "rk2": 2, "rk4": 4}
-UNKNOWN_CHAR = "\x00"
-CIFAR100_DATASET = "uoft-cs/cifar100"
-
-PRESETS = {
-    "smoke": {
-        "d_model": 32,
-        "n_heads": 2,
-        "d_mlp": 64,
-        "n_layers": 4,
-        "seeds": 2,
-        "image_steps": 60,
-        "lm_steps": 30,
-        "batch_size": 32,
-        "lm_batch_size": 16,
-        "lr": 3e-3,
-        "eval_every": 10,
-        "patience": 3,
-        "lm_ctx": 32,
-        "lm_train_chars": 100_000,
-        "lm_eval_chars": 8_192,
-        "image_patch": 2,
-        "share_groups": [1, 2, 4],
-        "dataset": "digits",
-    },
-    "default": {
-        "d_model": 64,
-        "n_heads": 4,
-        "d_mlp": 128,
-        "n_layers": 4,
-        "seeds": 3,
-        "image_steps": 400,
-        "lm_steps": 400,
-        "batch_size": 64,
-        "lm_batch_size": 32,
-        "lr": 3e-3,
-        "eval_every": 50,
-        "patience": 4,
-        "lm_ctx": 64,
-        "lm_train_chars": 1_000_000,
-        "lm_eval_chars": 65_536,
-        "image_patch": 2,
-        "share_groups": [1, 2, 4],
-        "dataset": "digits",
-    },
-    "paper": {  # DeiT-Ti (d 192, 12 layers, 3 heads, MLP 768) on CIFAR-100: a GPU and the network
-        "d_model": 192,
-        "n_heads": 3,
-        "d_mlp": 768,
-        "n_layers": 12,
-        "seeds": 3,
-        "image_steps": 50_000,
-        "lm_steps": 20_000,
-        "batch_size": 128,
-        "lm_batch_size": 64,
-        "lr": 1e-3,
-        "eval_every": 1000,
-        "patience": 10,
-        "lm_ctx": 256,
-        "lm_train_chars": 10_000_000,
-        "lm_eval_chars": 262_144,
-        "image_patch": 4,
-        "share_groups": [1, 2, 3, 4, 6, 12],
-        "dataset": "cifar100",
-    },
-}
-
 
 # ----------------------------------------------------------------------------- blocks
 
@@ -385,6 +317,37 @@ def random_linear_field(dim: int = 4, seed: int = 0) -> LinearSplitField:
     return LinearSplitField(a, b)
 
 
+Step = Callable[[SplitField, torch.Tensor, float, float], torch.Tensor]
+
+
+def integrate(
+    step: Step, field: SplitField, x0: torch.Tensor, total_time: float, n: int
+) -> torch.Tensor:
+    """The state after ``n`` steps of size ``total_time / n`` of ``step(field, x, t, h)`` from ``x0``."""
+    h, x = total_time / n, x0
+    for i in range(n):
+        x = step(field, x, float(i), h)
+    return x
+
+
+def step_errors(
+    step: Step,
+    field: LinearSplitField,
+    x0: torch.Tensor,
+    total_time: float = 1.0,
+    steps: Sequence[int] = (4, 8, 16, 32),
+) -> list[float]:
+    """L2 error at ``total_time`` against expm((A+B) T) x0 of ``step``, for each number of steps."""
+    exact = x0 @ torch.linalg.matrix_exp((field.a + field.b) * total_time).T
+    return [float((integrate(step, field, x0, total_time, n) - exact).norm()) for n in steps]
+
+
+def order_of(errors: Sequence[float]) -> float:
+    """Observed order from errors at steps that double: mean log2 of successive error ratios."""
+    e = np.asarray(errors, dtype=float)
+    return float(np.mean(np.log2(e[:-1] / e[1:])))
+
+
 def integration_errors(
     field: LinearSplitField,
     x0: torch.Tensor,
@@ -392,469 +355,18 @@ def integration_errors(
     steps: Sequence[int] = (4, 8, 16, 32),
 ) -> pd.DataFrame:
     """Error at ``total_time`` of every scheme against expm((A+B) T) x0, for each number of steps."""
-    exact = x0 @ torch.linalg.matrix_exp((field.a + field.b) * total_time).T
     rows = []
     for kind in BLOCK_KINDS:
-        for n in steps:
-            h, x = total_time / n, x0
-            for i in range(n):
-                x = ode_step(kind, field, x, float(i), h)
-            rows.append({"kind": kind, "steps": n, "h": h, "error": float((x - exact).norm())})
+        errors = step_errors(partial(ode_step, kind), field, x0, total_time, steps)
+        rows += [
+            {"kind": kind, "steps": n, "h": total_time / n, "error": e}
+            for n, e in zip(steps, errors, strict=True)
+        ]
     return pd.DataFrame(rows)
 
 
 def observed_orders(errors: pd.DataFrame) -> pd.Series:
     """Each scheme's observed order: log2 of the error ratio when h halves (mean over halvings)."""
-
-    def order(group: pd.DataFrame) -> float:
-        e = group.sort_values("steps")["error"].to_numpy()
-        return float(np.mean(np.log2(e[:-1] / e[1:])))
-
-    return errors.groupby("kind", sort=False)[["steps", "error"]].apply(order)
-
-
-# ---------------------------------------------------------------------------- models
-
-
-class TinyViT(nn.Module):
-    """A ViT: patch embedding, class token, learned positions, an ODE stack, a linear head."""
-
-    def __init__(
-        self, cfg: ODEConfig, image_size: int, channels: int, patch: int, n_classes: int
-    ) -> None:
-        super().__init__()
-        if image_size % patch:
-            raise ValueError(f"image_size {image_size} is not divisible by patch {patch}")
-        self.patch = patch
-        n_patches = (image_size // patch) ** 2
-        self.embed = nn.Linear(channels * patch * patch, cfg.d_model)
-        self.cls = nn.Parameter(torch.zeros(1, 1, cfg.d_model))
-        self.pos = nn.Parameter(0.02 * torch.randn(1, n_patches + 1, cfg.d_model))
-        self.stack = ODEStack(replace(cfg, causal=False))
-        self.norm = nn.LayerNorm(cfg.d_model)
-        self.head = nn.Linear(cfg.d_model, n_classes)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Class logits ``[batch, n_classes]`` of images ``[batch, channels, H, W]``."""
-        b, c, _, _ = images.shape
-        p = self.patch
-        patches = (
-            images.unfold(2, p, p)
-            .unfold(3, p, p)
-            .permute(0, 2, 3, 1, 4, 5)
-            .reshape(b, -1, c * p * p)
-        )
-        x = torch.cat([self.cls.expand(b, -1, -1), self.embed(patches)], dim=1) + self.pos
-        return self.head(self.norm(self.stack(x))[:, 0])
-
-
-class CharLM(nn.Module):
-    """A causal character-level language model around an ODE stack."""
-
-    def __init__(self, cfg: ODEConfig, vocab_size: int, ctx: int) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(vocab_size, cfg.d_model)
-        self.pos = nn.Parameter(0.02 * torch.randn(1, ctx, cfg.d_model))
-        self.stack = ODEStack(replace(cfg, causal=True))
-        self.norm = nn.LayerNorm(cfg.d_model)
-        self.head = nn.Linear(cfg.d_model, vocab_size)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Next-character logits ``[batch, pos, vocab]``."""
-        if tokens.shape[1] > self.pos.shape[1]:
-            raise ValueError(
-                f"sequence of {tokens.shape[1]} characters exceeds the context {self.pos.shape[1]}"
-            )
-        x = self.embed(tokens) + self.pos[:, : tokens.shape[1]]
-        return self.head(self.norm(self.stack(x)))
-
-
-# ------------------------------------------------------------------------------ tasks
-
-
-@dataclass
-class ImageTask:
-    """Image classification: tensors per split, images ``[n, c, s, s]`` standardised."""
-
-    images: dict[str, torch.Tensor]
-    labels: dict[str, torch.Tensor]
-    n_classes: int
-    name: str = "image"
-    metric_name: str = "test accuracy"
-    higher_is_better: bool = True
-
-    def build(self, cfg: ODEConfig, patch: int) -> TinyViT:
-        """A tiny ViT sized for these images."""
-        _, c, s, _ = self.images["train"].shape
-        return TinyViT(cfg, s, c, patch, self.n_classes)
-
-    def batches(
-        self, generator: torch.Generator, batch_size: int
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Endless training batches, a fresh seeded permutation per epoch."""
-        n = len(self.labels["train"])
-        while True:
-            order = torch.randperm(n, generator=generator)
-            for i in range(0, n - batch_size + 1, batch_size):
-                idx = order[i : i + batch_size]
-                yield self.images["train"][idx], self.labels["train"][idx]
-
-    def loss(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy of the class logits."""
-        return F.cross_entropy(model(inputs), targets)
-
-    @torch.no_grad()
-    def evaluate(self, model: nn.Module, split: str, device: str = "cpu") -> tuple[float, float]:
-        """(mean cross-entropy, accuracy) on ``split``."""
-        x, y = self.images[split], self.labels[split]
-        losses, correct = [], 0
-        for i in range(0, len(y), 512):
-            logits = model(x[i : i + 512].to(device))
-            target = y[i : i + 512].to(device)
-            losses.append(F.cross_entropy(logits, target, reduction="sum"))
-            correct += int((logits.argmax(-1) == target).sum())
-        return float(sum(losses)) / len(y), correct / len(y)
-
-
-@dataclass
-class CharTask:
-    """Character-level language modelling; ``ids`` per split, metric bits per character."""
-
-    ids: dict[str, torch.Tensor]
-    vocab: str
-    ctx: int
-    name: str = "lm"
-    metric_name: str = "test bits per character"
-    higher_is_better: bool = False
-
-    def build(self, cfg: ODEConfig, patch: int = 0) -> CharLM:
-        """A causal character LM for this vocabulary and context."""
-        return CharLM(cfg, len(self.vocab), self.ctx)
-
-    def batches(
-        self, generator: torch.Generator, batch_size: int
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Endless batches of random training windows (seeded offsets)."""
-        train = self.ids["train"]
-        while True:
-            starts = torch.randint(0, len(train) - self.ctx - 1, (batch_size,), generator=generator)
-            windows = torch.stack([train[s : s + self.ctx + 1] for s in starts.tolist()])
-            yield windows[:, :-1], windows[:, 1:]
-
-    def loss(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean next-character cross-entropy (nats)."""
-        return F.cross_entropy(model(inputs).flatten(0, 1), targets.flatten())
-
-    @torch.no_grad()
-    def evaluate(self, model: nn.Module, split: str, device: str = "cpu") -> tuple[float, float]:
-        """(cross-entropy in nats, bits per character) over the split's non-overlapping windows."""
-        ids = self.ids[split]
-        n = (len(ids) - 1) // self.ctx
-        if n < 1:
-            raise ValueError(
-                f"the {split} text has {len(ids)} characters, fewer than one window of {self.ctx + 1}"
-            )
-        inputs = ids[: n * self.ctx].view(n, self.ctx)
-        targets = ids[1 : n * self.ctx + 1].view(n, self.ctx)
-        total = 0.0
-        for i in range(0, n, 256):
-            logits = model(inputs[i : i + 256].to(device))
-            total += float(
-                F.cross_entropy(
-                    logits.flatten(0, 1), targets[i : i + 256].flatten().to(device), reduction="sum"
-                )
-            )
-        nats = total / (n * self.ctx)
-        return nats, nats / math.log(2)
-
-
-def split_indices(n: int, fractions: Sequence[float], seed: int) -> list[torch.Tensor]:
-    """A seeded permutation of range(n) cut into consecutive parts of the given fractions (rest last)."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    cuts = np.cumsum([round(f * n) for f in fractions]).tolist()
-    return list(torch.tensor_split(order, cuts))
-
-
-def digits_task(seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.2) -> ImageTask:
-    """scikit-learn's bundled 8x8 ``digits`` (1,797 images, 10 classes) in seeded train/val/test
-    splits, standardised (zero mean, unit variance over the training pixels)."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1)
-    labels = torch.tensor(digits.target, dtype=torch.long)
-    val, test, tr = split_indices(len(labels), [val_fraction, test_fraction], seed)
-    mean, std = images[tr].mean(), images[tr].std()  # standardised with training statistics
-    parts = {"train": tr, "validation": val, "test": test}
-    return ImageTask(
-        {k: (images[v] - mean) / std for k, v in parts.items()},
-        {k: labels[v] for k, v in parts.items()},
-        10,
+    return errors.groupby("kind", sort=False)[["steps", "error"]].apply(
+        lambda group: order_of(group.sort_values("steps")["error"])
     )
-
-
-def cifar100_task(seed: int = 0, val_fraction: float = 0.1) -> ImageTask:
-    """CIFAR-100 through ``datasets`` (needs the network once; then cached), per-channel normalised."""
-    from utils.data import DataUnavailableError
-
-    try:
-        from datasets import load_dataset
-
-        data = load_dataset(CIFAR100_DATASET)
-    except Exception as err:
-        raise DataUnavailableError(
-            f"cannot load CIFAR-100 ({CIFAR100_DATASET}) through `datasets`: {err}. It needs network "
-            "access once (then it is cached); offline, use dataset='digits'."
-        ) from err
-
-    def tensors(split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = data[split].with_format("numpy")
-        x = torch.tensor(np.stack(rows["img"]), dtype=torch.float32).permute(0, 3, 1, 2) / 255.0
-        return x, torch.tensor(rows["fine_label"], dtype=torch.long)
-
-    train_x, train_y = tensors("train")
-    test_x, test_y = tensors("test")
-    mean, std = train_x.mean((0, 2, 3), keepdim=True), train_x.std((0, 2, 3), keepdim=True)
-    val, tr = split_indices(len(train_y), [val_fraction], seed)
-    images = {"train": train_x[tr], "validation": train_x[val], "test": test_x}
-    labels = {"train": train_y[tr], "validation": train_y[val], "test": test_y}
-    return ImageTask({k: (v - mean) / std for k, v in images.items()}, labels, 100)
-
-
-def image_task(dataset: str, seed: int = 0) -> ImageTask:
-    """The image task by name: ``digits`` (offline) or ``cifar100`` (online, paper scale)."""
-    loaders: dict[str, Callable[[int], ImageTask]] = {
-        "digits": digits_task,
-        "cifar100": cifar100_task,
-    }
-    if dataset not in loaders:
-        raise ValueError(f"dataset must be one of {list(loaders)}, got {dataset!r}")
-    return loaders[dataset](seed)
-
-
-SYNTHETIC_WORDS = {
-    "subject": [
-        "the cat",
-        "a dog",
-        "my friend",
-        "the old man",
-        "every child",
-        "the river",
-        "a storm",
-    ],
-    "verb": ["sees", "follows", "remembers", "carries", "paints", "crosses", "finds"],
-    "object": ["the hill", "a red boat", "the quiet town", "an apple", "the bridge", "a letter"],
-    "tail": [".", " at night.", " in spring.", " again.", " slowly.", " with care."],
-}
-
-
-def synthetic_text(n_chars: int, seed: int = 0) -> str:
-    """Seeded toy English (subject verb object sentences): a stand-in for the corpus in tests."""
-    rng = random.Random(seed)
-    parts: list[str] = []
-    length = 0
-    while length < n_chars:
-        words = [rng.choice(SYNTHETIC_WORDS[k]) for k in ("subject", "verb", "object")]
-        sentence = " ".join(words).capitalize() + rng.choice(SYNTHETIC_WORDS["tail"]) + " "
-        parts.append(sentence)
-        length += len(sentence)
-    return "".join(parts)[:n_chars]
-
-
-def corpus_text(split: str, n_chars: int) -> str:
-    """The first ``n_chars`` characters of the shipped corpus split (documents joined by newlines)."""
-    from utils.data import corpus_texts
-
-    parts, length = [], 0
-    for text in corpus_texts(split):
-        parts.append(text)
-        length += len(text) + 1
-        if length >= n_chars:
-            break
-    return "\n".join(parts)[:n_chars]
-
-
-def char_task(train_text: str, heldout_text: str, ctx: int) -> CharTask:
-    """Character task: vocabulary from the training text; the held-out text split in halves,
-    ``validation`` (early stopping) and ``test`` (the reported metric). Unseen characters map to
-    one unknown symbol."""
-    if len(train_text) < 2 * (ctx + 1):
-        raise ValueError(
-            f"training text of {len(train_text)} characters is too short for ctx={ctx}"
-        )
-    vocab = UNKNOWN_CHAR + "".join(sorted(set(train_text) - {UNKNOWN_CHAR}))
-    index = {c: i for i, c in enumerate(vocab)}
-    encode = lambda text: torch.tensor([index.get(c, 0) for c in text], dtype=torch.long)
-    half = len(heldout_text) // 2
-    ids = {
-        "train": encode(train_text),
-        "validation": encode(heldout_text[:half]),
-        "test": encode(heldout_text[half:]),
-    }
-    return CharTask(ids, vocab, ctx)
-
-
-def lm_task(source: str, train_chars: int, eval_chars: int, ctx: int, seed: int = 0) -> CharTask:
-    """The LM task from ``source``: ``corpus`` (shipped train/validation) or ``synthetic``."""
-    if source == "corpus":
-        return char_task(
-            corpus_text("train", train_chars), corpus_text("validation", eval_chars), ctx
-        )
-    if source == "synthetic":
-        return char_task(
-            synthetic_text(train_chars, seed), synthetic_text(eval_chars, seed + 1), ctx
-        )
-    raise ValueError(f"lm_source must be 'corpus' or 'synthetic', got {source!r}")
-
-
-# ------------------------------------------------------------------------ experiments
-
-
-class Task(TrainableTask, Protocol):
-    """What the runner needs from a task (ImageTask or CharTask)."""
-
-    metric_name: str
-    higher_is_better: bool
-
-    def build(self, cfg: ODEConfig, patch: int) -> nn.Module: ...
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One architecture to train: a scheme and a sharing group size."""
-
-    kind: str
-    share: int = 1
-
-
-class Runner:
-    """Trains (task, variant, seed) combinations once each, caching results across experiments."""
-
-    def __init__(
-        self,
-        model_cfg: ODEConfig,
-        train_cfgs: dict[str, TrainConfig],
-        patch: int,
-        device: str = "cpu",
-    ) -> None:
-        self.model_cfg, self.train_cfgs, self.patch, self.device = (
-            model_cfg,
-            train_cfgs,
-            patch,
-            device,
-        )
-        self.results: dict[tuple[str, Variant, int], TrainResult] = {}
-
-    def run(
-        self, task: Task, variants: Sequence[Variant], seeds: Sequence[int], desc: str
-    ) -> pd.DataFrame:
-        """Train what is not cached yet (with a progress bar) and return one row per run."""
-        todo = [(v, s) for v in variants for s in seeds if (task.name, v, s) not in self.results]
-        for variant, seed in tqdm(todo, desc=f"{desc} ({task.name})", unit="run"):
-            cfg = replace(self.model_cfg, kind=variant.kind, share=variant.share)
-            build = lambda cfg=cfg: task.build(cfg, self.patch)
-            self.results[(task.name, variant, seed)] = train(
-                build, task, self.train_cfgs[task.name], seed, self.device
-            )
-        return pd.DataFrame([self.row(task, v, s) for v in variants for s in seeds])
-
-    def row(self, task: Task, variant: Variant, seed: int) -> dict:
-        """One run as a flat record."""
-        r = self.results[(task.name, variant, seed)]
-        attn_calls, mlp_calls = SUBLAYER_CALLS[variant.kind]
-        return {
-            "task": task.name,
-            "kind": variant.kind,
-            "share": variant.share,
-            "seed": seed,
-            "metric": r.metric,
-            "val_loss": r.val_loss,
-            "params": r.params,
-            "steps": r.steps,
-            "best_step": r.best_step,
-            "wall_s": r.wall_s,
-            "train_gflops_per_step": r.flops_per_step / 1e9,
-            "sublayer_calls_per_layer": attn_calls + mlp_calls,
-        }
-
-
-def summarize(runs: pd.DataFrame, by: Sequence[str] = ("task", "kind", "share")) -> pd.DataFrame:
-    """Mean and std over seeds of the metric, plus parameters, steps, wall time and FLOPs."""
-    grouped = runs.groupby(list(by), sort=False)
-    table = grouped.agg(
-        metric_mean=("metric", "mean"),
-        metric_std=("metric", "std"),
-        seeds=("seed", "count"),
-        params=("params", "first"),
-        steps=("steps", "mean"),
-        wall_s=("wall_s", "mean"),
-        train_gflops_per_step=("train_gflops_per_step", "first"),
-        sublayer_calls_per_layer=("sublayer_calls_per_layer", "first"),
-    )
-    return table.reset_index()
-
-
-def compare(runs: pd.DataFrame, task: str, a: str, b: str, higher_is_better: bool) -> dict:
-    """Is kind ``b`` better than kind ``a`` on ``task`` beyond seed noise? Welch's t-test over the
-    seeds in ``runs`` (pass the runs of one experiment, so each kind has one configuration)."""
-    from scipy.stats import ttest_ind
-
-    x = runs[(runs.task == task) & (runs.kind == a)]["metric"].to_numpy()
-    y = runs[(runs.task == task) & (runs.kind == b)]["metric"].to_numpy()
-    if len(x) < 2 or len(y) < 2:
-        raise ValueError(
-            f"need at least 2 seeds of {a!r} and {b!r} on {task!r}, got {len(x)} and {len(y)}"
-        )
-    gain = (y.mean() - x.mean()) * (1 if higher_is_better else -1)
-    with np.errstate(all="ignore"):
-        test = ttest_ind(y, x, equal_var=False)
-    p = float(test.pvalue) if np.isfinite(test.pvalue) else 1.0
-    return {
-        "task": task,
-        "a": a,
-        "b": b,
-        "mean_a": float(x.mean()),
-        "mean_b": float(y.mean()),
-        "gain_b_over_a": float(gain),
-        "seed_std": float(np.sqrt((x.var(ddof=1) + y.var(ddof=1)) / 2)),
-        "p_value": p,
-        "beyond_noise": bool(p < 0.05),
-    }
-
-
-def train_configs(sizes: dict) -> dict[str, TrainConfig]:
-    """One training configuration per task from a notebook's size parameters (10% warmup)."""
-    common = dict(lr=sizes["lr"], eval_every=sizes["eval_every"], patience=sizes["patience"])
-    return {
-        "image": TrainConfig(
-            steps=sizes["image_steps"],
-            batch_size=sizes["batch_size"],
-            warmup_steps=max(1, sizes["image_steps"] // 10),
-            **common,
-        ),
-        "lm": TrainConfig(
-            steps=sizes["lm_steps"],
-            batch_size=sizes["lm_batch_size"],
-            warmup_steps=max(1, sizes["lm_steps"] // 10),
-            **common,
-        ),
-    }
-
-
-def verdict(comparison: dict) -> str:
-    """The rule of the closing table: 'holds' if b beats a beyond seed noise (Welch p < 0.05),
-    'fails' if b is worse beyond noise, otherwise 'within noise' (with the sign of the gain)."""
-    if comparison["beyond_noise"]:
-        return "holds" if comparison["gain_b_over_a"] > 0 else "fails"
-    sign = "ahead" if comparison["gain_b_over_a"] > 0 else "behind"
-    return f"within noise ({comparison['b']} {sign})"
-
-
-def model_config(sizes: dict) -> ODEConfig:
-    """The ODE stack configuration from a notebook's size parameters."""
-    return ODEConfig(**{k: sizes[k] for k in ("d_model", "n_heads", "d_mlp", "n_layers")})
-
-
-def config_dict(cfg: ODEConfig) -> dict:
-    """A configuration as a plain dict (for metrics.json)."""
-    return asdict(cfg)

@@ -22,8 +22,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
 
-class TrainableTask(Protocol):
-    """A task the harness can train on."""
+class Benchmark(Protocol):
+    """What the harness trains on: seeded batches, a training loss, and (loss, metric) per split."""
 
     name: str
 
@@ -61,11 +61,13 @@ class TrainResult:
     """What one training run reports: the test metric of the best-validation weights and its costs."""
 
     metric: float
+    test_loss: float  # the benchmark's loss on the test split (mean negative log-likelihood)
     val_loss: float
     params: int
     steps: int  # steps actually taken (early stopping may end before the budget)
     best_step: int
     wall_s: float
+    cpu_s: float  # CPU time of this process while training (robust to other load on the machine)
     flops_per_step: float  # forward + backward FLOPs of one training step (matmuls counted)
     history: list[dict] = field(default_factory=list)
 
@@ -90,24 +92,24 @@ def deterministic() -> Iterator[None]:
 
 
 def step_flops(
-    model: nn.Module, task: TrainableTask, inputs: torch.Tensor, targets: torch.Tensor
+    model: nn.Module, benchmark: Benchmark, inputs: torch.Tensor, targets: torch.Tensor
 ) -> float:
     """FLOPs of one forward + backward pass, counted by torch's FlopCounterMode; leaves no gradients."""
     with FlopCounterMode(display=False) as counter:
-        task.loss(model, inputs, targets).backward()
+        benchmark.loss(model, inputs, targets).backward()
     model.zero_grad(set_to_none=True)
     return float(counter.get_total_flops())
 
 
 def train(
     build: Callable[[], nn.Module],
-    task: TrainableTask,
+    benchmark: Benchmark,
     cfg: TrainConfig,
     seed: int,
     device: str = "cpu",
     progress: bool = True,
 ) -> TrainResult:
-    """Train ``build()`` on ``task``; return the test metric of the weights with the best validation loss.
+    """Train ``build()`` on ``benchmark``; return the test metric of the weights with the best validation loss.
 
     Gradients are switched on inside, so a caller that disabled them globally (as the
     interpretability notebooks do) still trains.
@@ -115,17 +117,17 @@ def train(
     with deterministic(), torch.enable_grad():
         torch.manual_seed(seed)
         model = build().to(device)
-        batches = task.batches(torch.Generator().manual_seed(seed), cfg.batch_size)
+        batches = benchmark.batches(torch.Generator().manual_seed(seed), cfg.batch_size)
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
         best = (math.inf, 0, copy.deepcopy(model.state_dict()))
         history: list[dict] = []
         flops = None
         waited = 0
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.process_time()
         bar = tqdm(
             range(cfg.steps),
-            desc=f"train {task.name} seed {seed}",
+            desc=f"train {benchmark.name} seed {seed}",
             leave=False,
             disable=not progress,
         )
@@ -133,9 +135,9 @@ def train(
         for step in bar:
             inputs, targets = (t.to(device) for t in next(batches))
             if flops is None:
-                flops = step_flops(model, task, inputs, targets)
+                flops = step_flops(model, benchmark, inputs, targets)
             model.train()
-            loss = task.loss(model, inputs, targets)
+            loss = benchmark.loss(model, inputs, targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -143,7 +145,7 @@ def train(
             schedule.step()
             if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
                 model.eval()
-                val_loss, _ = task.evaluate(model, "validation", device)
+                val_loss, _ = benchmark.evaluate(model, "validation", device)
                 train_loss = loss.detach().item()
                 history.append({"step": step + 1, "train_loss": train_loss, "val_loss": val_loss})
                 bar.set_postfix(loss=f"{train_loss:.3f}", val=f"{val_loss:.3f}")
@@ -153,17 +155,19 @@ def train(
                     waited += 1
                     if waited >= cfg.patience:
                         break
-        wall = time.perf_counter() - started
+        wall, cpu = time.perf_counter() - started, time.process_time() - started_cpu
         model.load_state_dict(best[2])
         model.eval()
-        _, metric = task.evaluate(model, "test", device)
+        test_loss, metric = benchmark.evaluate(model, "test", device)
     return TrainResult(
         metric=metric,
+        test_loss=test_loss,
         val_loss=best[0],
         params=sum(p.numel() for p in model.parameters()),
         steps=step + 1,
         best_step=best[1],
         wall_s=wall,
+        cpu_s=cpu,
         flops_per_step=flops or 0.0,
         history=history,
     )

@@ -1,0 +1,91 @@
+"""Checks for notebook 05's exercises: one step of the parallel and of the Strang scheme.
+
+Each check compares the learner's ``step(field, x, t, h)`` with ``utils.ode_blocks.ode_step`` on a
+linear split field and on a small time-conditioned transformer field, then integrates the linear
+ODE ``dx/dt = (A + B) x`` with 8 to 64 steps and compares the observed order of convergence.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+
+from utils.checks import Case, check
+from utils.ode_blocks import (
+    ODEConfig,
+    SplitField,
+    Step,
+    TimeConditioned,
+    TimeEmbedding,
+    TransformerField,
+    ode_step,
+    order_of,
+    random_linear_field,
+    step_errors,
+)
+
+ORDER_STEPS = (8, 16, 32, 64)
+ORDER_TOLERANCE = 0.25  # observed orders within this of the reference's
+
+
+def _transformer_field(kind: str, seed: int = 0) -> SplitField:
+    """A tiny field of ``kind``'s layout that also depends on time (random time embedding)."""
+    torch.manual_seed(seed)
+    cfg = ODEConfig(d_model=8, n_heads=2, d_mlp=16, n_layers=2, kind=kind, share=2)
+    time = TimeEmbedding(cfg.n_layers, cfg.d_model)
+    with torch.no_grad():
+        time.table.normal_()
+    return TimeConditioned(TransformerField(cfg).eval(), time)
+
+
+def _cases(kind: str) -> list[Case]:
+    """States, times and step sizes on which the learner's step must match the reference."""
+    g = torch.Generator().manual_seed(0)
+    linear = random_linear_field(dim=4, seed=3)
+    return [
+        Case(
+            "linear field, x [3, 4], t=0, h=0.1",
+            (linear, torch.randn(3, 4, generator=g, dtype=torch.float64), 0.0, 0.1),
+        ),
+        Case(
+            "linear field, x [1, 4], t=2, h=1",
+            (linear, torch.randn(1, 4, generator=g, dtype=torch.float64), 2.0, 1.0),
+        ),
+        Case(
+            "time-dependent transformer field, x [2, 5, 8], t=0.5, h=0.7",
+            (_transformer_field(kind), torch.randn(2, 5, 8, generator=g), 0.5, 0.7),
+        ),
+    ]
+
+
+def observed_order(step: Step) -> float:
+    """The order ``step`` shows on the linear test ODE (float64, 8 to 64 steps to t = 1)."""
+    field = random_linear_field(dim=4, seed=1)
+    errors = step_errors(step, field, torch.ones(1, 4, dtype=torch.float64), steps=ORDER_STEPS)
+    return order_of(errors)
+
+
+def _check_scheme(exercise: str, kind: str, learner: Step) -> None:
+    """Values on every case, then the observed order of convergence."""
+    reference = partial(ode_step, kind)
+    with torch.no_grad():
+        check(exercise, learner, reference, _cases(kind))
+        check(
+            f"{exercise} (order of convergence)",
+            lambda: observed_order(learner),
+            lambda: observed_order(reference),
+            [Case(f"observed order on dx/dt = (A + B) x with {ORDER_STEPS} steps to t = 1")],
+            atol=ORDER_TOLERANCE,
+            rtol=0.0,
+        )
+
+
+def check_parallel_step(parallel_step: Step) -> None:
+    """Exercise 5.1: ``parallel_step(field, x, t, h)`` is one Euler step on the summed field."""
+    _check_scheme("Exercise 5.1 parallel_step", "parallel", parallel_step)
+
+
+def check_strang_step(strang_step: Step) -> None:
+    """Exercise 5.2: ``strang_step(field, x, t, h)`` is half an MLP step, an attention step, half an MLP step."""
+    _check_scheme("Exercise 5.2 strang_step", "strang", strang_step)
