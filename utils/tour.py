@@ -97,7 +97,7 @@ def sublayer_write_norms(model: HookedTransformer, batches: Iterable[torch.Tenso
     count = 0
     for tokens in tqdm(list(batches), desc="norms"):
         _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
-        sums += torch.stack([cache[n][:, 1:].norm(dim=-1).sum() for n in names])
+        sums += torch.stack([cache[n][:, 1:].norm(dim=-1).sum() for n in names]).cpu()
         count += tokens[:, 1:].numel()
     means = (sums / count).view(model.cfg.n_layers, 2)
     return pd.DataFrame(
