@@ -14,8 +14,9 @@ from utils.sublayers import all_sublayers
 
 PRESETS = {
     "smoke": {"n_norm_tokens": 256, "norm_ctx": 32},
-    "default": {"n_norm_tokens": 16_384, "norm_ctx": 128},
-    "paper": {"n_norm_tokens": 65_536, "norm_ctx": 256},
+    "default": {"model_name": "smollm2-135m", "n_norm_tokens": 16_384, "norm_ctx": 128},
+    # GPT-2 small: the model of the transcoder papers' circuits (notebooks 02/03)
+    "paper": {"model_name": "gpt2", "n_norm_tokens": 65_536, "norm_ctx": 256},
 }
 
 
