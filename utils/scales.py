@@ -14,7 +14,7 @@ import typing
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
-from utils.online import is_source_parameter
+from utils import online
 
 SCALES = ("smoke", "default", "paper")
 Bounds = tuple[float | None, float | None]
@@ -51,7 +51,7 @@ def _resolve(
             dry_run
             and current == default_value
             and key in presets.get("smoke", {})
-            and not is_source_parameter(key)
+            and not online.is_source_parameter(key)
         ):
             value = presets["smoke"][key]
         namespace[key] = resolved[key] = value
@@ -196,9 +196,7 @@ def apply_scale(
 
 def _paper_sources(namespace: MutableMapping[str, Any], resolved: dict, dry_run: bool) -> None:
     """Require the network for the named models/datasets, or (dry run) swap in their stand-ins."""
-    from utils import online
-
-    sources = {k: v for k, v in namespace.items() if is_source_parameter(k)}
+    sources = {k: v for k, v in namespace.items() if online.is_source_parameter(k)}
     if not dry_run:
         online.require_online(sources)
         return
