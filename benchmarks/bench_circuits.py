@@ -12,7 +12,7 @@ import tempfile
 
 from benchlib import corpus_run, timed
 
-from utils import circuits as C
+from utils import transcoders as T
 
 
 def main() -> None:
@@ -26,11 +26,11 @@ def main() -> None:
     layers = sorted({round(i * (n - 1) / max(args.layers - 1, 1)) for i in range(args.layers)})
     settings = {"d_sae": args.d_sae, "l1": 5e-3, "seed": 0}
     with tempfile.TemporaryDirectory() as tmp:
-        C.train_all_layers(model, [0], windows[:1], f"{tmp}/warm-up", settings, args.batch)
-        shared = timed(lambda: C.train_all_layers(model, layers, windows, f"{tmp}/shared", settings, args.batch))
+        T.train_all_layers(model, [0], windows[:1], f"{tmp}/warm-up", settings, args.batch)
+        shared = timed(lambda: T.train_all_layers(model, layers, windows, f"{tmp}/shared", settings, args.batch))
         separate = timed(
             lambda: [
-                C.train_all_layers(model, [layer], windows, f"{tmp}/L{layer}", settings, args.batch)
+                T.train_all_layers(model, [layer], windows, f"{tmp}/L{layer}", settings, args.batch)
                 for layer in layers
             ]
         )

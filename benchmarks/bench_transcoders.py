@@ -46,7 +46,7 @@ def training_throughput(
     batch_size = batches[0][layer][1].shape[0]
     ours_s, theirs_s = [], []
     for _ in range(repeats):
-        cfg = T.TrainConfig(d_sae=d_sae, l1=1e-3, resample_every=0, checkpoint_every=0)
+        cfg = T.TranscoderTraining(d_sae=d_sae, l1=1e-3, resample_every=0, checkpoint_every=0)
         ours = T.TranscoderTrainer(cfg, layer, d_model, d_model)
         ours_s.append(timed(lambda ours=ours: [ours.step(*b[layer]) for b in batches]))
         sae = StandardTrainingSAE(

@@ -1,7 +1,10 @@
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from utils import circuits as C
+from utils import transcoders as T
 from utils.models import tiny_model
 from utils.transcoders import SparseTranscoder
 
@@ -140,57 +143,43 @@ def test_greater_than_prompts_and_probability_difference():
         C.later_earlier(0)
 
 
-def test_all_layers_train_in_one_pass_and_are_reused(tmp_path):
-    model = tiny_model(n_layers=2, seed=4)
-    windows = torch.randint(
-        0, model.cfg.d_vocab, (8, 16), generator=torch.Generator().manual_seed(0)
-    )
-    settings = {"d_sae": 24, "l1": 1e-3, "seed": 0, "tokens": 128}
-    first = C.train_all_layers(
-        model, [0, 1], [windows[:4], windows[4:]], tmp_path, settings, batch_tokens=32
-    )
-    assert (
-        set(first) == {0, 1} and first[1].cfg.metadata.hook_name == "blocks.1.ln2.hook_normalized"
-    )
-
-    def untouched():
-        raise AssertionError("cached transcoders should be re-used, not retrained")
-        yield
-
-    again = C.train_all_layers(model, [0, 1], untouched(), tmp_path, settings, batch_tokens=32)
-    torch.testing.assert_close(again[0].W_enc, first[0].W_enc)
-
-
-def test_keeping_every_unit_changes_nothing_and_keeping_none_leaves_the_bias(setup):
+def test_keeping_units_against_their_mean_ablation(setup):
     model, transcoders, tokens, tr = setup
-    spliced = model.run_with_hooks(tokens[None], fwd_hooks=C.splice_all(transcoders))
+    batch = torch.stack([tokens, tokens.roll(1)])
+    _, cache = model.run_with_cache(batch)
+    f_means = {layer: tc.encode(cache[f"blocks.{layer}.ln2.hook_normalized"]).mean(0) for layer, tc in transcoders.items()}
+    spliced = model.run_with_hooks(batch, fwd_hooks=T.replace_mlps({layer: T.transcoder_fn(tc) for layer, tc in transcoders.items()}))
     everything = {layer: torch.arange(48) for layer in transcoders}
-    kept = model.run_with_hooks(tokens[None], fwd_hooks=C.splice_all(transcoders, everything))
+    kept = model.run_with_hooks(batch, fwd_hooks=T.replace_mlps(C.features_kept(transcoders, f_means, everything)))
     torch.testing.assert_close(kept, spliced)
     store = {}
     model.run_with_hooks(
-        tokens[None],
-        fwd_hooks=C.splice_all(transcoders, {})
+        batch,
+        fwd_hooks=T.replace_mlps(C.features_kept(transcoders, f_means, {}))
         + [("blocks.2.hook_mlp_out", lambda a, hook: store.setdefault("out", a))],
-    )
-    torch.testing.assert_close(store["out"][0], transcoders[2].b_dec.expand(10, -1))
+    )  # no feature kept: every feature at its mean over the batch, identical for both rows
+    torch.testing.assert_close(store["out"][0], store["out"][1])
+    torch.testing.assert_close(store["out"][0], transcoders[2].decode(f_means[2]))
+    n_means = {layer: cache[f"blocks.{layer}.mlp.hook_post"].mean(0) for layer in range(3)}
     neurons = {layer: torch.arange(model.cfg.d_mlp) for layer in range(3)}
-    torch.testing.assert_close(
-        model.run_with_hooks(tokens[None], fwd_hooks=C.keep_neurons(range(3), neurons)),
-        model(tokens[None]),
-    )
+    torch.testing.assert_close(model.run_with_hooks(batch, fwd_hooks=C.neurons_kept(n_means, neurons)), model(batch))
+    none = model.run_with_hooks(batch, fwd_hooks=C.neurons_kept(n_means, {}))
+    assert not torch.allclose(none, model(batch))
+
+
+def test_sink_positions_are_real_mlp_terms_in_the_attribution(setup):
+    model, transcoders, tokens, tr = setup
+    assert bool(tr.sinks[0]) and (tr.acts[2][0] == 0).all()
+    target = C.feature_target(tr, transcoders, 2, 0, 3)
+    table = C.contributions(model, tr, target, transcoders)
+    assert set(table[table.kind == "mlp"].layer) == {0, 1} and "feature" not in set(table.kind)
+    assert table.attribution.sum() + target.bias == pytest.approx(C.target_value(tr, target), abs=1e-4)
 
 
 def test_top_units_ranks_across_layers():
     scores = {0: torch.tensor([0.1, -5.0, 0.2]), 3: torch.tensor([3.0, 0.0])}
     top = C.top_units(scores, 2)
     assert top[0].tolist() == [1] and top[3].tolist() == [0]
-
-
-def test_fingerprint_tells_data_apart():
-    a = [torch.arange(6).view(2, 3)]
-    assert C.fingerprint(a) == C.fingerprint([torch.arange(6).view(2, 3)])
-    assert C.fingerprint(a) != C.fingerprint([torch.arange(1, 7).view(2, 3)])
 
 
 def test_best_layer_window_picks_the_heaviest_consecutive_layers():
@@ -201,3 +190,49 @@ def test_best_layer_window_picks_the_heaviest_consecutive_layers():
         C.best_layer_window(scores, 5)
     with pytest.raises(ValueError, match="consecutive"):
         C.best_layer_window({0: torch.ones(1), 5: torch.ones(1)}, 2)
+
+
+def test_circuit_figure_keeps_at_most_25_nodes_and_merges_errors_per_layer(setup):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    model, transcoders, tokens, tr = setup
+    root = C.logit_target(model, pos=9, up=[1, 2], down=[5])
+    graph = C.path_search(model, tr, transcoders, root, iterations=3, branches=6, beam=6)
+    shown = C.circuit_nodes(graph, max_nodes=10)
+    assert len(shown) <= 10 and (shown.kind == "target").sum() == 1
+    assert "tc_error" not in set(shown.kind)
+    errors = shown[shown.kind == "error"]
+    assert errors.layer.is_unique  # one error node per layer
+    fig, ax = plt.subplots()
+    drawn = C.plot_circuit(graph, ax, [str(int(t)) for t in tokens], "test", max_nodes=10)
+    assert len(drawn) == len(shown) and all(len(label) <= 10 for label in drawn.label)
+    plt.close(fig)
+
+
+def test_error_share_and_topk_overlap():
+    table = pd.DataFrame({"kind": ["feature", "feature", "tc_error", "head"], "attribution": [1.0, -1.0, 2.0, 5.0],
+                          "layer": [0, 1, 0, 0], "unit": [3, 4, -1, 0]})
+    assert C.error_share(table) == pytest.approx(0.5)
+    weights = pd.DataFrame({"layer": [0] * 10 + [1] * 10, "unit": list(range(10)) * 2, "weight": [0.0] * 20})
+    weights.loc[3, "weight"] = 9.0  # layer 0 feature 3 has the largest weight
+    share, chance = C.topk_overlap(table, weights, k=2, k_weights=1)
+    assert share == pytest.approx(0.5) and chance == pytest.approx(1 / 20)
+
+
+def test_permuted_null_sits_near_the_structural_correlation():
+    g = np.random.default_rng(0)
+    weight = g.normal(size=300)
+    act = g.exponential(size=300)
+    table = pd.DataFrame({"kind": "feature", "weight": weight, "attribution": act * weight})
+    null = C.permuted_correlation_null([table], n_perm=50, seed=0)
+    observed = C.invariant_vs_dependent([table])
+    assert len(null) == 50 and abs(observed - null.mean()) < 0.1  # random activations: no better than the null
+
+
+def test_hit_rate_against_hypotheses():
+    contexts = pd.DataFrame({"token": [" cat", "Cat", "dog"]})
+    assert C.hit_rate(contexts, {"cat"}) == pytest.approx(2 / 3)
+    assert C.hit_rate(contexts.iloc[:0], {"cat"}) != C.hit_rate(contexts.iloc[:0], {"cat"})  # NaN when empty

@@ -4,7 +4,8 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from utils import transcoders as T
-from utils.hooks import splice, zero_ablate
+from utils.hooks import splice
+from utils.models import tiny_model
 from utils.sublayers import Sublayer
 
 
@@ -67,15 +68,80 @@ def test_loss_terms_match_hand_computation():
     pred = torch.tensor([[1.0, 2.0], [0.0, 0.0]])
     target = torch.tensor([[1.0, 0.0], [3.0, 4.0]])
     acts = torch.tensor([[0.5, 0.0, 1.5], [2.0, 0.0, 0.0]])
-    losses = T.transcoder_loss(pred, target, acts, l1=0.1)
-    # squared errors per token: 4 and 25 -> mean 14.5; squared target norms: 1 and 25 -> mean 13
-    assert losses["nmse"].item() == pytest.approx(14.5 / 13)
-    assert losses["l1"].item() == pytest.approx((2.0 + 2.0) / 2)
-    assert losses["loss"].item() == pytest.approx(14.5 / 13 + 0.1 * 2.0)
+    w_dec = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 2.0]])  # row norms 1, 1, 2
+    losses = T.transcoder_loss(pred, target, acts, w_dec, l1=0.1)
+    # squared errors per token: 4 and 25 -> mean 14.5, over d = 2
+    assert losses["nmse"].item() == pytest.approx(14.5 / 2)
+    # norm-weighted activations per token: 0.5 + 3.0 and 2.0 -> mean 2.75, over sqrt(d)
+    assert losses["l1"].item() == pytest.approx(2.75 / 2**0.5)
+    assert losses["loss"].item() == pytest.approx(14.5 / 2 + 0.1 * 2.75 / 2**0.5)
+
+
+def test_a_sink_sized_token_does_not_change_the_other_tokens_loss():
+    g = torch.Generator().manual_seed(0)
+    pred, target = torch.randn(8, 4, generator=g), torch.randn(8, 4, generator=g)
+    acts, w_dec = torch.rand(8, 6, generator=g), torch.randn(6, 4, generator=g)
+    normal = T.transcoder_loss(pred[:7], target[:7], acts[:7], w_dec, 0.1)["loss"]
+    target[7] *= 1000  # one attention-sink-sized token in the batch
+    sink = T.transcoder_loss(pred[7:], target[7:], acts[7:], w_dec, 0.1)["loss"]
+    mixed = T.transcoder_loss(pred, target, acts, w_dec, 0.1)["loss"]
+    # each token's term is its own: the mixed batch is the token-weighted mean of the two
+    assert float(mixed) == pytest.approx(float((7 * normal + sink) / 8), rel=1e-5)
+    # and the scale the targets are normalised by ignores sinks
+    y = torch.randn(100, 4, generator=g)
+    with_sinks = torch.cat([y, 1000 * torch.randn(3, 4, generator=g)])
+    keep = torch.ones(103, dtype=torch.bool)
+    keep[100:] = False
+    assert float(T.output_scale(with_sinks[keep])) == pytest.approx(float(T.output_scale(y)))
+    assert float(T.output_scale(with_sinks)) < 0.1 * float(T.output_scale(y))
+
+
+def test_sink_mask_marks_position_zero_and_special_tokens():
+    tokens = torch.tensor([[5, 1, 7, 0], [3, 3, 0, 2]])
+    mask = T.sink_mask(tokens, special_ids=[0])
+    assert mask.tolist() == [[True, False, False, True], [True, False, True, False]]
+
+
+def test_splicing_keeps_the_real_write_at_sinks(tiny, tokens):
+    tc = T.SparseTranscoder(32, 40, 32, seed=1)
+    sinks = T.sink_mask(tokens)
+    store = {}
+    keep = ("blocks.1.hook_mlp_out", lambda act, hook: store.setdefault("out", act))
+    _, cache = tiny.run_with_cache(tokens)
+    tiny.run_with_hooks(tokens, fwd_hooks=T.splice_all({1: tc}, sinks=sinks) + [keep])
+    real, out = cache["blocks.1.hook_mlp_out"], store["out"]
+    torch.testing.assert_close(out[sinks], real[sinks])
+    torch.testing.assert_close(out[~sinks], tc(cache["blocks.1.ln2.hook_normalized"])[~sinks])
+
+
+def test_out_scale_is_folded_into_the_export():
+    tc = T.SparseTranscoder(8, 12, 8, seed=2)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(50, 8, generator=g), 30 * torch.randn(50, 8, generator=g)
+    tc.init_from_data(x, y)
+    scaled = (y * tc.out_scale).pow(2).sum(-1).mean().sqrt()
+    assert float(scaled) == pytest.approx(8**0.5, rel=1e-4)
+    exported = tc.to_sae_lens(layer=0)
+    torch.testing.assert_close(exported(x), tc(x) / tc.out_scale, atol=1e-4, rtol=1e-4)
+    norms = exported.W_dec.norm(dim=1)
+    torch.testing.assert_close(norms, torch.ones_like(norms), atol=1e-5, rtol=0)
+
+
+def test_epoch_batches_serve_every_token_once_per_epoch_globally_shuffled():
+    acts = {0: (torch.arange(20).half()[:, None], -torch.arange(20).half()[:, None])}
+    batches = list(T.epoch_batches(acts, batch_tokens=5, epochs=2, seed=0))
+    assert len(batches) == 8 == T.steps_per_run(20, 5, 2)
+    first = torch.cat([b[0][0] for b in batches[:4]]).flatten()
+    assert sorted(first.tolist()) == list(range(20))  # the first epoch serves every token once
+    every = torch.cat([b[0][0] for b in batches]).flatten()
+    assert torch.equal(torch.cat([b[0][1] for b in batches]).flatten(), -every)  # pairs together
+    assert every.dtype == torch.float32 and every.tolist() != sorted(every.tolist())
+    with pytest.raises(ValueError, match="batch_tokens"):
+        next(T.epoch_batches(acts, batch_tokens=30, epochs=1))
 
 
 def test_loss_decreases_on_a_learnable_target_and_decoder_rows_stay_unit_norm():
-    cfg = T.TrainConfig(d_sae=64, l1=1e-3, lr=3e-3, warmup_steps=10, resample_every=50)
+    cfg = T.TranscoderTraining(d_sae=64, l1=1e-3, lr=3e-3, warmup_steps=10, resample_every=50)
     trainer = T.train_transcoders(toy_batches(), {"toy": (0, cfg)}, d_model=16)["toy"]
     losses = [r["nmse"] for r in trainer.history]
     assert sum(losses[-20:]) / 20 < 0.5 * sum(losses[:5]) / 5
@@ -86,20 +152,19 @@ def test_loss_decreases_on_a_learnable_target_and_decoder_rows_stay_unit_norm():
 def test_biases_start_at_the_data_means():
     batch = next(toy_batches())[0]
     trainer = T.TranscoderTrainer(
-        T.TrainConfig(d_sae=8, l1=0.0, lr=1e-12), layer=0, d_in=16, d_out=16
+        T.TranscoderTraining(d_sae=8, l1=0.0, lr=1e-12), layer=0, d_in=16, d_out=16
     )
     trainer.step(*batch)
+    tc = trainer.transcoder
+    torch.testing.assert_close(tc.b_pre.detach(), batch[0].mean(0), atol=1e-6, rtol=0)
     torch.testing.assert_close(
-        trainer.transcoder.b_pre.detach(), batch[0].mean(0), atol=1e-6, rtol=0
-    )
-    torch.testing.assert_close(
-        trainer.transcoder.b_dec.detach(), batch[1].mean(0), atol=1e-6, rtol=0
+        tc.b_dec.detach() / tc.out_scale, batch[1].mean(0), atol=1e-5, rtol=1e-5
     )
 
 
 def test_resampling_revives_dead_features():
     trainer = T.TranscoderTrainer(
-        T.TrainConfig(d_sae=16, l1=0.0, resample_every=0), layer=0, d_in=16, d_out=16
+        T.TranscoderTraining(d_sae=16, l1=0.0, resample_every=0), layer=0, d_in=16, d_out=16
     )
     x, y = next(toy_batches())[0]
     trainer.step(x, y)
@@ -115,7 +180,7 @@ def test_resampling_revives_dead_features():
 
 def test_resampling_more_dead_features_than_tokens_makes_no_copies():
     trainer = T.TranscoderTrainer(
-        T.TrainConfig(d_sae=32, l1=0.0, resample_every=0), layer=0, d_in=16, d_out=16
+        T.TranscoderTraining(d_sae=32, l1=0.0, resample_every=0), layer=0, d_in=16, d_out=16
     )
     x, y = next(toy_batches())[0]
     x, y = x[:5], y[:5]  # 5 tokens, 32 dead features
@@ -169,7 +234,7 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
                 batch[0][1][0, 0] = float("nan")
             yield batch
 
-    cfg = T.TrainConfig(d_sae=16, l1=1e-3, checkpoint_every=2, checkpoint_dir=str(tmp_path))
+    cfg = T.TranscoderTraining(d_sae=16, l1=1e-3, checkpoint_every=2, checkpoint_dir=str(tmp_path))
     with pytest.raises(T.TrainingDiverged, match=r"step 5.*last good checkpoint is .*last_good"):
         T.train_transcoders(batches(), {"a": (0, cfg)}, d_model=16)
     folder = tmp_path / T.CHECKPOINT_NAME
@@ -204,10 +269,17 @@ def test_shuffled_serves_every_token_once_in_a_new_order():
         next(T.shuffled(chunks, batch_tokens=8, buffer_tokens=4))
 
 
-def test_disk_cache_round_trip(tmp_path, tiny):
+def test_disk_cache_round_trip_without_sinks(tmp_path, tiny):
     tokens = windows(tiny, n=8, ctx=6, seed=4)
     folder = T.cache_activations(tiny, [0, 1], [tokens[:4], tokens[4:]], tmp_path / "acts")
-    assert torch.equal(T.cached_tokens(folder), tokens)
+    acts = T.load_activations(folder, [1])
+    sinks = T.model_sinks(tiny, tokens)
+    _, cache = tiny.run_with_cache(tokens)
+    torch.testing.assert_close(
+        acts[1][1].float(), cache["blocks.1.hook_mlp_out"][~sinks], atol=1e-2, rtol=1e-2
+    )
+    with pytest.raises(ValueError, match="cache_activations"):
+        T.load_activations(folder, [3])
     chunks = list(T.cached_chunks(folder, [1], epochs=1, windows_per_chunk=8))
     _, cache = tiny.run_with_cache(tokens)
     torch.testing.assert_close(
@@ -217,41 +289,42 @@ def test_disk_cache_round_trip(tmp_path, tiny):
         next(T.cached_chunks(folder, [3]))
 
 
-def test_ce_from_a_cached_layer_equals_the_full_model(tiny):
+def test_losses_from_a_cached_layer_equal_the_full_model(tiny):
     tokens = windows(tiny)
-    ev = T.eval_set(tiny, 1, [tokens[:4], tokens[4:]])
-    assert T.ce_loss(tiny, ev) == pytest.approx(float(tiny(tokens, return_type="loss")), abs=1e-5)
-    zero = T.ce_loss(tiny, ev, zero_ablate([Sublayer(1, "mlp")]))
-    full_zero = float(
-        tiny.run_with_hooks(tokens, return_type="loss", fwd_hooks=zero_ablate([Sublayer(1, "mlp")]))
-    )
-    assert zero == pytest.approx(full_zero, abs=1e-5)
+    ev = T.eval_set(tiny, [1], [tokens[:4], tokens[4:]])
+    clean = T.replaced_losses(tiny, ev)
+    assert clean["ce"] == pytest.approx(float(tiny(tokens, return_type="loss")), abs=1e-5)
+    assert clean["kl"] == pytest.approx(0.0, abs=1e-3)  # float16 clean log-probs
+    zero = T.replaced_losses(tiny, ev, {1: T.zero_fn})
+    hooks = T.replace_mlps({1: T.zero_fn}, T.model_sinks(tiny, tokens))
+    full_zero = float(tiny.run_with_hooks(tokens, return_type="loss", fwd_hooks=hooks))
+    assert zero["ce"] == pytest.approx(full_zero, abs=1e-5) and zero["kl"] > 0
 
 
 def test_metrics_of_the_exact_transcoder():
     model = relu_model()
-    ev = T.eval_set(model, 1, [windows(model)])
-    clean = T.ce_loss(model, ev)
-    zero = T.ce_loss(model, ev, zero_ablate([Sublayer(1, "mlp")]))
+    ev = T.eval_set(model, [1], [windows(model)])
     m = T.dictionary_metrics(
-        model, ev, exact_transcoder(model.blocks[1].mlp), "transcoder", clean, zero
+        model, ev, 1, exact_transcoder(model.blocks[1].mlp), "transcoder", T.ce_baselines(model, ev, 1)
     )
     assert m["fvu"] < 1e-8 and m["frac_recovered"] == pytest.approx(1.0, abs=1e-4)
-    assert m["l0"] == pytest.approx(
-        float(
-            (
-                model.blocks[1]
-                .mlp.hook_post(ev.x @ model.blocks[1].mlp.W_in + model.blocks[1].mlp.b_in)
-                .relu()
-                > 0
-            )
-            .sum(-1)
-            .float()
-            .mean()
-        )
-    )
+    assert m["delta_ce"] == pytest.approx(0.0, abs=1e-5) and m["kl"] == pytest.approx(0.0, abs=1e-3)
+    mlp = model.blocks[1].mlp
+    x = ev.x[1][ev.keep]
+    assert m["l0"] == pytest.approx(float(((x @ mlp.W_in + mlp.b_in).relu() > 0).sum(-1).float().mean()))
     with pytest.raises(ValueError, match="kind"):
         T.replacement_hooks(None, 1, "mlp")
+
+
+def test_layer_quality_reports_every_layer_and_the_totals(tiny):
+    tokens = windows(tiny)
+    transcoders = {layer: T.SparseTranscoder(32, 24, 32, seed=layer) for layer in (0, 1)}
+    ev = T.eval_set(tiny, [0, 1], [tokens])
+    table, totals = T.layer_quality(tiny, transcoders, ev)
+    assert list(table.layer) == [0, 1]
+    assert {"l0", "fvu", "delta_ce", "kl", "frac_recovered", "zero_delta_ce", "dead_frac"} <= set(table.columns)
+    assert totals["clean"] == pytest.approx(T.replaced_losses(tiny, ev)["ce"])
+    assert set(totals) >= {"all_spliced", "all_spliced_kl", "all_zero_ablated", "all_spliced_recovered"}
 
 
 def test_fraction_recovered_and_matched_l0_gap():
@@ -312,9 +385,47 @@ def test_sae_lens_runner_trains_from_the_shared_cache(tmp_path, tiny):
 
 def test_the_resampling_pool_keeps_only_the_most_recent_tokens():
     trainer = T.TranscoderTrainer(
-        T.TrainConfig(d_sae=8, l1=0.0, resample_pool_tokens=10), layer=0, d_in=4, d_out=4
+        T.TranscoderTraining(d_sae=8, l1=0.0, resample_pool_tokens=10), layer=0, d_in=4, d_out=4
     )
     for i in range(6):
         trainer.remember(torch.full((4, 4), float(i)), torch.zeros(4, 4))
     kept = torch.cat([x for x, _ in trainer.recent])
     assert len(kept) == 12 and kept[0, 0] == 3 and kept[-1, 0] == 5  # >= 10 tokens, oldest batches dropped
+
+
+def test_all_layers_train_in_one_pass_and_are_reused(tmp_path):
+    model = tiny_model(n_layers=2, seed=4)
+    windows_ = torch.randint(0, model.cfg.d_vocab, (8, 16), generator=torch.Generator().manual_seed(0))
+    settings = {"d_sae": 24, "l1": 1e-3, "seed": 0, "tokens": 128}
+    first = T.train_all_layers(model, [0, 1], [windows_[:4], windows_[4:]], tmp_path, settings, batch_tokens=32)
+    assert set(first) == {0, 1} and first[1].cfg.metadata.hook_name == "blocks.1.ln2.hook_normalized"
+    assert not (tmp_path / "activations").exists()  # the activation cache is removed after training
+
+    def untouched():
+        raise AssertionError("cached transcoders should be re-used, not retrained")
+        yield
+
+    again = T.train_all_layers(model, [0, 1], untouched(), tmp_path, settings, batch_tokens=32)
+    torch.testing.assert_close(again[0].W_enc, first[0].W_enc)
+
+
+def test_fingerprint_tells_data_apart():
+    a = [torch.arange(6).view(2, 3)]
+    assert T.fingerprint(a) == T.fingerprint([torch.arange(6).view(2, 3)])
+    assert T.fingerprint(a) != T.fingerprint([torch.arange(1, 7).view(2, 3)])
+
+
+def test_choose_l1_takes_the_best_recovery_within_the_l0_budget():
+    sweep = pd.DataFrame({"layer": [0, 1] * 3, "l1": [0.01, 0.01, 0.03, 0.03, 0.1, 0.1],
+                          "l0": [300, 250, 80, 90, 10, 12], "frac_recovered": [0.95, 0.9, 0.85, 0.8, 0.5, 0.4]})
+    assert T.choose_l1(sweep, max_l0=100) == 0.03
+    assert T.choose_l1(sweep, max_l0=5) == 0.1  # none qualifies: the sparsest
+
+
+def test_rating_difference_is_a_permutation_test():
+    key = pd.DataFrame({"card": range(20), "dictionary": ["a"] * 10 + ["b"] * 10, "feature": range(20)})
+    ratings = {c: (1.0 if c < 10 else 0.0) for c in range(20)}
+    out = T.rating_difference(ratings, key, "a", "b", n_perm=500)
+    assert out["difference"] == 1.0 and out["p_value"] < 0.01 and out["n"] == 20
+    same = T.rating_difference({c: float(c % 2) for c in range(20)}, key, "a", "b", n_perm=500)
+    assert same["p_value"] > 0.5

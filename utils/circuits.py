@@ -7,20 +7,22 @@ a target direction ``v`` (a later feature's encoder column, or a logit direction
 each norm's scale held at its value on the prompt (as the paper does), every term's contribution is
 exact and they add up to the target's pre-activation.
 
-* ``trace``: one forward pass recording what the attribution needs (and each transcoder's features).
-* ``Target`` / ``contributions``: every upstream term's contribution to a target, errors included.
+* ``trace``: one forward pass recording what the attribution needs (and each transcoder's features;
+  attention-sink positions keep the real MLP, as in the spliced model).
+* ``Target`` / ``contributions``: every upstream term's contribution to a target, errors included;
+  ``feature_attributions`` / ``head_terms`` are the two kinds of term; ``error_share`` how much the
+  errors carry.
 * ``expand`` / ``path_search``: targets for a feature's or head's own inputs, so attributions chain
-  along paths; a beam search back from a target; ``plot_graph``.
-* ``greater_than_prompts`` / ``prob_diff``: the greater-than task for digit-split years.
-* ``feature_weights`` / ``ov_weights``: input-invariant feature-to-feature connections.
+  along paths; a beam search back from a target; ``plot_circuit`` draws it as a layered graph.
+* Greater-than: ``layer_effects`` (per-layer mean-ablation), ``unit_scores`` / ``top_units``, and
+  ``features_kept`` / ``neurons_kept`` (the rest mean-ablated), ``precision_at_k``.
+* ``feature_weights`` / ``ov_weights``: input-invariant connections, tested against a permutation
+  null (``permuted_correlation_null``) and by top-k overlap (``topk_overlap``).
+* Blind case study: ``blind_scores`` (a de-embedding hypothesis vs another feature's), ``rating_sheet``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,6 +31,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib import patheffects
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
@@ -41,8 +44,6 @@ from utils.greater_than import (  # noqa: F401  (the greater-than task lives the
     later_earlier,
     prob_diff,
 )
-from utils.hooks import splice, zero_ablate
-from utils.sublayers import Sublayer
 from utils.transcoders import mlp_hooks
 
 Site = Literal["attn", "mlp", "final"]  # where a target reads the residual stream
@@ -64,6 +65,7 @@ class Trace:
     values: torch.Tensor  # [layer, pos, head, d_head], GQA values expanded to every query head
     attn_out: torch.Tensor  # [layer, pos, d]
     mlp_out: torch.Tensor  # [layer, pos, d]
+    sinks: torch.Tensor  # [pos] True at attention sinks, where every MLP keeps its real write
     acts: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [pos, d_sae]
     tc_out: dict[int, torch.Tensor] = field(default_factory=dict)  # layer -> [pos, d]
 
@@ -71,8 +73,9 @@ class Trace:
 @torch.no_grad()
 def trace(model: HookedTransformer, tokens: torch.Tensor, transcoders: Mapping[int, Any]) -> Trace:
     """Run ``tokens`` ([pos] or [1, pos]) once and record embeddings, residual streams, norm scales,
-    attention patterns and values, sublayer writes, and each transcoder's features and output."""
-    tokens = tokens.reshape(-1)
+    attention patterns and values, sublayer writes, and each transcoder's features and output
+    (features are zero at attention sinks: the spliced model keeps the real MLP write there)."""
+    tokens = tokens.reshape(-1).to(model.cfg.device)
     _, cache = model.run_with_cache(tokens[None])
     n_layers = model.cfg.n_layers
     repeat = model.cfg.n_heads // (model.cfg.n_key_value_heads or model.cfg.n_heads)
@@ -96,9 +99,10 @@ def trace(model: HookedTransformer, tokens: torch.Tensor, transcoders: Mapping[i
         values=stack("blocks.{}.attn.hook_v").repeat_interleave(repeat, dim=2),
         attn_out=stack("blocks.{}.hook_attn_out"),
         mlp_out=stack("blocks.{}.hook_mlp_out"),
+        sinks=T.model_sinks(model, tokens),
     )
     for layer, tc in transcoders.items():
-        acts = tc.encode(cache[mlp_hooks(layer)[0]][0])
+        acts = tc.encode(cache[mlp_hooks(layer)[0]][0]) * ~out.sinks[:, None]
         out.acts[layer] = acts
         out.tc_out[layer] = tc.decode(acts)
     return out
@@ -133,7 +137,8 @@ def _resid_key(target: Target) -> str:
     ]
 
 
-def _scale_key(target: Target) -> str:
+def scale_key(target: Target) -> str:
+    """The key of the norm scale a target is read through (``Trace.scale``)."""
     return {"mlp": f"mlp{target.layer}", "attn": f"attn{target.layer}", "final": "final"}[
         target.site
     ]
@@ -151,7 +156,7 @@ def upstream_layers(target: Target, n_layers: int) -> tuple[range, range]:
 def target_value(tr: Trace, target: Target) -> float:
     """The target's value computed from the recorded forward pass (resid . vector / scale + bias)."""
     resid = tr.resid[_resid_key(target)][target.pos]
-    return float(resid @ target.vector / tr.scale[_scale_key(target)][target.pos]) + target.bias
+    return float(resid @ target.vector / tr.scale[scale_key(target)][target.pos]) + target.bias
 
 
 @torch.no_grad()
@@ -161,43 +166,53 @@ def contributions(
     """Every upstream term's contribution to ``target`` (a row each), so that their sum plus
     ``target.bias`` equals ``target_value``.
 
-    Columns: kind (embed / feature / tc_error / tc_bias / mlp (a layer without transcoder) / head /
+    Columns: kind (embed / feature / tc_error / tc_bias / mlp (a layer without transcoder, or any
+    layer at an attention sink) / head /
     attn_bias), layer, pos (where the term is written), unit (token, feature or head), src (a head's
     source position, else -1), attribution. A feature's attribution is activation x (W_dec[i] . v)
     and ``weight`` holds the input-invariant part W_dec[i] . v.
     """
-    v = target.vector / tr.scale[_scale_key(target)][target.pos]
+    v = target.vector / tr.scale[scale_key(target)][target.pos]
     p = target.pos
     rows = [_row("embed", -1, p, int(tr.tokens[p]), float(tr.embed[p] @ v))]
     attn_layers, mlp_layers = upstream_layers(target, model.cfg.n_layers)
     for layer in mlp_layers:
-        if layer not in transcoders:
+        if layer not in transcoders or bool(tr.sinks[p]):
             rows.append(_row("mlp", layer, p, -1, float(tr.mlp_out[layer, p] @ v)))
             continue
         tc = transcoders[layer]
         weights = tc.W_dec @ v
+        terms = feature_attributions(tr.acts[layer][p], tc.W_dec, v)
         active = torch.nonzero(tr.acts[layer][p] > 0).flatten()
         for i in active.tolist():
-            rows.append(
-                {
-                    **_row("feature", layer, p, i, float(tr.acts[layer][p, i] * weights[i])),
-                    "weight": float(weights[i]),
-                }
-            )
+            rows.append({**_row("feature", layer, p, i, float(terms[i])), "weight": float(weights[i])})
         rows.append(_row("tc_bias", layer, p, -1, float(tc.b_dec @ v)))
         rows.append(
             _row("tc_error", layer, p, -1, float((tr.mlp_out[layer, p] - tr.tc_out[layer][p]) @ v))
         )
     for layer in attn_layers:
         attn = model.blocks[layer].attn
-        ov = torch.einsum("hed,d->he", attn.W_O, v)  # [head, d_head]: W_O[h] v
-        per_source = tr.pattern[layer, :, p, : p + 1] * torch.einsum(
-            "she,he->hs", tr.values[layer, : p + 1], ov
-        )
+        per_source = torch.stack([
+            head_terms(tr.pattern[layer, h, p, : p + 1], tr.values[layer, : p + 1, h], attn.W_O[h], v)
+            for h in range(attn.W_O.shape[0])
+        ])  # [head, src]
         for h, s in torch.nonzero(per_source.abs() > 0).tolist():
             rows.append(_row("head", layer, p, h, float(per_source[h, s]), src=s))
         rows.append(_row("attn_bias", layer, p, -1, float(attn.b_O @ v)))
     return pd.DataFrame(rows)
+
+
+def feature_attributions(acts: torch.Tensor, w_dec: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Each feature's contribution to a target read with direction ``v`` (already divided by the
+    norm's scale): activation x (W_dec[i] . v); acts [d_sae], w_dec [d_sae, d], v [d] -> [d_sae]."""
+    return acts * (w_dec @ v)
+
+
+def head_terms(pattern: torch.Tensor, values: torch.Tensor, w_o: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """One head's contribution to a target with direction ``v`` from each source position, the
+    pattern frozen: pattern[s] x (values[s] W_O . v); pattern [src], values [src, d_head],
+    w_o [d_head, d], v [d] -> [src]."""
+    return pattern * (values @ (w_o @ v))
 
 
 def _row(kind: str, layer: int, pos: int, index: int, attribution: float, src: int = -1) -> dict:
@@ -256,7 +271,7 @@ def expand(
     contribution. A head's contribution is the source residual read through its OV circuit with the
     pattern weight; its value bias becomes the target's constant. Other kinds are leaves (None).
     """
-    v = parent.vector / tr.scale[_scale_key(parent)][parent.pos]
+    v = parent.vector / tr.scale[scale_key(parent)][parent.pos]
     layer, pos, index = int(row["layer"]), int(row["pos"]), int(row["unit"])
     if row["kind"] == "feature":
         c = float(transcoders[layer].W_dec[index] @ v)
@@ -349,6 +364,103 @@ def path_search(
     return graph
 
 
+MAX_NODES = 25  # nodes a circuit figure shows
+ERROR_KINDS = ("tc_error",)
+
+
+def circuit_nodes(graph: Graph, max_nodes: int = MAX_NODES) -> pd.DataFrame:
+    """The nodes a circuit figure shows: every transcoder error node summed into one per layer, then
+    the ``max_nodes`` largest by |attribution to the root| (the root always kept). Columns: name,
+    kind, layer, pos, unit, attribution, label (short)."""
+    rows = [{"name": name, **{k: node.get(k) for k in ("kind", "layer", "pos", "unit", "src", "attribution")}}
+            for name, node in graph.nodes.items()]
+    table = pd.DataFrame(rows)
+    errors = table[table.kind.isin(ERROR_KINDS)]
+    merged = errors.groupby("layer", as_index=False).attribution.sum().assign(
+        kind="error", pos=-1, unit=-1, name=lambda t: [f"errors L{int(layer)}" for layer in t.layer]
+    )
+    table = pd.concat([table[~table.kind.isin(ERROR_KINDS)], merged], ignore_index=True)
+    root = table[table.kind == "target"]
+    rest = table[table.kind != "target"].reindex(
+        table[table.kind != "target"].attribution.abs().sort_values(ascending=False).index
+    )
+    table = pd.concat([root, rest.head(max_nodes - len(root))], ignore_index=True)
+    return table.assign(label=[_short_label(r) for r in table.itertuples()])
+
+
+def _short_label(row) -> str:
+    kind = row.kind
+    if kind in ("feature", "head"):
+        return f"{kind[0].upper()}{int(row.unit)}"
+    return {
+        "target": "logit diff",
+        "embed": "emb",
+        "error": "err",
+        "tc_bias": "bias",
+        "mlp": "MLP",
+        "attn_bias": "attn b",
+    }.get(kind, kind)
+
+
+def circuit_edges(graph: Graph, shown: pd.DataFrame) -> pd.DataFrame:
+    """The graph's edges between shown nodes (error nodes mapped to their layer's merged node),
+    summed per (parent, child)."""
+    names = set(shown.name)
+    error_of = {n: f"errors L{int(node['layer'])}" for n, node in graph.nodes.items() if node.get("kind") in ERROR_KINDS}
+    edges = graph.table().assign(child=lambda t: t.child.map(lambda c: error_of.get(c, c)))
+    edges = edges[edges.parent.isin(names) & edges.child.isin(names)]
+    return edges.groupby(["parent", "child"], as_index=False).attribution.sum()
+
+
+def plot_circuit(graph: Graph, ax, token_labels: Sequence[str], title: str, max_nodes: int = MAX_NODES) -> pd.DataFrame:
+    """A layered circuit: one column per token position (plus one for the per-layer error nodes),
+    one row per layer (a head at its layer and the source position it reads, MLP features half a
+    layer above, the root on top), at
+    most ``max_nodes`` nodes with short labels, edge width by |attribution| (blue raises the root,
+    red lowers it). Returns the nodes shown."""
+    shown = circuit_nodes(graph, max_nodes)
+    n_pos = len(token_labels)
+    top = float(shown.layer.max()) + 1.5
+
+    def place(row) -> tuple[float, float]:
+        if row.kind == "target":
+            return float(row.pos), top
+        x = float(n_pos) if row.kind == "error" else float(row.src if row.kind == "head" else row.pos)
+        lift = 0.5 if row.kind in ("feature", "tc_bias", "mlp", "error") else 0.0
+        return x, float(row.layer) + lift
+
+    spots = {row.name: place(row) for row in shown.itertuples()}
+    # nodes sharing a spot are spread sideways so their labels do not overlap
+    by_spot: dict[tuple[float, float], list[str]] = {}
+    for name, spot in spots.items():
+        by_spot.setdefault(spot, []).append(name)
+    for (x, y), names in by_spot.items():
+        step = min(0.3, 0.9 / len(names))
+        for i, name in enumerate(names):
+            spots[name] = (x + step * (i - (len(names) - 1) / 2), y)
+    rank = {name: i for names in by_spot.values() for i, name in enumerate(names)}
+    edges = circuit_edges(graph, shown)
+    biggest = float(edges.attribution.abs().max()) if len(edges) else 1.0
+    for e in edges.itertuples():
+        (x0, y0), (x1, y1) = spots[e.parent], spots[e.child]
+        ax.plot([x1, x0], [y1, y0], color="tab:blue" if e.attribution > 0 else "tab:red",
+                linewidth=0.6 + 5 * abs(e.attribution) / (biggest or 1.0), alpha=0.55, zorder=1)
+    for row in shown.itertuples():
+        x, y = spots[row.name]
+        ax.scatter([x], [y], s=60, color="0.2" if row.kind != "error" else "tab:orange", zorder=2)
+        above = rank[row.name] % 2 == 0  # neighbours' labels alternate above and below
+        text = ax.annotate(row.label, (x, y), fontsize=8, xytext=(0, 6 if above else -13), textcoords="offset points",
+                           ha="center", zorder=3)
+        text.set_path_effects([patheffects.withStroke(linewidth=2.5, foreground="white")])
+    ax.set_xticks(list(range(n_pos)) + [n_pos], [repr(t)[1:-1] for t in token_labels] + ["errors"], rotation=60, fontsize=8)
+    ax.set_xlim(-0.7, n_pos + 0.7)
+    ax.set_ylim(-1.7, top + 1)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("token position (input token)")
+    ax.set_ylabel("layer (heads at the layer, MLP features +0.5)")
+    return shown
+
+
 def plot_graph(graph: Graph, ax, title: str) -> None:
     """Draw a circuit: x = token position, y = layer (heads at the layer, MLP features half a layer
     up), edge width proportional to |attribution|, blue positive, red negative."""
@@ -424,15 +536,18 @@ def with_scaled(target: Target, factor: float) -> Target:
 # ----------------------------------------------------------------------------- transcoders for many layers
 
 PRESETS = {
-    # every size notebook 03 uses; `default` is sized for <= 20 min on 2 CPU cores (training included)
+    # every parameter a scale sets; `default` is sized for <= 8 min on 2 CPU cores (training included)
     "smoke": {
         "tc_layers": [0, 1, 2, 3],
         "ctx": 64,
         "n_train_tokens": 2_048,
+        "epochs": 2,
         "n_eval_tokens": 256,
         "d_sae": 128,
         "batch_tokens": 256,
-        "l1": 4e-3,
+        "l1_grid": [0.03, 0.1],
+        "sweep_layers": [1, 3],
+        "n_sweep_tokens": 1_024,
         "n_prompts": 8,
         "n_traced": 1,
         "iterations": 2,
@@ -440,212 +555,205 @@ PRESETS = {
         "beam": 3,
         "top_ks": [5, 20],
         "circuit_layers": 2,
+        "precision_k": 2,
+        "n_blind": 4,
+        "n_perm": 20,
     },
     "default": {
+        "model_name": "smollm2-135m",
+        "source": "shipped",
         "tc_layers": list(range(30)),
         "ctx": 128,
-        "n_train_tokens": 49_152,  # about 10 s per 1K tokens for all 30 layers on 2 cores
+        "n_train_tokens": 24_576,
+        "epochs": 4,
         "n_eval_tokens": 1_024,
-        "d_sae": 2_304,
-        "batch_tokens": 64,  # 768 optimiser steps from one pass
-        "l1": 2.5e-3,  # 6e-3 left L0 about 4 and FVU about 0.95 at this token budget
+        "d_sae": 1_152,
+        "batch_tokens": 512,
+        "l1_grid": [0.01, 0.03, 0.1],
+        "sweep_layers": [5, 15, 25],
+        "n_sweep_tokens": 8_192,
+        "max_l0": 100.0,
         "n_prompts": 80,
         "n_traced": 4,
         "iterations": 3,
         "branches": 4,
         "beam": 6,
-        "top_ks": [10, 30, 100, 300, 1000],
+        "top_ks": [1, 3, 10, 30, 100, 300],
         "circuit_layers": 6,
+        "precision_k": 10,
+        "n_blind": 24,
+        "n_perm": 200,
     },
-    "paper": {
-        "tc_layers": list(range(30)),
+    "paper": {  # the paper's set-up: GPT-2 small, a transcoder for each of its 12 MLPs, OpenWebText
+        "model_name": "gpt2",
+        "source": "openwebtext",
+        "tc_layers": list(range(12)),
         "ctx": 128,
         "n_train_tokens": 1_048_576,
+        "epochs": 2,
         "n_eval_tokens": 8_192,
-        "d_sae": 9_216,
-        "batch_tokens": 2_048,
-        "l1": 6e-3,
+        "d_sae": 12_288,
+        "batch_tokens": 4_096,
+        "l1_grid": [0.003, 0.01, 0.03],
+        "sweep_layers": [2, 6, 10],
+        "n_sweep_tokens": 131_072,
         "n_prompts": 80,
         "n_traced": 10,
         "iterations": 4,
         "branches": 5,
         "beam": 8,
-        "top_ks": [10, 30, 100, 300, 1000, 3000],
-        "circuit_layers": 12,
+        "top_ks": [1, 3, 10, 30, 100, 300, 1000, 3000],
+        "circuit_layers": 6,
+        "precision_k": 20,
+        "n_blind": 40,
+        "n_perm": 1000,
     },
 }
-MANIFEST = "manifest.json"
+MeanActs = dict[int, torch.Tensor]  # layer -> [pos, units]: a unit's mean over prompts, per position
 
 
-def train_all_layers(
-    model: HookedTransformer,
-    layers: Sequence[int],
-    token_batches: Iterable[torch.Tensor],
-    folder: str | os.PathLike,
-    settings: Mapping[str, Any],
-    batch_tokens: int,
-    total_steps: int | None = None,
-) -> dict[int, Any]:
-    """One transcoder per layer, trained from ONE streaming pass that feeds every layer at once, and
-    saved under ``folder/L<layer>`` (sae-lens format). A folder whose manifest records the same
-    ``settings`` and layers is loaded instead of retrained. ``settings`` holds TrainConfig fields
-    (d_sae, l1, lr, seed, ...) and anything else that identifies the run (tokens, ctx)."""
-    folder = Path(folder)
-    manifest = {"layers": list(layers), "trainer_version": T.TRAINER_VERSION, **settings}
-    path = folder / MANIFEST
-    if path.is_file() and json.loads(path.read_text()) == json.loads(json.dumps(manifest)):
-        return {layer: T.load_transcoder(folder / f"L{layer}") for layer in layers}
-    fields = {f for f in T.TrainConfig.__dataclass_fields__}
-    cfg = {k: v for k, v in settings.items() if k in fields}
-    configs = {
-        layer: (layer, T.TrainConfig(**cfg, checkpoint_dir=str(folder / f"ckpt{layer}")))
-        for layer in layers
-    }
-    chunks = (pairs for _, pairs in T.stream_activations(model, layers, token_batches))
-    batches = T.shuffled(chunks, batch_tokens, 8 * batch_tokens, seed=int(settings.get("seed", 0)))
-    trainers = T.train_transcoders(
-        batches,
-        configs,
-        model.cfg.d_model,
-        model.cfg.model_name,
-        total_steps,
-        "training all layers",
-    )
-    out = {}
-    for layer, trainer in trainers.items():
-        T.save_transcoder(trainer.transcoder, layer, folder / f"L{layer}", model.cfg.model_name)
-        shutil.rmtree(folder / f"ckpt{layer}", ignore_errors=True)
-        out[layer] = T.load_transcoder(folder / f"L{layer}")
-    path.write_text(json.dumps(manifest))
-    return out
-
-
-def fingerprint(windows: Sequence[torch.Tensor]) -> str:
-    """A short hash of token windows, so cached transcoders are re-used only for the same data."""
-    digest = hashlib.sha256()
-    for w in windows:
-        digest.update(w.to(torch.int32).numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def splice_all(
-    transcoders: Mapping[int, Any], keep: Mapping[int, torch.Tensor] | None = None
-) -> list:
-    """Hooks replacing every MLP that has a transcoder by its prediction; with ``keep`` (layer ->
-    feature ids), only those features stay active and the rest are zeroed (output bias kept)."""
-    hooks = []
-    for layer, tc in transcoders.items():
-        mask = None
-        if keep is not None:
-            mask = torch.zeros(tc.W_enc.shape[1], dtype=torch.bool)
-            mask[keep.get(layer, torch.empty(0, dtype=torch.long))] = True
-
-        def predict(x, tc=tc, mask=mask):
-            acts = tc.encode(x)
-            return tc.decode(acts if mask is None else acts * mask.to(acts.device))
-
-        hooks += splice(Sublayer(layer, "mlp"), predict)
-    return hooks
-
-
-def keep_neurons(layers: Iterable[int], keep: Mapping[int, torch.Tensor]) -> list:
-    """Hooks zeroing every MLP neuron (post-activation) of ``layers`` except ``keep[layer]``
-    (layer -> neuron ids); other layers' MLPs are untouched."""
-    hooks = []
-    for layer in layers:
-        ids = keep.get(layer, torch.empty(0, dtype=torch.long))
-
-        def mask(act, hook, ids=ids):
-            out = torch.zeros_like(act)
-            out[..., ids] = act[..., ids]
-            return out
-
-        hooks.append((f"blocks.{layer}.mlp.hook_post", mask))
-    return hooks
-
-
-@torch.no_grad()
-def layer_quality(
-    model: HookedTransformer, transcoders: Mapping[int, Any], tokens: torch.Tensor
-) -> tuple[pd.DataFrame, dict]:
-    """Per layer: L0, FVU and CE loss with that one MLP spliced; plus the clean CE, the CE with every
-    transcoder spliced at once, and with all those MLPs zero-ablated."""
-    names = {
-        n for layer in transcoders for n in (*mlp_hooks(layer), f"blocks.{layer}.hook_resid_pre")
-    }
-    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
-    rows = []
-    d = model.cfg.d_model
-    for layer, tc in tqdm(transcoders.items(), desc="per-layer quality"):
-        x, y = (cache[n].reshape(-1, d) for n in mlp_hooks(layer))
-        acts = tc.encode(x)
-        ev = T.EvalSet(layer, tokens, cache[f"blocks.{layer}.hook_resid_pre"], x, y)
-        rows.append(
-            {
-                "layer": layer,
-                "l0": float((acts > 0).sum(-1).float().mean()),
-                "fvu": float((y - tc.decode(acts)).pow(2).sum() / (y - y.mean(0)).pow(2).sum()),
-                "ce_spliced": T.ce_loss(model, ev, T.replacement_hooks(tc, layer, "transcoder")),
-            }
-        )
-    full = T.eval_set(model, 0, [tokens])
-    totals = {
-        "clean": T.ce_loss(model, full),
-        "all_spliced": T.ce_loss(model, full, splice_all(transcoders)),
-        "all_zero_ablated": T.ce_loss(
-            model, full, zero_ablate([Sublayer(layer, "mlp") for layer in transcoders])
-        ),
-    }
-    return pd.DataFrame(rows), totals
+def prompt_tokens(model: HookedTransformer, prompts: Sequence[str]) -> torch.Tensor:
+    """[n, pos] tokens of equal-length prompts, on the model's device."""
+    tokens = model.to_tokens(list(prompts), prepend_bos=False)
+    return tokens.to(model.cfg.device)
 
 
 @torch.no_grad()
 def digit_probs(
-    model: HookedTransformer, prompts: Sequence[str], fwd_hooks: list = ()
+    model: HookedTransformer,
+    prompts: Sequence[str],
+    replacements: Mapping[int, T.Replacement] | None = None,
+    fwd_hooks: Sequence = (),
 ) -> torch.Tensor:
-    """Probabilities [n, 10] of the digits '0'..'9' as the next token after each (equal-length) prompt."""
-    tokens = model.to_tokens(list(prompts), prepend_bos=False)
-    probs = model.run_with_hooks(tokens, fwd_hooks=list(fwd_hooks))[:, -1].softmax(-1)
-    return probs[:, digit_tokens(model)]
+    """Probabilities [n, 10] of the digits '0'..'9' as the next token after each (equal-length)
+    prompt, with MLP writes replaced by ``replacements`` (not at sinks) and extra ``fwd_hooks``."""
+    tokens = prompt_tokens(model, prompts)
+    hooks = T.replace_mlps(replacements or {}, T.model_sinks(model, tokens)) + list(fwd_hooks)
+    probs = model.run_with_hooks(tokens, fwd_hooks=hooks)[:, -1].softmax(-1)
+    return probs[:, digit_tokens(model)].cpu()
 
 
-def grad_attributions(
+def mean_write_fn(mean: torch.Tensor) -> T.Replacement:
+    """A replacement of an MLP write by its mean over prompts ([pos, d], per position)."""
+    return lambda x, real: mean.to(real).expand_as(real)
+
+
+@torch.no_grad()
+def mean_writes(model: HookedTransformer, prompts: Sequence[str], layers: Iterable[int]) -> MeanActs:
+    """Each MLP's write averaged over the prompts, per position ([pos, d_model])."""
+    names = {mlp_hooks(layer)[1]: layer for layer in layers}
+    _, cache = model.run_with_cache(prompt_tokens(model, prompts), names_filter=lambda n: n in names)
+    return {layer: cache[name].mean(0) for name, layer in names.items()}
+
+
+def layer_effects(
+    model: HookedTransformer, prompts: pd.DataFrame, layers: Sequence[int]
+) -> pd.Series:
+    """Per layer: clean mean probability difference minus the one with that MLP mean-ablated
+    (replaced by its mean over prompts; sinks keep the real write). Large = the layer carries the task."""
+    tens = torch.tensor(prompts.tens.to_numpy())
+    means = mean_writes(model, prompts.prompt, layers)
+    clean = float(prob_diff(digit_probs(model, prompts.prompt), tens).mean())
+    effects = {
+        layer: clean
+        - float(prob_diff(digit_probs(model, prompts.prompt, {layer: mean_write_fn(means[layer])}), tens).mean())
+        for layer in tqdm(layers, desc="mean-ablating each MLP")
+    }
+    return pd.Series(effects, name="effect")
+
+
+@torch.no_grad()
+def mean_feature_acts(model: HookedTransformer, prompts: Sequence[str], transcoders: Mapping[int, Any]) -> MeanActs:
+    """Each transcoder feature's activation averaged over prompts, per position ([pos, d_sae])."""
+    names = {mlp_hooks(layer)[0]: layer for layer in transcoders}
+    _, cache = model.run_with_cache(prompt_tokens(model, prompts), names_filter=lambda n: n in names)
+    return {layer: transcoders[layer].encode(cache[name]).mean(0) for name, layer in names.items()}
+
+
+@torch.no_grad()
+def mean_neuron_acts(model: HookedTransformer, prompts: Sequence[str], layers: Iterable[int]) -> MeanActs:
+    """Each MLP neuron's (post-activation) value averaged over prompts, per position ([pos, d_mlp])."""
+    names = {f"blocks.{layer}.mlp.hook_post": layer for layer in layers}
+    _, cache = model.run_with_cache(prompt_tokens(model, prompts), names_filter=lambda n: n in names)
+    return {layer: cache[name].mean(0) for name, layer in names.items()}
+
+
+def _keep_mask(n_units: int, ids: torch.Tensor | None) -> torch.Tensor:
+    mask = torch.zeros(n_units, dtype=torch.bool)
+    if ids is not None:
+        mask[ids] = True
+    return mask
+
+
+def features_kept(
+    transcoders: Mapping[int, Any], means: MeanActs, keep: Mapping[int, torch.Tensor]
+) -> dict[int, T.Replacement]:
+    """Replacements splicing each transcoder with only ``keep[layer]`` features at their real
+    activation and every other feature at its mean over prompts (mean-ablation)."""
+    out = {}
+    for layer, tc in transcoders.items():
+        mask = _keep_mask(tc.W_enc.shape[1], keep.get(layer))
+
+        def predict(x, real, tc=tc, mask=mask, mean=means[layer]):
+            acts = tc.encode(x)
+            return tc.decode(torch.where(mask.to(acts.device), acts, mean.to(acts).expand_as(acts)))
+
+        out[layer] = predict
+    return out
+
+
+def neurons_kept(means: MeanActs, keep: Mapping[int, torch.Tensor]) -> list:
+    """Hooks keeping only ``keep[layer]`` MLP neurons (post-activation) of each layer in ``means``
+    at their real value and every other neuron at its mean over prompts (mean-ablation)."""
+    hooks = []
+    for layer, mean in means.items():
+        mask = _keep_mask(mean.shape[-1], keep.get(layer))
+
+        def patch(act, hook, mask=mask, mean=mean):
+            return torch.where(mask.to(act.device), act, mean.to(act).expand_as(act))
+
+        hooks.append((f"blocks.{layer}.mlp.hook_post", patch))
+    return hooks
+
+
+def unit_scores(
     model: HookedTransformer,
     prompts: pd.DataFrame,
+    means: MeanActs,
     transcoders: Mapping[int, Any] | None = None,
-    layers: Iterable[int] | None = None,
 ) -> dict[int, torch.Tensor]:
-    """Mean (over prompts, at the last position) activation x gradient of the probability
-    difference, per layer: for transcoder features (transcoders spliced) or, without transcoders,
-    for the MLP neurons of ``layers`` (default: every layer). A first-order estimate of each unit's effect, used to rank units for top-k."""
-    tokens = model.to_tokens(list(prompts.prompt), prepend_bos=False)
+    """Per unit: mean over prompts of |sum over positions of (a - mean a) x gradient of the
+    probability difference|, the first-order effect of mean-ablating it. Units are transcoder
+    features (transcoders spliced, sinks real) or, without transcoders, the MLP neurons of the
+    layers in ``means``."""
+    tokens = prompt_tokens(model, prompts.prompt)
     tens = torch.tensor(prompts.tens.to_numpy())
     store: dict[int, torch.Tensor] = {}
-    hooks = []
+
+    def keep_grad(act: torch.Tensor, layer: int) -> torch.Tensor:
+        act.retain_grad()
+        store[layer] = act
+        return act
+
     if transcoders is not None:
-        for layer, tc in transcoders.items():
-
-            def predict(x, tc=tc, layer=layer):
-                acts = tc.encode(x)
-                acts.retain_grad()
-                store[layer] = acts
-                return tc.decode(acts)
-
-            hooks += splice(Sublayer(layer, "mlp"), predict)
+        fns = {
+            layer: (lambda x, real, tc=tc, layer=layer: tc.decode(keep_grad(tc.encode(x), layer)))
+            for layer, tc in transcoders.items()
+        }
+        hooks = T.replace_mlps(fns, T.model_sinks(model, tokens))
     else:
-        for layer in range(model.cfg.n_layers) if layers is None else layers:
-
-            def keep(act, hook, layer=layer):
-                act.retain_grad()
-                store[layer] = act
-                return act
-
-            hooks.append((f"blocks.{layer}.mlp.hook_post", keep))
+        hooks = [
+            (f"blocks.{layer}.mlp.hook_post", lambda act, hook, layer=layer: keep_grad(act, layer))
+            for layer in means
+        ]
     with torch.enable_grad():
         logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
         probs = logits[:, -1].softmax(-1)[:, digit_tokens(model)]
-        prob_diff(probs, tens).mean().backward()
-    return {layer: (a * a.grad)[:, -1].mean(0).detach() for layer, a in store.items()}
+        prob_diff(probs.cpu(), tens).mean().backward()
+    return {
+        layer: ((a - means[layer].to(a)) * a.grad).sum(1).abs().mean(0).detach().cpu()
+        for layer, a in store.items()
+    }
 
 
 def best_layer_window(scores: Mapping[int, torch.Tensor], width: int) -> list[int]:
@@ -668,3 +776,177 @@ def top_units(scores: Mapping[int, torch.Tensor], k: int) -> dict[int, torch.Ten
     units = torch.cat([torch.arange(len(s)) for s in scores.values()])
     top = torch.topk(flat, min(k, len(flat))).indices
     return {layer: units[top][layers[top] == layer] for layer in scores}
+
+
+# ----------------------------------------------------------------------------- checks that can fail
+
+
+def error_share(table: pd.DataFrame) -> float:
+    """Share of a contributions table's transcoder terms carried by error nodes:
+    sum |tc_error| / (sum |tc_error| + sum |feature|)."""
+    err = float(table[table.kind == "tc_error"].attribution.abs().sum())
+    feat = float(table[table.kind == "feature"].attribution.abs().sum())
+    return err / (err + feat) if err + feat > 0 else float("nan")
+
+
+def permuted_correlation_null(tables: Sequence[pd.DataFrame], n_perm: int = 200, seed: int = 0) -> np.ndarray:
+    """Null distribution of the weight-attribution correlation when activations are shuffled across
+    feature rows (attribution = activation x weight keeps its structure, the pairing is broken)."""
+    rows = pd.concat([t[t.kind == "feature"] for t in tables]) if tables else pd.DataFrame()
+    if len(rows) < 3:
+        return np.array([])
+    weight = rows.weight.to_numpy(float)
+    act = rows.attribution.to_numpy(float) / np.where(weight == 0, np.nan, weight)
+    keep = np.isfinite(act)
+    weight, act = weight[keep], act[keep]
+    rng = np.random.default_rng(seed)
+    return np.array([np.corrcoef(weight, rng.permutation(act) * weight)[0, 1] for _ in range(n_perm)])
+
+
+def all_feature_weights(tr: Trace, target: Target, transcoders: Mapping[int, Any], n_layers: int) -> pd.DataFrame:
+    """The input-invariant weight W_dec[i] . v / scale of every feature of every upstream transcoder
+    (active or not) for ``target``: columns layer, unit, weight."""
+    v = target.vector / tr.scale[scale_key(target)][target.pos]
+    _, mlp_layers = upstream_layers(target, n_layers)
+    parts = [
+        pd.DataFrame({"layer": layer, "unit": np.arange(transcoders[layer].W_dec.shape[0]),
+                      "weight": (transcoders[layer].W_dec @ v).cpu().numpy()})
+        for layer in mlp_layers if layer in transcoders
+    ]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["layer", "unit", "weight"])
+
+
+def topk_overlap(table: pd.DataFrame, weights: pd.DataFrame, k: int, k_weights: int) -> tuple[float, float]:
+    """Share of the ``k`` upstream features with the largest |attribution| that are among the
+    ``k_weights`` largest |weight| of all upstream features, and the share expected by chance
+    (k_weights / number of features)."""
+    feats = table[table.kind == "feature"]
+    if feats.empty or weights.empty:
+        return float("nan"), float("nan")
+    top = feats.reindex(feats.attribution.abs().sort_values(ascending=False).index).head(k)
+    by_weight = weights.reindex(weights.weight.abs().sort_values(ascending=False).index).head(k_weights)
+    pool = set(zip(by_weight.layer.astype(int), by_weight.unit.astype(int), strict=True))
+    hits = [(int(r.layer), int(r.unit)) in pool for r in top.itertuples()]
+    return float(np.mean(hits)), min(1.0, k_weights / len(weights))
+
+
+def precision_at_k(
+    model: HookedTransformer,
+    prompts: pd.DataFrame,
+    units: Mapping[int, torch.Tensor],
+    ablate_one,
+    min_effect: float,
+) -> float:
+    """Share of ``units`` (layer -> ids) whose mean-ablation alone moves the mean probability
+    difference by at least ``min_effect``; ``ablate_one(layer, unit)`` gives (replacements, hooks)."""
+    tens = torch.tensor(prompts.tens.to_numpy())
+    clean = float(prob_diff(digit_probs(model, prompts.prompt), tens).mean())
+    flags = []
+    for layer, ids in units.items():
+        for unit in ids.tolist():
+            replacements, hooks = ablate_one(layer, unit)
+            value = float(prob_diff(digit_probs(model, prompts.prompt, replacements, hooks), tens).mean())
+            flags.append(abs(clean - value) >= min_effect)
+    return float(np.mean(flags)) if flags else float("nan")
+
+
+def feature_ablator(transcoders: Mapping[int, Any], means: MeanActs):
+    """For ``precision_at_k``: (layer, feature) -> replacements splicing ``transcoders`` with only
+    that feature mean-ablated."""
+
+    def ablate(layer: int, unit: int):
+        keep = {}
+        for other, tc in transcoders.items():
+            ids = torch.arange(tc.W_enc.shape[1])
+            keep[other] = ids[ids != unit] if other == layer else ids
+        return features_kept(transcoders, means, keep), ()
+
+    return ablate
+
+
+def neuron_ablator(means: MeanActs):
+    """For ``precision_at_k``: (layer, neuron) -> hooks mean-ablating only that MLP neuron."""
+
+    def ablate(layer: int, unit: int):
+        ids = torch.arange(means[layer].shape[-1])
+        return {}, neurons_kept({layer: means[layer]}, {layer: ids[ids != unit]})
+
+    return ablate
+
+
+def random_units(scores: Mapping[int, torch.Tensor], k: int, seed: int = 0) -> dict[int, torch.Tensor]:
+    """``k`` units drawn uniformly from all scored units (the chance baseline for ``top_units``)."""
+    sizes = {layer: len(s) for layer, s in scores.items()}
+    flat = torch.randperm(sum(sizes.values()), generator=torch.Generator().manual_seed(seed))[:k]
+    out, start = {}, 0
+    for layer, n in sizes.items():
+        out[layer] = flat[(flat >= start) & (flat < start + n)] - start
+        start += n
+    return out
+
+
+# ----------------------------------------------------------------------------- blind case study
+
+
+def hypothesis_tokens(model: HookedTransformer, transcoder: Any, feature: int, k: int) -> set[str]:
+    """A hypothesis from circuit evidence alone: the ``k`` input tokens that drive the feature most
+    directly (its de-embedding), stripped and lower-cased."""
+    return {t.strip().lower() for t in T.de_embedding(model, transcoder, feature, k).token}
+
+
+def hit_rate(contexts: pd.DataFrame, hypothesis: set[str]) -> float:
+    """Share of a feature's top contexts whose highlighted token is one of the hypothesis tokens."""
+    if contexts.empty:
+        return float("nan")
+    return float(contexts.token.str.strip().str.lower().isin(hypothesis).mean())
+
+
+def blind_scores(
+    model: HookedTransformer,
+    transcoder: Any,
+    acts: torch.Tensor,
+    tokens: torch.Tensor,
+    features: Sequence[int],
+    k_tokens: int,
+    k_contexts: int,
+) -> pd.DataFrame:
+    """Per feature: its own hypothesis's hit rate on its top contexts, and the null: the hit rate of
+    the next feature's hypothesis (features in a ring) on the same contexts."""
+    hyps = [hypothesis_tokens(model, transcoder, f, k_tokens) for f in features]
+    rows = []
+    for i, f in enumerate(features):
+        contexts = T.top_contexts(model, tokens, acts[:, f], k_contexts)
+        rows.append({"feature": f, "own": hit_rate(contexts, hyps[i]),
+                     "null": hit_rate(contexts, hyps[(i + 1) % len(features)]),
+                     "hypothesis": ", ".join(sorted(hyps[i]))[:120], "contexts": contexts})
+    return pd.DataFrame(rows)
+
+
+def rating_sheet(cases: pd.DataFrame, model: HookedTransformer, transcoders: Mapping[int, Any], seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Feature cards for a class and their hidden key. ``cases`` has columns layer, feature, contexts
+    (a top_contexts table). Each card shows the circuit evidence (de-embedding and logit-effect
+    tokens) and the top contexts, with blank columns for the student's hypothesis and a 1-5 rating
+    of how well the contexts match it; the key maps cards back to (layer, feature)."""
+    order = np.random.default_rng(seed).permutation(len(cases))
+    cards, key = [], []
+    for card, i in enumerate(order):
+        row = cases.iloc[int(i)]
+        tc = transcoders[int(row.layer)]
+        de_emb = T.de_embedding(model, tc, int(row.feature), 8).token
+        effect = T.logit_effect(model, tc, int(row.feature), 8).token
+        cards.append({"card": card, "inputs_that_drive_it": " | ".join(de_emb), "outputs_it_promotes": " | ".join(effect),
+                      "hypothesis (write first)": "", "top_contexts (read after)": "\n".join(row.contexts.context),
+                      "rating 1-5": ""})
+        key.append({"card": card, "layer": int(row.layer), "feature": int(row.feature)})
+    return pd.DataFrame(cards), pd.DataFrame(key)
+
+
+def save_rating_sheet(cards: pd.DataFrame, key: pd.DataFrame, results_dir: str, scale: str) -> Path:
+    """Write ``rating_sheet.csv`` (cards) and ``rating_key.csv`` (keep it hidden) to the run's results folder."""
+    from utils.outputs import results_folder
+
+    folder = results_folder(results_dir, scale)
+    folder.mkdir(parents=True, exist_ok=True)
+    cards.to_csv(folder / "rating_sheet.csv", index=False)
+    key.to_csv(folder / "rating_key.csv", index=False)
+    return folder / "rating_sheet.csv"

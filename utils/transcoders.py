@@ -1,31 +1,38 @@
-"""Notebook 02's computations: transcoders (Dunefsky, Chlenski & Nanda 2024) and SAE baselines.
+"""Transcoders (Dunefsky, Chlenski & Nanda 2024): activations, training, splicing, metrics (notebooks 02, 03).
 
 A transcoder is a wide ReLU MLP trained to imitate one MLP sublayer: it reads the MLP's normalised
 input (``blocks.L.ln2.hook_normalized``; the norms' weights are folded into the model) and predicts
 its write (``blocks.L.hook_mlp_out``) through a sparse layer of features.
 
+* Attention sinks: position 0 of a window and BOS/EOS/pad tokens carry MLP writes hundreds of times
+  larger than other tokens (``sink_mask``). They are left out of training and of every metric, and a
+  spliced model keeps the real MLP write there (``replace_mlps``).
 * Activations: ``stream_activations`` runs the model only up to the last layer needed
-  (``stop_at_layer``) and yields (input, target) pairs per layer; ``cache_activations`` writes them
-  once to disk (float16, a memory-mapped Arrow dataset that sae-lens reads too); ``shuffled``
-  mixes any stream of them in a bounded buffer.
-* Training: ``SparseTranscoder`` + ``TranscoderTrainer`` (normalised MSE + L1, Adam with warm-up,
-  unit-norm decoder rows, dead-feature resampling, checkpoints, NaN guard); ``train_transcoders``
-  trains one per layer from one stream. ``train_sae_with_sae_lens`` trains the SAE baseline with
-  sae-lens's own ``LanguageModelSAETrainingRunner``.
+  (``stop_at_layer``); ``cache_activations`` writes every layer's (input, target) once to disk
+  (float16 Arrow, sinks marked so that sae-lens skips them too); ``load_activations`` reads the
+  non-sink tokens back into RAM and ``epoch_batches`` serves globally shuffled batches, epoch after epoch.
+* Training: ``SparseTranscoder`` + ``TranscoderTrainer``: targets rescaled to a fixed expected norm
+  (so one ``l1`` suits every layer; folded back on export), MSE + L1 weighted by decoder norms,
+  fused Adam with warm-up, biases from the data mean, dead-feature resampling that stops early,
+  checkpoints, NaN guard. ``train_transcoders`` trains many from one stream; ``train_all_layers``
+  trains one per layer and caches them on disk. ``train_sae_with_sae_lens`` trains the SAE baseline
+  with sae-lens's own runner.
 * Export: transcoders are saved and loaded as sae-lens ``Transcoder`` objects, so
   ``HookedSAETransformer.add_sae`` can splice them.
-* Metrics and interpretation: L0, FVU, spliced CE loss and fraction recovered, dead/dense
-  fractions, top-activating contexts, de-embeddings, logit effects, a blind-rating helper.
+* Metrics and interpretation: L0, FVU, spliced CE and KL, fraction recovered, dead/dense fractions,
+  per-layer quality, top-activating contexts, de-embeddings, logit effects, a blind-rating sheet.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import math
 import os
 import shutil
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,51 +44,55 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from utils.hooks import FwdHooks, splice, sublayer_input_hook
+from utils.hooks import FwdHooks, sublayer_input_hook
 from utils.model_layouts import install_fast_blocks
 from utils.outputs import replace_folder
 from utils.sublayers import Sublayer
 
 PRESETS = {
-    # every size the notebook uses; `default` is sized for <= 15 min on 2 CPU cores
+    # every parameter a scale sets; `default` is sized for <= 5 min on 2 CPU cores
     "smoke": {
         "layer": 3,
         "ctx": 64,
         "n_train_tokens": 2_048,
         "n_eval_tokens": 256,
-        "epochs": 1,
+        "epochs": 2,
         "d_sae": 256,
         "batch_tokens": 256,
-        "transcoder_l1": [1e-3, 4e-3],
+        "transcoder_l1": [0.03, 0.1],
         "sae_l1": [1.0, 4.0],
         "n_interpret": 2,
         "n_blind": 2,
         "top_k": 5,
     },
     "default": {
+        "model_name": "smollm2-135m",
+        "source": "shipped",
         "layer": 15,
         "ctx": 128,
-        "n_train_tokens": 49_152,
+        "n_train_tokens": 32_768,
         "n_eval_tokens": 4_096,
-        "epochs": 3,
+        "epochs": 8,
         "d_sae": 2_304,
         "batch_tokens": 512,
-        "transcoder_l1": [1.5e-3, 3e-3, 6e-3],
-        "sae_l1": [2.0, 4.0, 8.0],
+        "transcoder_l1": [0.01, 0.03, 0.1],
+        "sae_l1": [1.0, 2.0, 4.0],
         "n_interpret": 4,
-        "n_blind": 6,
+        "n_blind": 12,
         "top_k": 8,
     },
-    "paper": {
+    "paper": {  # the paper's Pareto comparison: Pythia-410M layer 15 on OpenWebText
+        "model_name": "pythia-410m",
+        "source": "openwebtext",
         "layer": 15,
         "ctx": 128,
         "n_train_tokens": 4_194_304,
         "n_eval_tokens": 65_536,
         "epochs": 1,
-        "d_sae": 4_608,
+        "d_sae": 8_192,
         "batch_tokens": 4_096,
-        "transcoder_l1": [1e-3, 3e-3, 9e-3, 2.7e-2],
-        "sae_l1": [2.0, 4.0, 8.0, 16.0],
+        "transcoder_l1": [0.003, 0.01, 0.03, 0.1],
+        "sae_l1": [1.0, 2.0, 4.0, 8.0],
         "n_interpret": 8,
         "n_blind": 20,
         "top_k": 12,
@@ -90,14 +101,40 @@ PRESETS = {
 DENSE_THRESHOLD = 0.1  # a feature active on more than this fraction of tokens is "dense"
 HIGHLIGHT = ("[[", "]]")  # how a context marks the token a feature fires on
 CHECKPOINT_NAME = "last_good"
-TRAINER_VERSION = 3  # bump when a change to the trainer changes what it learns, so trained caches are rebuilt
+TRAINER_VERSION = 4  # bump when a change to the trainer changes what it learns, so trained caches are rebuilt
+SINK_ID = -1  # how a cached ``token_ids`` column marks an attention-sink position (sae-lens skips it)
+MANIFEST = "manifest.json"
 Pair = tuple[torch.Tensor, torch.Tensor]
+Replacement = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (MLP input, real MLP write) -> new write
 
 
 def mlp_hooks(layer: int) -> tuple[str, str]:
     """The transcoder's input and target hooks for MLP ``layer``."""
     s = Sublayer(layer, "mlp")
     return sublayer_input_hook(s), s.out_hook
+
+
+# ----------------------------------------------------------------------------- attention sinks
+
+
+def special_token_ids(model: HookedTransformer) -> list[int]:
+    """The tokenizer's BOS, EOS and pad ids (the tokens that act as attention sinks)."""
+    tok = model.tokenizer
+    if tok is None:
+        return []
+    return sorted({i for i in (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) if i is not None})
+
+
+def sink_mask(tokens: torch.Tensor, special_ids: Sequence[int] = ()) -> torch.Tensor:
+    """True at attention-sink positions of [..., pos] tokens: position 0 and every special token."""
+    mask = torch.isin(tokens, torch.tensor(list(special_ids), dtype=tokens.dtype, device=tokens.device))
+    mask[..., 0] = True
+    return mask
+
+
+def model_sinks(model: HookedTransformer, tokens: torch.Tensor) -> torch.Tensor:
+    """``sink_mask`` with ``model``'s special tokens."""
+    return sink_mask(tokens, special_token_ids(model))
 
 
 # ----------------------------------------------------------------------------- activations
@@ -180,9 +217,10 @@ def cache_activations(
 ) -> Path:
     """Write tokens and each layer's (MLP input, MLP output) to an Arrow dataset on disk (float16).
 
-    Columns: ``token_ids`` [ctx] and one [ctx, d_model] column per hook name, the layout sae-lens's
-    ``use_cached_activations`` reads. Batches are written as they come; nothing is held in RAM.
-    Returns the dataset folder (replaced atomically).
+    Columns: ``token_ids`` [ctx] (``SINK_ID`` at attention-sink positions, so sae-lens's
+    ``exclude_special_tokens=[SINK_ID]`` skips them) and one [ctx, d_model] column per hook name, the
+    layout sae-lens's ``use_cached_activations`` reads. Batches are written as they come; nothing is
+    held in RAM. Returns the dataset folder (replaced atomically).
     """
     import datasets
     from datasets.arrow_writer import ArrowWriter
@@ -207,7 +245,8 @@ def cache_activations(
     stream = stream_activations(model, layers, itertools.chain([first], batches))
     with ArrowWriter(features=features, path=str(arrow)) as writer:
         for tokens, pairs in tqdm(stream, desc="caching activations", unit="batch"):
-            columns = {"token_ids": tokens.int().cpu().numpy()}
+            marked = torch.where(model_sinks(model, tokens), SINK_ID, tokens)
+            columns = {"token_ids": marked.int().cpu().numpy()}
             for layer in layers:
                 for name, act in zip(mlp_hooks(layer), pairs[layer], strict=True):
                     columns[name] = act.half().cpu().numpy()
@@ -250,13 +289,45 @@ def cached_chunks(
             }
 
 
-def cached_tokens(folder: str | os.PathLike) -> torch.Tensor:
-    """The token windows [n_windows, ctx] a cache was built from."""
+def load_activations(folder: str | os.PathLike, layers: Sequence[int]) -> dict[int, Pair]:
+    """Every non-sink token's (MLP input, MLP output) per layer from ``cache_activations``'s folder,
+    as float16 [n_tokens, d] tensors in RAM (tokens in the cache's order)."""
     import datasets
 
-    return torch.from_numpy(
-        np.asarray(datasets.load_from_disk(str(folder)).with_format("numpy")["token_ids"])
-    ).long()
+    dataset = datasets.load_from_disk(str(folder)).with_format("numpy")
+    missing = [n for layer in layers for n in mlp_hooks(layer) if n not in dataset.column_names]
+    if missing:
+        raise ValueError(
+            f"{folder} holds no activations for {missing}; rebuild it with cache_activations(..., layers={list(layers)})"
+        )
+    keep = torch.from_numpy(np.asarray(dataset["token_ids"])).reshape(-1) != SINK_ID
+
+    def column(name: str) -> torch.Tensor:
+        values = torch.from_numpy(np.asarray(dataset[name]))
+        return values.reshape(-1, values.shape[-1])[keep]
+
+    return {layer: tuple(column(n) for n in mlp_hooks(layer)) for layer in layers}
+
+
+def epoch_batches(
+    acts: Mapping[int, Pair], batch_tokens: int, epochs: int, seed: int = 0
+) -> Iterator[dict[int, Pair]]:
+    """Float32 batches {layer: (x, y)} of ``batch_tokens`` tokens, reshuffled over the whole set each
+    epoch (every layer sees the same tokens; the last incomplete batch of an epoch is dropped)."""
+    n = len(next(iter(acts.values()))[0])
+    if not 1 <= batch_tokens <= n or epochs < 1:
+        raise ValueError(f"need 1 <= batch_tokens <= {n} (the tokens held) and epochs >= 1")
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n - batch_tokens + 1, batch_tokens):
+            idx = order[start : start + batch_tokens]
+            yield {layer: (x[idx].float(), y[idx].float()) for layer, (x, y) in acts.items()}
+
+
+def steps_per_run(n_tokens: int, batch_tokens: int, epochs: int) -> int:
+    """How many batches ``epoch_batches`` serves."""
+    return n_tokens // batch_tokens * epochs
 
 
 # ----------------------------------------------------------------------------- the transcoder
@@ -265,12 +336,15 @@ def cached_tokens(folder: str | os.PathLike) -> torch.Tensor:
 class SparseTranscoder(nn.Module):
     """Dunefsky et al.'s transcoder: z = ReLU(W_enc (x - b_pre) + b_enc), y = W_dec z + b_dec.
 
-    Decoder rows are kept at unit norm, so the L1 penalty on z is the norm-weighted penalty.
+    Decoder rows are kept at unit norm while training. ``out_scale`` is the factor the targets were
+    multiplied by to reach a fixed expected norm (sqrt(d_out)); ``forward`` predicts in those scaled
+    units and ``to_sae_lens`` folds the factor back, so the exported transcoder predicts the real write.
     """
 
     def __init__(self, d_in: int, d_sae: int, d_out: int, seed: int = 0):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
+        self.register_buffer("out_scale", torch.tensor(1.0))
         w_dec = torch.randn(d_sae, d_out, generator=g)
         self.W_dec = nn.Parameter(w_dec / w_dec.norm(dim=1, keepdim=True))
         bound = 1 / math.sqrt(d_in)
@@ -297,10 +371,13 @@ class SparseTranscoder(nn.Module):
         return self.decode(self.encode(x))
 
     @torch.no_grad()
-    def init_biases(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """Set the pre-bias to the mean input and the output bias to the mean target."""
-        self.b_pre.copy_(x.reshape(-1, x.shape[-1]).mean(0))
-        self.b_dec.copy_(y.reshape(-1, y.shape[-1]).mean(0))
+    def init_from_data(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """From (non-sink) data: ``out_scale`` giving the targets expected norm sqrt(d_out), the
+        pre-bias at the mean input and the output bias at the mean (scaled) target."""
+        x, y = x.reshape(-1, x.shape[-1]).float(), y.reshape(-1, y.shape[-1]).float()
+        self.out_scale.copy_(output_scale(y))
+        self.b_pre.copy_(x.mean(0))
+        self.b_dec.copy_(y.mean(0) * self.out_scale)
 
     @torch.no_grad()
     def normalize_decoder(self) -> None:
@@ -315,7 +392,8 @@ class SparseTranscoder(nn.Module):
             self.W_dec.grad.sub_(parallel * self.W_dec)
 
     def to_sae_lens(self, layer: int, model_name: str = "") -> Any:
-        """This transcoder as an sae-lens ``Transcoder`` (pre-bias folded into b_enc; exact)."""
+        """This transcoder as an sae-lens ``Transcoder`` predicting the real MLP write (pre-bias and
+        ``out_scale`` folded in: activations are divided by it, decoder rows stay unit norm; exact)."""
         from sae_lens import Transcoder, TranscoderConfig
 
         hook_in, hook_out = mlp_hooks(layer)
@@ -335,19 +413,29 @@ class SparseTranscoder(nn.Module):
             cfg.metadata[key] = value
         out = Transcoder(cfg)
         with torch.no_grad():
-            out.W_enc.copy_(self.W_enc)
-            out.b_enc.copy_(self.b_enc - self.b_pre @ self.W_enc)
+            out.W_enc.copy_(self.W_enc / self.out_scale)
+            out.b_enc.copy_((self.b_enc - self.b_pre @ self.W_enc) / self.out_scale)
             out.W_dec.copy_(self.W_dec)
-            out.b_dec.copy_(self.b_dec)
+            out.b_dec.copy_(self.b_dec / self.out_scale)
         return out.eval()
 
 
+def output_scale(y: torch.Tensor) -> torch.Tensor:
+    """The factor that gives targets ``y`` [n, d] the expected norm sqrt(d) (sae-lens's convention)."""
+    return math.sqrt(y.shape[-1]) / y.float().pow(2).sum(-1).mean().sqrt().clamp_min(1e-12)
+
+
 def transcoder_loss(
-    pred: torch.Tensor, target: torch.Tensor, acts: torch.Tensor, l1: float
+    pred: torch.Tensor, target: torch.Tensor, acts: torch.Tensor, w_dec: torch.Tensor, l1: float
 ) -> dict[str, torch.Tensor]:
-    """The paper's loss: MSE / mean squared target norm + ``l1`` x mean per-token sum of activations."""
-    mse = (pred - target).pow(2).sum(-1).mean() / target.pow(2).sum(-1).mean().clamp_min(1e-12)
-    sparsity = acts.sum(-1).mean()
+    """Per-token mean of ||pred - target||^2 / d plus ``l1`` x sum_i acts_i ||W_dec[i]|| / sqrt(d).
+
+    ``target`` is already scaled to expected norm sqrt(d) (``output_scale``), so both terms are
+    free of the layer's output scale and each token's term does not depend on the rest of the batch.
+    """
+    d = target.shape[-1]
+    mse = (pred - target).pow(2).sum(-1).mean() / d
+    sparsity = (acts * w_dec.norm(dim=-1)).sum(-1).mean() / math.sqrt(d)
     return {"loss": mse + l1 * sparsity, "nmse": mse, "l1": sparsity}
 
 
@@ -356,7 +444,7 @@ class TrainingDiverged(RuntimeError):
 
 
 @dataclass
-class TrainConfig:
+class TranscoderTraining:
     """Hyper-parameters of one transcoder's training (sizes come from the notebook's parameters)."""
 
     d_sae: int
@@ -365,6 +453,7 @@ class TrainConfig:
     warmup_steps: int = 50
     adam_betas: tuple[float, float] = (0.9, 0.999)
     resample_every: int = 200  # steps between dead-feature checks (0: never resample)
+    resample_until: int | None = None  # last step at which dead features are resampled (None: to the end)
     resample_pool_tokens: int = 2048  # recent training tokens that resampled features are drawn from
     checkpoint_every: int = 100  # steps between checkpoints (0: only at the end)
     checkpoint_dir: str | None = None
@@ -381,38 +470,50 @@ class TrainConfig:
 class TranscoderTrainer:
     """Trains one ``SparseTranscoder`` step by step; see ``train_transcoders`` for the loop."""
 
-    cfg: TrainConfig
+    cfg: TranscoderTraining
     layer: int
     d_in: int
     d_out: int
     model_name: str = ""
+    device: str | torch.device = "cpu"
     transcoder: SparseTranscoder = field(init=False)
     history: list[dict] = field(default_factory=list)
     step_count: int = 0
     last_checkpoint: Path | None = None
 
     def __post_init__(self):
-        self.transcoder = SparseTranscoder(self.d_in, self.cfg.d_sae, self.d_out, self.cfg.seed)
-        self.optimizer = torch.optim.Adam(
-            self.transcoder.parameters(), lr=self.cfg.lr, betas=self.cfg.adam_betas, foreach=True
+        self.transcoder = SparseTranscoder(self.d_in, self.cfg.d_sae, self.d_out, self.cfg.seed).to(
+            self.device
         )
+        self.optimizer = torch.optim.Adam(
+            self.transcoder.parameters(), lr=self.cfg.lr, betas=self.cfg.adam_betas, fused=True
+        )
+        self.initialised = False
         warm = max(self.cfg.warmup_steps, 1)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: min(1.0, (s + 1) / warm)
         )
-        self.fired = torch.zeros(self.cfg.d_sae, dtype=torch.long)
+        self.fired = torch.zeros(self.cfg.d_sae, dtype=torch.long, device=self.device)
         self.resampled = 0
         self.recent: deque[tuple[torch.Tensor, torch.Tensor]] = deque()  # the resampling pool
 
+    def init_from_data(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Output scale and biases from a sample of (non-sink) training data (else: the first batch)."""
+        self.transcoder.init_from_data(x.to(self.device), y.to(self.device))
+        self.initialised = True
+
     def step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        """One Adam step on a batch; raises TrainingDiverged (without stepping) on a non-finite loss."""
+        """One Adam step on a batch of real (unscaled) targets; raises TrainingDiverged (without
+        stepping) on a non-finite loss."""
         tc = self.transcoder
-        if self.step_count == 0:
-            tc.init_biases(x, y)
+        x, y = x.to(self.device), y.to(self.device)
+        if not self.initialised:
+            self.init_from_data(x, y)
+        y = y * tc.out_scale
         with torch.enable_grad():
             acts = tc.encode(x)
             pred = tc.decode(acts)
-            losses = transcoder_loss(pred, y, acts, self.cfg.l1)
+            losses = transcoder_loss(pred, y, acts, tc.W_dec, self.cfg.l1)
             if not torch.isfinite(losses["loss"]):
                 where = (
                     f"the last good checkpoint is {self.last_checkpoint}"
@@ -440,7 +541,8 @@ class TranscoderTrainer:
             "dead_frac": float((self.fired == 0).float().mean()),
         }
         self.history.append(record)
-        if self.cfg.resample_every:
+        until = self.cfg.resample_until
+        if self.cfg.resample_every and (until is None or self.step_count <= until):
             self.remember(x, y)
             if self.step_count % self.cfg.resample_every == 0:
                 xs = torch.cat([x for x, _ in self.recent])
@@ -461,7 +563,8 @@ class TranscoderTrainer:
     def resample_dead(self, x: torch.Tensor, y: torch.Tensor, pred: torch.Tensor) -> int:
         """Re-initialise features that never fired since the last check (Anthropic's resampling).
 
-        Each dead feature gets the normalised error of a token drawn with probability ~ its squared
+        ``y`` and ``pred`` are in the scaled units the transcoder is trained in. Each dead feature
+        gets the normalised error of a token drawn with probability ~ its squared
         error as decoder row, the (scaled) centred input of that token as encoder column, zero
         encoder bias, and fresh Adam state. Tokens are drawn without replacement: two features
         started from the same token would get the same gradients and stay copies of each other
@@ -477,10 +580,11 @@ class TranscoderTrainer:
         err = y - pred
         weights = err.pow(2).sum(-1)
         g = torch.Generator().manual_seed(self.cfg.seed + self.step_count)
-        picks = torch.multinomial(weights + 1e-12, len(dead), replacement=False, generator=g)
-        alive = torch.ones(tc.d_sae, dtype=torch.bool)
+        picks = torch.multinomial((weights + 1e-12).cpu(), len(dead), replacement=False, generator=g)
+        picks = picks.to(x.device)
+        alive = torch.ones(tc.d_sae, dtype=torch.bool, device=x.device)
         alive[dead] = False
-        enc_norm = tc.W_enc[:, alive].norm(dim=0).mean() if alive.any() else torch.tensor(1.0)
+        enc_norm = tc.W_enc[:, alive].norm(dim=0).mean() if alive.any() else torch.tensor(1.0, device=x.device)
         new_dec = err[picks] / err[picks].norm(dim=-1, keepdim=True).clamp_min(1e-8)
         centred = x[picks] - tc.b_pre
         new_enc = centred / centred.norm(dim=-1, keepdim=True).clamp_min(1e-8) * enc_norm * 0.2
@@ -516,22 +620,29 @@ class TranscoderTrainer:
 
 def train_transcoders(
     batches: Iterable[Mapping[int, Pair]],
-    configs: Mapping[Any, tuple[int, TrainConfig]],
+    configs: Mapping[Any, tuple[int, TranscoderTraining]],
     d_model: int,
     model_name: str = "",
     total_steps: int | None = None,
     desc: str = "training transcoders",
+    init_data: Mapping[int, Pair] | None = None,
+    device: str | torch.device = "cpu",
 ) -> dict[Any, TranscoderTrainer]:
     """Train transcoders from one stream of {layer: (x, y)} batches (one pass feeds them all).
 
-    ``configs`` maps a key to ``(layer, TrainConfig)``; several transcoders may share a layer (an
-    L1 sweep) or each read its own (one transcoder per layer). Returns the trainers (``.transcoder``,
-    ``.history``), each checkpointed at the end when it has a ``checkpoint_dir``.
+    ``configs`` maps a key to ``(layer, TranscoderTraining)``; several transcoders may share a layer
+    (an L1 sweep) or each read its own (one transcoder per layer). ``init_data`` ({layer: (x, y)},
+    sinks excluded) sets each one's output scale and biases (else its first batch does). Returns the
+    trainers (``.transcoder``, ``.history``), each checkpointed at the end when it has a
+    ``checkpoint_dir``.
     """
     trainers = {
-        key: TranscoderTrainer(cfg, layer, d_model, d_model, model_name)
+        key: TranscoderTrainer(cfg, layer, d_model, d_model, model_name, device)
         for key, (layer, cfg) in configs.items()
     }
+    for trainer in trainers.values():
+        if init_data is not None:
+            trainer.init_from_data(*init_data[trainer.layer])
     bar = tqdm(batches, total=total_steps, desc=desc, unit="step")
     for batch in bar:
         records = {key: trainer.step(*batch[trainer.layer]) for key, trainer in trainers.items()}
@@ -544,6 +655,51 @@ def train_transcoders(
     return trainers
 
 
+@torch.no_grad()
+def sweep_l1(
+    model: HookedTransformer,
+    acts: Mapping[int, Pair],
+    ev: EvalSet,
+    l1s: Sequence[float],
+    settings: Mapping[str, Any],
+    batch_tokens: int,
+    epochs: int,
+) -> pd.DataFrame:
+    """Train one transcoder per (layer in ``acts``, l1) from the same batches and measure each on
+    ``ev`` (non-sink tokens): L0, FVU, ΔCE, KL, fraction recovered, dead fraction."""
+    fields = set(TranscoderTraining.__dataclass_fields__)
+    cfg = {k: v for k, v in settings.items() if k in fields and k != "l1"}
+    configs = {(layer, l1): (layer, TranscoderTraining(**cfg, l1=l1)) for layer in acts for l1 in l1s}
+    n_tokens = len(next(iter(acts.values()))[0])
+    trainers = train_transcoders(
+        epoch_batches(acts, batch_tokens, epochs, seed=int(settings.get("seed", 0))),
+        configs,
+        model.cfg.d_model,
+        total_steps=steps_per_run(n_tokens, batch_tokens, epochs),
+        desc="L1 sweep",
+        init_data=acts,
+        device=model.cfg.device,
+    )
+    baselines = {layer: ce_baselines(model, ev, layer) for layer in acts}
+    rows = [
+        {"layer": layer, "l1": l1, **dictionary_metrics(
+            model, ev, layer, trainer.transcoder.to_sae_lens(layer).to(model.cfg.device), "transcoder", baselines[layer]
+        )}
+        for (layer, l1), trainer in trainers.items()
+    ]
+    return pd.DataFrame(rows)
+
+
+def choose_l1(sweep: pd.DataFrame, max_l0: float) -> float:
+    """The L1 whose median fraction recovered (over the sweep's layers) is highest among those with
+    median L0 <= ``max_l0``; if none qualifies, the one with the lowest median L0."""
+    medians = sweep.groupby("l1")[["l0", "frac_recovered"]].median()
+    sparse = medians[medians.l0 <= max_l0]
+    if sparse.empty:
+        return float(medians.l0.idxmin())
+    return float(sparse.frac_recovered.idxmax())
+
+
 def save_transcoder(
     transcoder: SparseTranscoder, layer: int, folder: str | os.PathLike, model_name: str = ""
 ) -> Path:
@@ -552,8 +708,9 @@ def save_transcoder(
     return Path(folder)
 
 
-def load_transcoder(folder: str | os.PathLike) -> Any:
-    """Load an sae-lens ``Transcoder`` saved by ``save_transcoder`` (or by sae-lens)."""
+def load_transcoder(folder: str | os.PathLike, device: str | torch.device = "cpu") -> Any:
+    """Load an sae-lens ``Transcoder`` saved by ``save_transcoder`` (or by sae-lens) onto ``device``
+    (pass the model's, ``model.cfg.device``)."""
     from sae_lens import Transcoder
 
     folder = Path(folder)
@@ -561,7 +718,71 @@ def load_transcoder(folder: str | os.PathLike) -> Any:
         raise FileNotFoundError(
             f"{folder} holds no cfg.json; save the transcoder with save_transcoder(...) first"
         )
-    return Transcoder.load_from_disk(folder).eval()
+    return Transcoder.load_from_disk(folder, device=str(device)).eval()
+
+
+def fingerprint(windows: Sequence[torch.Tensor]) -> str:
+    """A short hash of token windows, so cached transcoders are re-used only for the same data."""
+    digest = hashlib.sha256()
+    for w in windows:
+        digest.update(w.to(torch.int32).cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def train_all_layers(
+    model: HookedTransformer,
+    layers: Sequence[int],
+    token_batches: Iterable[torch.Tensor],
+    folder: str | os.PathLike,
+    settings: Mapping[str, Any],
+    batch_tokens: int,
+    epochs: int = 1,
+) -> dict[int, Any]:
+    """One transcoder per layer, saved under ``folder/L<layer>`` (sae-lens format) and loaded on the
+    model's device. One forward pass caches every layer's activations (sinks excluded); then every
+    transcoder trains for ``epochs`` globally shuffled passes over them. A folder whose manifest
+    records the same ``settings``, layers, batch and epochs is loaded instead of retrained.
+    ``settings`` holds TranscoderTraining fields (d_sae, l1, lr, seed, resample_until, ...) and
+    anything else that identifies the run (model, data fingerprint)."""
+    folder = Path(folder)
+    device = model.cfg.device
+    manifest = {
+        "layers": list(layers),
+        "trainer_version": TRAINER_VERSION,
+        "batch_tokens": batch_tokens,
+        "epochs": epochs,
+        **settings,
+    }
+    path = folder / MANIFEST
+    if path.is_file() and json.loads(path.read_text()) == json.loads(json.dumps(manifest)):
+        return {layer: load_transcoder(folder / f"L{layer}", device) for layer in layers}
+    fields = set(TranscoderTraining.__dataclass_fields__)
+    cfg = {k: v for k, v in settings.items() if k in fields}
+    configs = {
+        layer: (layer, TranscoderTraining(**cfg, checkpoint_dir=str(folder / f"ckpt{layer}")))
+        for layer in layers
+    }
+    acts_folder = cache_activations(model, layers, token_batches, folder / "activations")
+    acts = load_activations(acts_folder, layers)
+    n_tokens = len(acts[layers[0]][0])
+    trainers = train_transcoders(
+        epoch_batches(acts, batch_tokens, epochs, seed=int(settings.get("seed", 0))),
+        configs,
+        model.cfg.d_model,
+        model.cfg.model_name,
+        steps_per_run(n_tokens, batch_tokens, epochs),
+        "training all layers",
+        init_data=acts,
+        device=device,
+    )
+    out = {}
+    for layer, trainer in trainers.items():
+        save_transcoder(trainer.transcoder, layer, folder / f"L{layer}", model.cfg.model_name)
+        shutil.rmtree(folder / f"ckpt{layer}", ignore_errors=True)
+        out[layer] = load_transcoder(folder / f"L{layer}", device)
+    shutil.rmtree(acts_folder, ignore_errors=True)
+    path.write_text(json.dumps(manifest))
+    return out
 
 
 def sae_transformer(model: HookedTransformer) -> Any:
@@ -603,7 +824,8 @@ def train_sae_with_sae_lens(
     token ``windows``; with ``cached_activations`` (a ``cache_activations`` folder) it reads those
     very activations instead of re-running the model for every L1 value. No wandb, no download.
     Activations are rescaled to norm sqrt(d_model) during training (folded back at the end), so L1
-    values are comparable across layers. Returns the trained inference ``SAE``.
+    values are comparable across layers. Attention sinks are skipped when reading the cache (marked
+    ``SINK_ID``). Returns the trained inference ``SAE``.
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from sae_lens import (
@@ -639,6 +861,7 @@ def train_sae_with_sae_lens(
         n_batches_for_norm_estimate=4,
         prepend_bos=False,
         sequence_separator_token=None,
+        exclude_special_tokens=[SINK_ID],  # the cache marks sink positions with SINK_ID
         lr=lr,
         lr_warm_up_steps=warmup_steps,
         device=str(model.cfg.device),
@@ -663,81 +886,162 @@ def train_sae_with_sae_lens(
 
 @dataclass
 class EvalSet:
-    """Validation tokens and what the model computes on them at one layer (kept in RAM; small)."""
+    """Validation tokens and what the model computes on them (kept in RAM; small).
 
-    layer: int
-    tokens: torch.Tensor  # [batch, pos]
-    resid_pre: torch.Tensor  # [batch, pos, d_model], the layer's input residual stream
-    x: torch.Tensor  # [n_tokens, d_model], the MLP's normalised input
-    y: torch.Tensor  # [n_tokens, d_model], the MLP's write
+    ``resid_pre`` / ``x`` / ``y`` hold each layer's input residual stream [batch, pos, d] and the
+    MLP's normalised input and write [n_tokens, d] (every token, in ``tokens``' flattened order);
+    ``keep`` [n_tokens] is False at attention sinks, which every metric leaves out.
+    ``clean_logprobs`` [batch, pos, vocab] (float16) are the unmodified model's, for KL.
+    """
+
+    tokens: torch.Tensor
+    sinks: torch.Tensor  # [batch, pos]
+    resid_pre: dict[int, torch.Tensor]
+    x: dict[int, torch.Tensor]
+    y: dict[int, torch.Tensor]
+    clean_logprobs: torch.Tensor
+
+    @property
+    def keep(self) -> torch.Tensor:
+        """[n_tokens] True where a token is not an attention sink."""
+        return ~self.sinks.reshape(-1)
 
 
 @torch.no_grad()
 def eval_set(
-    model: HookedTransformer, layer: int, token_batches: Iterable[torch.Tensor]
+    model: HookedTransformer,
+    layers: Sequence[int],
+    token_batches: Iterable[torch.Tensor],
 ) -> EvalSet:
-    """Run validation batches up to ``layer`` and keep its residual input, MLP input and output."""
-    names = [f"blocks.{layer}.hook_resid_pre", *mlp_hooks(layer)]
-    parts: dict[str, list[torch.Tensor]] = {n: [] for n in ["tokens", *names]}
+    """Run validation batches once and keep, for each of ``layers``, its residual input and its
+    MLP's input and output, plus the clean next-token log-probabilities."""
+    names = [n for layer in layers for n in (f"blocks.{layer}.hook_resid_pre", *mlp_hooks(layer))]
+    parts: dict[str, list[torch.Tensor]] = {n: [] for n in ["tokens", "logprobs", *names]}
     for tokens in token_batches:
-        _, cache = model.run_with_cache(
-            tokens, names_filter=lambda n: n in names, stop_at_layer=layer + 1
-        )
+        tokens = tokens.to(model.cfg.device)
+        logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
         parts["tokens"].append(tokens)
+        parts["logprobs"].append(logits.log_softmax(-1).half())
         for n in names:
             parts[n].append(cache[n])
     cat = {n: torch.cat(v) for n, v in parts.items()}
     d = model.cfg.d_model
     return EvalSet(
-        layer,
-        cat["tokens"],
-        cat[names[0]],
-        cat[names[1]].reshape(-1, d),
-        cat[names[2]].reshape(-1, d),
+        tokens=cat["tokens"],
+        sinks=model_sinks(model, cat["tokens"]),
+        resid_pre={layer: cat[f"blocks.{layer}.hook_resid_pre"] for layer in layers},
+        x={layer: cat[mlp_hooks(layer)[0]].reshape(-1, d) for layer in layers},
+        y={layer: cat[mlp_hooks(layer)[1]].reshape(-1, d) for layer in layers},
+        clean_logprobs=cat["logprobs"],
     )
 
 
+def replace_mlps(replacements: Mapping[int, Replacement], sinks: torch.Tensor | None = None) -> FwdHooks:
+    """Hooks replacing MLP ``layer``'s write by ``fn(its normalised input, its real write)`` for
+    each (layer, fn); at ``sinks`` ([batch, pos] True) the real write stays."""
+    hooks: FwdHooks = []
+    for layer, fn in replacements.items():
+        seen: dict[str, torch.Tensor] = {}
+        hook_in, hook_out = mlp_hooks(layer)
+
+        def remember(act: torch.Tensor, hook, seen=seen) -> None:
+            seen["input"] = act
+
+        def replace(act: torch.Tensor, hook, seen=seen, fn=fn) -> torch.Tensor:
+            new = fn(seen.pop("input"), act).to(act.dtype)
+            if sinks is None:
+                return new
+            return torch.where(sinks[..., None].to(act.device), act, new)
+
+        hooks += [(hook_in, remember), (hook_out, replace)]
+    return hooks
+
+
+def transcoder_fn(transcoder: Any, keep: torch.Tensor | None = None) -> Replacement:
+    """A replacement predicting the MLP write with ``transcoder``; with ``keep`` (a [d_sae] bool
+    mask) only those features stay active (the output bias is kept)."""
+
+    def predict(x: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        acts = transcoder.encode(x)
+        return transcoder.decode(acts if keep is None else acts * keep.to(acts.device))
+
+    return predict
+
+
+def sae_fn(sae: Any) -> Replacement:
+    """A replacement by an SAE's reconstruction of the real MLP write."""
+    return lambda x, real: sae.decode(sae.encode(real))
+
+
+def zero_fn(x: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """A replacement by zeros (zero-ablation)."""
+    return torch.zeros_like(real)
+
+
+def splice_all(
+    transcoders: Mapping[int, Any],
+    keep: Mapping[int, torch.Tensor] | None = None,
+    sinks: torch.Tensor | None = None,
+) -> FwdHooks:
+    """Hooks replacing every MLP that has a transcoder by its prediction (the real write stays at
+    ``sinks``); with ``keep`` (layer -> feature ids), only those features stay active and the rest
+    are zeroed (output bias kept)."""
+    fns = {}
+    for layer, tc in transcoders.items():
+        mask = None
+        if keep is not None:
+            mask = torch.zeros(tc.W_enc.shape[1], dtype=torch.bool)
+            mask[keep.get(layer, torch.empty(0, dtype=torch.long))] = True
+        fns[layer] = transcoder_fn(tc, mask)
+    return replace_mlps(fns, sinks)
+
+
 @torch.no_grad()
-def ce_loss(
-    model: HookedTransformer, ev: EvalSet, fwd_hooks: FwdHooks = (), batch_size: int = 16
-) -> float:
-    """Mean next-token cross-entropy on ``ev``, running only layers >= ev.layer (from the cached
-    residual stream) with ``fwd_hooks`` applied."""
-    total, count = 0.0, 0
-    for start in range(0, len(ev.tokens), batch_size):
-        tokens = ev.tokens[start : start + batch_size]
+def replaced_losses(
+    model: HookedTransformer,
+    ev: EvalSet,
+    replacements: Mapping[int, Replacement] | None = None,
+    batch_size: int = 16,
+) -> dict[str, float]:
+    """Mean next-token CE and KL(clean || replaced) per token on ``ev`` with MLP writes replaced
+    (at non-sink positions), running only the layers from the first replaced one (from its cached
+    residual stream)."""
+    replacements = replacements or {}
+    start = min(replacements, default=min(ev.resid_pre))
+    total_ce, total_kl, count = 0.0, 0.0, 0
+    for lo in range(0, len(ev.tokens), batch_size):
+        tokens = ev.tokens[lo : lo + batch_size]
+        hooks = replace_mlps(replacements, ev.sinks[lo : lo + batch_size])
         logits = model.run_with_hooks(
-            ev.resid_pre[start : start + batch_size],
-            start_at_layer=ev.layer,
-            fwd_hooks=list(fwd_hooks),
+            ev.resid_pre[start][lo : lo + batch_size], start_at_layer=start, fwd_hooks=hooks
         )
-        loss = torch.nn.functional.cross_entropy(
-            logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
-            tokens[:, 1:].reshape(-1).to(logits.device),
-            reduction="sum",
+        logprobs = logits[:, :-1].float().log_softmax(-1)
+        total_ce += float(
+            -logprobs.gather(-1, tokens[:, 1:, None].to(logprobs.device)).sum()
         )
-        total += float(loss)
+        clean = ev.clean_logprobs[lo : lo + batch_size, :-1].float().to(logprobs.device)
+        total_kl += float((clean.exp() * (clean - logprobs)).sum())
         count += tokens[:, 1:].numel()
-    return total / count
+    return {"ce": total_ce / count, "kl": total_kl / count}
 
 
-def replacement_hooks(dictionary: Any, layer: int, kind: str) -> FwdHooks:
+def replacement_hooks(dictionary: Any, layer: int, kind: str, sinks: torch.Tensor | None = None) -> FwdHooks:
     """Hooks replacing MLP ``layer``'s write: by transcoder(MLP input) or by SAE(MLP output)."""
+    return replace_mlps({layer: dictionary_fn(dictionary, kind)}, sinks)
+
+
+def dictionary_fn(dictionary: Any, kind: str) -> Replacement:
+    """The replacement a dictionary of ``kind`` ('transcoder' or 'sae') makes."""
     if kind == "transcoder":
-        return splice(Sublayer(layer, "mlp"), lambda x: dictionary.decode(dictionary.encode(x)))
+        return transcoder_fn(dictionary)
     if kind == "sae":
-        return [
-            (
-                mlp_hooks(layer)[1],
-                lambda act, hook: dictionary.decode(dictionary.encode(act)).to(act.dtype),
-            )
-        ]
+        return sae_fn(dictionary)
     raise ValueError(f"kind must be 'transcoder' or 'sae', got {kind!r}")
 
 
-def dictionary_input(ev: EvalSet, kind: str) -> torch.Tensor:
+def dictionary_input(ev: EvalSet, layer: int, kind: str) -> torch.Tensor:
     """What a dictionary of ``kind`` reads: the MLP input (transcoder) or the MLP output (SAE)."""
-    return ev.x if kind == "transcoder" else ev.y
+    return ev.x[layer] if kind == "transcoder" else ev.y[layer]
 
 
 @torch.no_grad()
@@ -748,29 +1052,74 @@ def feature_acts(dictionary: Any, inputs: torch.Tensor, batch_size: int = 4096) 
     )
 
 
+def fvu(y: torch.Tensor, recon: torch.Tensor) -> float:
+    """Fraction of the variance of ``y`` [n, d] that ``recon`` leaves unexplained."""
+    return float((y - recon).pow(2).sum() / (y - y.mean(0)).pow(2).sum())
+
+
 @torch.no_grad()
 def dictionary_metrics(
     model: HookedTransformer,
     ev: EvalSet,
+    layer: int,
     dictionary: Any,
     kind: str,
-    clean_ce: float,
-    zero_ce: float,
+    baselines: Mapping[str, float],
 ) -> dict[str, float]:
-    """L0, FVU, spliced CE loss, fraction of CE recovered vs zero-ablation, dead and dense fractions."""
-    acts = feature_acts(dictionary, dictionary_input(ev, kind))
-    recon = dictionary.decode(acts)
-    fvu = float((ev.y - recon).pow(2).sum() / (ev.y - ev.y.mean(0)).pow(2).sum())
-    ce = ce_loss(model, ev, replacement_hooks(dictionary, ev.layer, kind))
+    """On non-sink tokens: L0, FVU, spliced CE and KL, CE increase over clean (nats), fraction of CE
+    recovered vs zero-ablation, dead and dense fractions. ``baselines``: 'clean' and 'zero' CE."""
+    keep = ev.keep
+    acts = feature_acts(dictionary, dictionary_input(ev, layer, kind))[keep]
+    losses = replaced_losses(model, ev, {layer: dictionary_fn(dictionary, kind)})
     freq = (acts > 0).float().mean(0)
     return {
         "l0": float((acts > 0).sum(-1).float().mean()),
-        "fvu": fvu,
-        "ce_loss": ce,
-        "frac_recovered": fraction_recovered(ce, clean_ce, zero_ce),
+        "fvu": fvu(ev.y[layer][keep], dictionary.decode(acts)),
+        "ce_loss": losses["ce"],
+        "delta_ce": losses["ce"] - baselines["clean"],
+        "kl": losses["kl"],
+        "frac_recovered": fraction_recovered(losses["ce"], baselines["clean"], baselines["zero"]),
         "dead_frac": float((freq == 0).float().mean()),
         "dense_frac": float((freq > DENSE_THRESHOLD).float().mean()),
     }
+
+
+def ce_baselines(model: HookedTransformer, ev: EvalSet, layer: int) -> dict[str, float]:
+    """Clean CE and CE with MLP ``layer`` zero-ablated at non-sink positions (and that KL)."""
+    zero = replaced_losses(model, ev, {layer: zero_fn})
+    return {"clean": replaced_losses(model, ev)["ce"], "zero": zero["ce"], "zero_kl": zero["kl"]}
+
+
+@torch.no_grad()
+def layer_quality(
+    model: HookedTransformer, transcoders: Mapping[int, Any], ev: EvalSet
+) -> tuple[pd.DataFrame, dict]:
+    """Per layer, on non-sink tokens: L0, FVU, dead fraction, CE increase and KL with that one MLP
+    spliced, the same for zero-ablating it, and the fraction recovered; plus the totals for the
+    clean model, every transcoder spliced at once and all those MLPs zero-ablated."""
+    rows = []
+    for layer, tc in tqdm(transcoders.items(), desc="per-layer quality"):
+        base = ce_baselines(model, ev, layer)
+        rows.append(
+            {
+                "layer": layer,
+                **dictionary_metrics(model, ev, layer, tc, "transcoder", base),
+                "zero_delta_ce": base["zero"] - base["clean"],
+                "zero_kl": base["zero_kl"],
+            }
+        )
+    clean = replaced_losses(model, ev)["ce"]
+    spliced = replaced_losses(model, ev, {layer: transcoder_fn(tc) for layer, tc in transcoders.items()})
+    zeroed = replaced_losses(model, ev, dict.fromkeys(transcoders, zero_fn))
+    totals = {
+        "clean": clean,
+        "all_spliced": spliced["ce"],
+        "all_spliced_kl": spliced["kl"],
+        "all_zero_ablated": zeroed["ce"],
+        "all_zero_ablated_kl": zeroed["kl"],
+        "all_spliced_recovered": fraction_recovered(spliced["ce"], clean, zeroed["ce"]),
+    }
+    return pd.DataFrame(rows), totals
 
 
 def fraction_recovered(ce: float, clean_ce: float, zero_ce: float) -> float:
@@ -792,12 +1141,22 @@ def pareto_points(table: pd.DataFrame) -> pd.DataFrame:
     return table[keep]
 
 
+def _inside_sae_range(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    tc = table[table.kind == "transcoder"].sort_values("l0")
+    sae = table[table.kind == "sae"].sort_values("l0")
+    return tc[(tc.l0 >= sae.l0.min()) & (tc.l0 <= sae.l0.max())], sae
+
+
+def matched_l0_count(table: pd.DataFrame) -> int:
+    """How many transcoders of a sweep table lie inside the SAEs' L0 range (the n of the matched-L0 gap)."""
+    inside, sae = _inside_sae_range(table)
+    return len(inside) if len(sae) >= 2 else 0
+
+
 def matched_l0_gap(table: pd.DataFrame) -> float:
     """Mean CE(transcoder) - CE(SAE), interpolating the SAE curve (log L0) at the transcoders' L0s
     inside the SAEs' L0 range; NaN when the ranges do not overlap."""
-    tc = table[table.kind == "transcoder"].sort_values("l0")
-    sae = table[table.kind == "sae"].sort_values("l0")
-    inside = tc[(tc.l0 >= sae.l0.min()) & (tc.l0 <= sae.l0.max())]
+    inside, sae = _inside_sae_range(table)
     if len(sae) < 2 or inside.empty:
         return float("nan")
     sae_ce = np.interp(np.log(inside.l0), np.log(sae.l0), sae.ce_loss)
@@ -906,3 +1265,24 @@ def unblind(ratings: Mapping[int, float], key: pd.DataFrame) -> pd.DataFrame:
         raise ValueError(f"cards {missing} have no rating yet; rate every card before unblinding")
     rated = key.assign(rating=key.card.map(ratings))
     return rated.groupby("dictionary").rating.agg(["mean", "count"]).reset_index()
+
+
+def rating_difference(
+    ratings: Mapping[int, float], key: pd.DataFrame, first: str, second: str, n_perm: int = 2000, seed: int = 0
+) -> dict[str, float]:
+    """Mean rating of dictionary ``first`` minus ``second`` over their cards, with a two-sided
+    permutation p-value (dictionary labels shuffled across the cards) and n (cards rated)."""
+    from utils.stats import permutation_p_value
+
+    rated = key[key.dictionary.isin([first, second])].assign(rating=key.card.map(ratings)).dropna()
+    values, is_first = rated.rating.to_numpy(float), (rated.dictionary == first).to_numpy()
+    if is_first.all() or not is_first.any():
+        return {"difference": float("nan"), "p_value": float("nan"), "n": len(rated)}
+
+    def diff(labels: np.ndarray) -> float:
+        return float(values[labels].mean() - values[~labels].mean())
+
+    rng = np.random.default_rng(seed)
+    null = [abs(diff(rng.permutation(is_first))) for _ in range(n_perm)]
+    observed = diff(is_first)
+    return {"difference": observed, "p_value": permutation_p_value(abs(observed), null), "n": len(rated)}

@@ -1,0 +1,92 @@
+"""Checks for notebook 03's exercises: one attribution term, checked for completeness.
+
+``check_feature_attributions`` compares ``fn(acts, W_dec, v) -> [d_sae]`` with
+``utils.circuits.feature_attributions`` and then puts the learner's terms into a real attribution
+(a tiny model with transcoders): with every other term from ``utils.circuits.contributions``, they
+must add up to the target's value. ``check_head_terms`` does the same for one head's terms from
+each source position, ``fn(pattern, values, W_O, v) -> [src]``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from utils import circuits as C
+from utils.checks import Case, ExerciseFailed, check
+from utils.models import tiny_model
+from utils.transcoders import SparseTranscoder
+
+
+def _setup():
+    """A 3-layer tiny model with random transcoders on layers 0 and 1, traced on one prompt."""
+    torch.set_grad_enabled(False)
+    model = tiny_model(n_layers=3, seed=2)
+    transcoders = {}
+    for layer in (0, 1):
+        tc = SparseTranscoder(model.cfg.d_model, 48, model.cfg.d_model, seed=layer)
+        tc.b_enc.normal_(std=0.3)
+        transcoders[layer] = tc
+    tokens = torch.randint(0, model.cfg.d_vocab, (10,), generator=torch.Generator().manual_seed(3))
+    tr = C.trace(model, tokens, transcoders)
+    target = C.logit_target(model, 7, [1, 2], [3])
+    return model, transcoders, tr, target
+
+
+def _complete(kind: str, learner_total: float, reference_total: float, table, target, tr) -> None:
+    rest = float(table[table.kind != kind].attribution.sum())
+    value = C.target_value(tr, target)
+    got = rest + learner_total + target.bias
+    if abs(got - value) > 1e-3 * max(1.0, abs(value)):
+        raise ExerciseFailed(
+            f"✗ completeness: with your {kind} terms the contributions add up to {got:.5g}, "
+            f"but the target's value is {value:.5g} (the reference's terms give {rest + reference_total + target.bias:.5g})"
+        )
+    print(f"✓ completeness: with your {kind} terms every contribution adds up to the target's value {value:.4g}")
+
+
+def _feature_cases() -> list[Case]:
+    g = torch.Generator().manual_seed(0)
+    return [
+        Case("acts [6] (some zero), W_dec [6, 4], v [4]",
+             (torch.relu(torch.randn(6, generator=g)), torch.randn(6, 4, generator=g), torch.randn(4, generator=g))),
+        Case("acts [10], W_dec [10, 8] with rows of unequal norm, v [8]",
+             (torch.rand(10, generator=g), torch.randn(10, 8, generator=g) * torch.arange(1, 11)[:, None], torch.randn(8, generator=g))),
+    ]
+
+
+def check_feature_attributions(fn) -> None:
+    """Check ``fn(acts, W_dec, v) -> [d_sae]`` on random inputs, then for completeness on a tiny model."""
+    check("feature_attributions", fn, C.feature_attributions, _feature_cases())
+    model, transcoders, tr, target = _setup()
+    table = C.contributions(model, tr, target, transcoders)
+    v = target.vector / tr.scale[C.scale_key(target)][target.pos]
+    learner = sum(float(torch.as_tensor(fn(tr.acts[layer][target.pos], tc.W_dec, v)).sum()) for layer, tc in transcoders.items())
+    reference = float(table[table.kind == "feature"].attribution.sum())
+    _complete("feature", learner, reference, table, target, tr)
+
+
+def _head_cases() -> list[Case]:
+    g = torch.Generator().manual_seed(1)
+    return [
+        Case("5 sources, d_head 3, d 4",
+             (torch.softmax(torch.randn(5, generator=g), 0), torch.randn(5, 3, generator=g), torch.randn(3, 4, generator=g), torch.randn(4, generator=g))),
+        Case("1 source (the first position), d_head 8, d 16",
+             (torch.ones(1), torch.randn(1, 8, generator=g), torch.randn(8, 16, generator=g), torch.randn(16, generator=g))),
+    ]
+
+
+def check_head_terms(fn) -> None:
+    """Check ``fn(pattern, values, W_O, v) -> [src]`` on random inputs, then for completeness on a tiny model."""
+    check("head_terms", fn, C.head_terms, _head_cases())
+    model, transcoders, tr, target = _setup()
+    table = C.contributions(model, tr, target, transcoders)
+    v = target.vector / tr.scale[C.scale_key(target)][target.pos]
+    p, layers, _ = target.pos, *C.upstream_layers(target, model.cfg.n_layers)
+    learner = 0.0
+    for layer in layers:
+        w_o = model.blocks[layer].attn.W_O
+        for h in range(w_o.shape[0]):
+            out = fn(tr.pattern[layer, h, p, : p + 1], tr.values[layer, : p + 1, h], w_o[h], v)
+            learner += float(torch.as_tensor(out).sum())
+    reference = float(table[table.kind == "head"].attribution.sum())
+    _complete("head", learner, reference, table, target, tr)
