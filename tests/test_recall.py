@@ -98,7 +98,7 @@ def test_window_layers_and_masks():
         s: recall.knockout_mask(7, 5, 1, 3, s)[5].nonzero().flatten().tolist()
         for s in recall.KNOCKOUT_SOURCES
     }
-    assert rows == {"subject": [1, 2], "non-subject": [0, 3, 4], "last": [5]}
+    assert rows == {"subject": [1, 2], "non-subject": [0, 3, 4], "last": [5], "first": [0]}
     assert (
         recall.knockout_mask(7, 5, 1, 3, "subject").sum() == 2
     )  # only edges into the last position
@@ -134,9 +134,18 @@ def test_batched_sweep_equals_the_plain_loop(word_model):
     assert batched.p_base[0] == pytest.approx(float(base.max()), abs=1e-6)
     curves = batched.relative_change()
     assert list(curves.columns) == [recall.KNOCKOUT_LABELS[s] for s in recall.KNOCKOUT_SOURCES]
-    assert curves.shape == (word_model.cfg.n_layers, 3) and not (curves.values == 0).all()
-    minima = recall.curve_minima(curves)
+    assert curves.shape == (word_model.cfg.n_layers, 4) and not (curves.values == 0).all()
+    minima = recall.knockout_minima(batched)
     assert set(minima) == set(curves.columns) and all(0 <= m["layer"] < 3 for m in minima.values())
+    for label, m in minima.items():
+        assert m["min_change_pct"] == pytest.approx(curves[label].min())
+        assert m["interval"]["low"] <= m["min_change_pct"] <= m["interval"]["high"]
+    rows = [True, False, True, True]
+    subset = batched.relative_change(rows)
+    torch.testing.assert_close(
+        torch.tensor(subset.values), batched.change()[..., [0, 2, 3]].mean(-1).T
+    )
+    assert recall.knockout_minima(batched, rows)["subject → last"]["n"] == 3
 
 
 def test_cutting_subject_to_last_in_every_layer_removes_the_subject(word_model):
@@ -235,12 +244,35 @@ def test_experiments_run_and_agree_on_the_tiny_model(word_model):
     }
     masks = recall.attribute_masks(word_model, facts, texts, eligible, keys)
     assert masks.shape == (4, VOCAB) and not masks[3].any()
-    rates, baseline = recall.attribute_rates(
-        word_model, facts, masks, eligible, top=20, keep=5, fact_batch=2, progress=False
+    sets = {"own": masks, "other": recall.other_subject_masks(facts, masks)}
+    result = recall.attribute_rates(
+        word_model, facts, sets, eligible, top=20, keep=5, fact_batch=2, progress=False
     )
+    assert result.rates.shape == (2, 4, 3, len(recall.POSITIONS))
+    # spain has no text, and paris's control (the next subject by name) is spain: both rates
+    # are compared on france and germany only
+    assert result.rows("own").tolist() == [True, True, True, False]
+    assert result.rows("own", "other").tolist() == [True, False, True, False]
+    assert result.of("own").shape[0] == 3 and result.of("own", "other").shape[0] == 2
+    torch.testing.assert_close(
+        result.specific("own", "other"), result.rates[0, [0, 2]] - result.rates[1, [0, 2]]
+    )
+    assert result.baseline("own", "other").shape == (2,)
+    rates = recall.mean_table(result.of("own"))
     assert list(rates.columns) == list(recall.POSITIONS) and len(rates) == 3
-    assert ((rates >= 0) & (rates <= 1)).all().all() and 0 <= baseline <= 1
-    table, base = recall.enrichment_knockout(
+    assert ((result.rates >= 0) & (result.rates <= 1)).all()
+    assert ((result.embedding >= 0) & (result.embedding <= 1)).all()
+    # an identity lens reads the same as the logit lens
+    same = recall.attribute_rates(
+        word_model, facts, sets, eligible, 20, 5, 2, lens=lambda h: h, progress=False
+    )
+    torch.testing.assert_close(same.rates, result.rates)
+    keep = result.rows("own", "other").numpy()
+    facts, masks = facts[keep].reset_index(drop=True), masks[keep]
+    result = recall.attribute_rates(
+        word_model, facts, {"own": masks}, eligible, 20, 5, 2, progress=False
+    )
+    enrichment = recall.enrichment_knockout(
         word_model,
         facts,
         masks,
@@ -252,23 +284,24 @@ def test_experiments_run_and_agree_on_the_tiny_model(word_model):
         fact_batch=3,
         progress=False,
     )
-    assert base == pytest.approx(
-        rates.loc[2, "last subject"], abs=1e-6
-    )  # same quantity, two code paths
-    assert list(table.index) == [0, 1, 2] and list(table.columns) == ["mlp", "attn"]
+    # same quantity, two code paths
+    torch.testing.assert_close(enrichment.base, result.of("own")[:, 2, 2])
+    table = enrichment.table()
+    assert list(table.index) == [0, 1] and list(table.columns) == ["mlp", "attn"]
+    assert enrichment.early_drop("mlp").shape == (2,)
     top = recall.sublayer_top_tokens(word_model, facts, fact_batch=3, progress=False)
-    assert top["attn"].shape == (4, 3) and top["heads"].shape == (4, 3, 4)
+    assert top["attn"].shape == (2, 3) and top["heads"].shape == (2, 3, 4)
     blocked = recall.sublayer_top_tokens(
         word_model, facts, heads=False, block_subject_layers=[2], progress=False
     )
     assert torch.equal(blocked["attn"][:, :2], top["attn"][:, :2]) and "heads" not in blocked
-    hits, examples = recall.head_attribute_hits(
+    hits, examples, found = recall.head_attribute_hits(
         word_model, facts, [(1, 0), (2, 3)], k=VOCAB, n_examples=2, progress=False
     )
     # with k = the whole vocabulary every target is found
-    assert hits.hit_rate.tolist() == [1.0, 1.0]
+    assert hits.hit_rate.tolist() == [1.0, 1.0] and found.all() and found.shape == (2, 2)
     for inputs in recall.OV_INPUTS:
-        hits, _ = recall.head_attribute_hits(
+        hits, _, _ = recall.head_attribute_hits(
             word_model, facts, [(1, 0)], k=3, inputs=inputs, progress=False
         )
         assert 0 <= hits.hit_rate[0] <= 1
@@ -289,7 +322,7 @@ def test_enrichment_knockout_equals_full_runs_with_zeroed_sublayers(word_model):
     eligible = recall.eligible_tokens(keys)
     masks = torch.zeros(len(facts), VOCAB, dtype=torch.bool)
     masks[:, 30:80] = True  # a broad hand-made attribute set so that rates are not all zero
-    table, _ = recall.enrichment_knockout(
+    table = recall.enrichment_knockout(
         word_model,
         facts,
         masks,
@@ -300,7 +333,8 @@ def test_enrichment_knockout_equals_full_runs_with_zeroed_sublayers(word_model):
         keep=10,
         fact_batch=2,
         progress=False,
-    )
+    ).table()
+    assert list(table.index) == [0]  # the only 2-layer window that ends below layer 2
     for kind in ("mlp", "attn"):
         for start in table.index:
             store = {}
@@ -349,3 +383,65 @@ def test_other_subject_masks_swap_sets_between_subjects():
     assert swapped.float().argmax(-1).tolist() == [2, 0, 1, 0]
     with pytest.raises(ValueError, match="two subjects"):
         recall.other_subject_masks(facts[facts.subject == "a"], masks[[1, 3]])
+
+
+def test_knockout_windows_end_below_the_measured_layer():
+    assert recall.knockout_starts(25, 5) == list(range(21))
+    assert all(s + 5 - 1 < 25 for s in recall.knockout_starts(25, 5))
+    assert recall.knockout_starts(25, 5, stride=10) == [0, 10, 20]
+    with pytest.raises(ValueError, match="measure_layer >= window"):
+        recall.knockout_starts(3, 5)
+
+
+def test_fact_attribute_texts_follow_the_facts_graph():
+    table = pd.DataFrame(
+        {
+            "subject": ["Eiffel Tower", "Paris", "France", "France", "Lyon"],
+            "target": ["Paris", "France", "Europe", "euro", "France"],
+        }
+    )
+    texts = recall.fact_attribute_texts(table, ["Eiffel Tower", "France", "Nowhere"])
+    assert texts["Eiffel Tower"] == ["France", "Paris"]  # its target, and the target's target
+    assert texts["France"] == ["Europe", "Lyon", "Paris", "euro"]  # targets, and who points to it
+    assert texts["Nowhere"] == []
+    assert recall.attribute_texts(["France"], "facts", table)["France"] == texts["France"]
+    with pytest.raises(ValueError, match="facts_table"):
+        recall.attribute_texts(["France"], "facts")
+    with pytest.raises(FileNotFoundError, match="none of"):
+        recall.attribute_texts(["France"], "no-such-source")
+
+
+def _result(change_by_source):
+    """A KnockoutResult whose relative changes (%) are the given [source][center][fact] lists."""
+    p_new = 1 + torch.tensor(change_by_source, dtype=torch.float) / 100
+    return recall.KnockoutResult(
+        ("subject", "non-subject", "last"), [0, 1, 2], 1, torch.ones(p_new.shape[-1]), p_new
+    )
+
+
+def test_knockout_verdict_statistics_on_hand_made_curves():
+    # subject hurts most at layer 2, non-subject at layer 0, last hardly at all; 40 identical facts
+    facts = 40
+    result = _result(
+        [
+            [[-10] * facts, [-20] * facts, [-80] * facts],
+            [[-60] * facts, [-30] * facts, [-10] * facts],
+            [[-1] * facts, [-2] * facts, [-1] * facts],
+        ]
+    )
+    assert recall.minimum_layer(result, "subject").estimate == 2
+    gap = recall.minimum_layer_gap(result, "non-subject", "subject")
+    assert gap.estimate == gap.low == gap.high == 2 and gap.n == facts
+    margin = recall.smallest_effect_margin(result, "last", ["subject", "non-subject"])
+    assert margin.estimate == pytest.approx(-2 - (-60))
+
+
+def test_peak_statistics_pick_each_positions_best_layer():
+    values = torch.zeros(30, 3, len(recall.POSITIONS))
+    values[:, 1, recall.POSITIONS.index("last subject")] = 0.5
+    values[:, 2, recall.POSITIONS.index("first token")] = 0.2
+    peaks = recall.position_peaks(values)
+    assert peaks["last subject"]["layer"] == 1 and peaks["last subject"]["estimate"] == 0.5
+    assert peaks["first token"]["layer"] == 2 and peaks["first token"]["n"] == 30
+    advantage = recall.peak_advantage(values, "last subject", ["first token", "first subject"])
+    assert advantage.estimate == pytest.approx(0.3) and advantage.low == pytest.approx(0.3)

@@ -23,10 +23,11 @@ from __future__ import annotations
 import json
 import os
 import random
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
@@ -41,55 +42,70 @@ from utils.data import (
     token_span,
 )
 from utils.prompts import known_facts, pad_right
+from utils.stats import Interval, bootstrap_interval
 from utils.sublayers import Sublayer
 
 PRESETS = {
     "smoke": {
         "max_candidates": 48,
-        "n_facts": 6,
+        "n_facts": 12,
         "window": 5,
         "knockout_stride": 7,
         "enrich_window": 5,
         "enrich_stride": 6,
+        "lens_tokens": 1024,
         "n_top_heads": 2,
         "n_examples": 2,
     },
     "default": {
+        "model_name": "smollm2-135m",
         "facts_source": "shipped",
-        "attribute_source": "shipped",
+        "attribute_source": "facts",
+        "comparison_attribute_source": "shipped",
         "max_candidates": 0,
-        "n_facts": 160,
+        "n_facts": 0,
+        "min_facts": 30,
         "window": 5,
         "knockout_stride": 1,
         "fact_batch": 32,
         "top_tokens": 500,
         "kept_tokens": 50,
-        "enrich_at": 0.67,
+        "lens_tokens": 4096,
+        "enrich_at": 0.83,
         "enrich_window": 5,
-        "enrich_stride": 1,
+        "enrich_stride": 2,
         "extraction_block_from": 0.5,
         "n_top_heads": 5,
         "ov_top_k": 10,
         "n_examples": 3,
     },
     "paper": {
+        "model_name": "gpt2-xl",
         "facts_source": "known_1000",
         "attribute_source": "wikipedia",
-        "n_facts": 1209,
+        "comparison_attribute_source": "facts",
         "window": 9,
         "enrich_window": 10,
+        "enrich_stride": 1,
         "fact_batch": 16,
     },
 }
 
-KNOCKOUT_SOURCES = ("subject", "non-subject", "last")  # which edges into the last position are cut
+KNOCKOUT_SOURCES = (
+    "subject",
+    "non-subject",
+    "last",
+    "first",
+)  # which edges into the last position are cut
 KNOCKOUT_LABELS = {
     "subject": "subject → last",
     "non-subject": "non-subject → last",
     "last": "last → last",
+    "first": "first token → last",
 }
 OV_INPUTS = ("hidden", "embedding")
 POSITIONS = ("first token", "first subject", "last subject", "first after subject", "last token")
+ATTRIBUTE_SOURCES = ("facts", "shipped", "wikipedia")  # or the path of a JSON/JSONL file
 MIN_TOKEN_CHARS = 3  # the paper drops tokens of <= 2 characters
 WIKIPEDIA = ("wikimedia/wikipedia", "20231101.en")
 
@@ -103,7 +119,8 @@ def load_fact_table(source: str = "shipped") -> pd.DataFrame:
 
 
 def locate_subjects(model: HookedTransformer, facts: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """Add the subject's token span (``subj_tok_start``, ``subj_tok_end``) and ``n_tokens``.
+    """Add the subject's token span (``subj_tok_start``, ``subj_tok_end``), ``n_tokens`` and
+    ``subject_first`` (the subject starts at position 0, the attention sink of a model without BOS).
 
     Spans come from the tokenizer's offsets (shifted by one when the model prepends BOS). Facts
     whose subject cannot be located are dropped; returns the located facts and how many were dropped.
@@ -122,6 +139,7 @@ def locate_subjects(model: HookedTransformer, facts: pd.DataFrame) -> tuple[pd.D
             lengths.append(n_tokens)
     located = facts[keep].copy()
     located["subj_tok_start"], located["subj_tok_end"], located["n_tokens"] = starts, ends, lengths
+    located["subject_first"] = located.subj_tok_start == 0
     return located.reset_index(drop=True), len(facts) - len(located)
 
 
@@ -132,13 +150,13 @@ def prepare_facts(
     seed: int = 0,
     max_candidates: int = 0,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Facts the model knows (top-1 = target's first token), with subject spans, at most ``n_facts``.
+    """Facts the model knows (top-1 = target's first token), with subject spans, at most ``n_facts`` (0: all).
 
     ``max_candidates`` > 0 first samples that many facts (stratified by relation) to keep small
     runs small; 0 tries them all. Returns the facts and the counts at each step (candidates, known, skipped, used).
     """
-    if n_facts < 1:
-        raise ValueError(f"n_facts must be >= 1, got {n_facts}")
+    if n_facts < 0:
+        raise ValueError(f"n_facts must be >= 0 (0 uses every known fact), got {n_facts}")
     candidates = facts
     if 0 < max_candidates < len(facts):
         shuffled = facts.sample(frac=1.0, random_state=seed)
@@ -149,7 +167,9 @@ def prepare_facts(
     known = known_facts(model, candidates)
     located, skipped = locate_subjects(model, known)
     used = (
-        located.sample(n=min(n_facts, len(located)), random_state=seed) if len(located) else located
+        located.sample(n=min(n_facts, len(located)), random_state=seed)
+        if 0 < n_facts < len(located)
+        else located
     )
     counts = {
         "candidates": len(candidates),
@@ -245,8 +265,10 @@ def knockout_mask(
     elif source == "non-subject":
         sources[:last] = True
         sources[subj_start:subj_end] = False
-    else:
+    elif source == "last":
         sources[last] = True
+    else:  # the first position: the attention sink when the model prepends no BOS token
+        sources[0] = True
     mask = torch.zeros(n_pos, n_pos, dtype=torch.bool)
     mask[last] = sources
     return mask
@@ -282,9 +304,13 @@ class KnockoutResult:
     p_base: torch.Tensor
     p_new: torch.Tensor
 
-    def relative_change(self) -> pd.DataFrame:
-        """Mean relative change of the target's probability, in %, per centre layer and source."""
-        change = (self.p_new - self.p_base) / self.p_base * 100
+    def change(self) -> torch.Tensor:
+        """Relative change of each fact's target probability, in %, [source, center, F]."""
+        return (self.p_new - self.p_base) / self.p_base * 100
+
+    def relative_change(self, rows: Sequence[bool] | None = None) -> pd.DataFrame:
+        """Mean relative change, in %, per centre layer and source, over the facts in ``rows`` (default: all)."""
+        change = self.change() if rows is None else self.change()[..., torch.as_tensor(rows)]
         table = pd.DataFrame(
             {KNOCKOUT_LABELS[s]: change[i].mean(-1).numpy() for i, s in enumerate(self.sources)}
         )
@@ -403,14 +429,6 @@ def knockout_loop(
     return KnockoutResult(tuple(sources), centers, window, p_base, p_new)
 
 
-def curve_minima(curves: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """Each curve's lowest value and the layer where it occurs."""
-    return {
-        name: {"min_change_pct": float(col.min()), "layer": int(col.idxmin())}
-        for name, col in curves.items()
-    }
-
-
 # --------------------------------------------------------------------- 2. attributes rate
 def token_keys(tokenizer, d_vocab: int) -> list[str]:
     """Each vocabulary token as a comparable word: decoded, stripped of spaces, lower-cased."""
@@ -454,6 +472,27 @@ class AttributeSets:
         return mask
 
 
+def leading_tokens(
+    logits: torch.Tensor, eligible: torch.Tensor, top: int = 500, keep: int = 50
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``top`` highest-scoring token ids of ``logits`` [..., V] and which of them are kept
+    (the first ``keep`` eligible ones), both [..., top]."""
+    if logits.shape[-1] != eligible.shape[-1]:
+        raise ValueError(f"logits have {logits.shape[-1]} tokens, eligible {eligible.shape[-1]}")
+    top_ids = logits.topk(min(top, logits.shape[-1]), dim=-1).indices
+    ok = eligible.to(logits.device)[top_ids]
+    return top_ids, ok & (ok.cumsum(-1) <= keep)
+
+
+def share_of_attributes(
+    top_ids: torch.Tensor, kept: torch.Tensor, attributes: torch.Tensor
+) -> torch.Tensor:
+    """Share of the kept tokens (``leading_tokens``) marked in ``attributes`` (bool [..., V], broadcastable)."""
+    shape = (*top_ids.shape[:-1], attributes.shape[-1])
+    hits = attributes.to(top_ids.device).expand(shape).gather(-1, top_ids) & kept
+    return hits.sum(-1) / kept.sum(-1).clamp(min=1)
+
+
 def attributes_rate(
     logits: torch.Tensor,
     attributes: torch.Tensor,
@@ -467,22 +506,43 @@ def attributes_rate(
     (``eligible`` [V]) are kept; the rate is the share of them marked in ``attributes``
     (bool, broadcastable to ``logits``). Returns [...]; rows with no eligible token give 0.
     """
-    if logits.shape[-1] != eligible.shape[-1]:
-        raise ValueError(f"logits have {logits.shape[-1]} tokens, eligible {eligible.shape[-1]}")
-    top_ids = logits.topk(min(top, logits.shape[-1]), dim=-1).indices
-    ok = eligible.to(logits.device)[top_ids]
-    kept = ok & (ok.cumsum(-1) <= keep)
-    hits = attributes.to(logits.device).expand(logits.shape).gather(-1, top_ids) & kept
-    return hits.sum(-1) / kept.sum(-1).clamp(min=1)
+    top_ids, kept = leading_tokens(logits, eligible, top, keep)
+    return share_of_attributes(top_ids, kept, attributes)
 
 
-def attribute_texts(subjects: Sequence[str], source: str = "shipped") -> dict[str, list[str]]:
-    """Texts about each subject: ``"shipped"`` corpus paragraphs, a JSON/JSONL file, or ``"wikipedia"``.
+def fact_attribute_texts(table: pd.DataFrame, subjects: Sequence[str]) -> dict[str, list[str]]:
+    """Attributes of each subject derived from a facts table: the targets of its facts, the targets
+    of the facts about those targets, and the subjects of the facts whose target it is.
+
+    France gets Paris, Europe, French, euro (its facts) and the Eiffel Tower, Lyon ... (facts that
+    point to it); the Eiffel Tower gets Paris and, through Paris, France.
+    """
+    forward = table.groupby("subject").target.agg(list).to_dict()
+    backward = table.groupby("target").subject.agg(list).to_dict()
+    texts = {}
+    for subject in subjects:
+        near = set(forward.get(subject, []))
+        near |= {t for hop in near for t in forward.get(hop, [])}
+        near |= set(backward.get(subject, []))
+        near.discard(subject)
+        texts[subject] = sorted(near)
+    return texts
+
+
+def attribute_texts(
+    subjects: Sequence[str], source: str = "facts", facts_table: pd.DataFrame | None = None
+) -> dict[str, list[str]]:
+    """Texts about each subject: ``"facts"`` (derived from ``facts_table``, see
+    ``fact_attribute_texts``), ``"shipped"`` corpus paragraphs, a JSON/JSONL file, or ``"wikipedia"``.
 
     A file maps subjects to texts: a JSON object ``{subject: text or [texts]}`` or JSON lines with
     ``subject`` (or ``title``) and ``text``. ``"wikipedia"`` reads the English Wikipedia through
     ``datasets`` (a large download; needs the network once).
     """
+    if source == "facts":
+        if facts_table is None:
+            raise ValueError("attribute source 'facts' needs the facts table: pass facts_table=")
+        return fact_attribute_texts(facts_table, subjects)
     if source == "shipped":
         return {s: corpus_paragraphs(s) for s in subjects}
     if source == "wikipedia":
@@ -490,7 +550,7 @@ def attribute_texts(subjects: Sequence[str], source: str = "shipped") -> dict[st
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(
-            f"attribute_source {source!r} is neither 'shipped', 'wikipedia' nor a file"
+            f"attribute source {source!r} is none of {ATTRIBUTE_SOURCES} nor an existing file"
         )
     if path.suffix == ".jsonl":
         table: dict[str, list[str]] = {}
@@ -567,59 +627,141 @@ def position_table(group: _Group) -> dict[str, torch.Tensor]:
     }
 
 
+@dataclass
+class AttributeRates:
+    """Per-fact attributes rates: ``rates`` [set, F, L, position], the embedding baseline
+    ``embedding`` [set, F], and ``has_set`` [set, F] (the fact's set is non-empty), one slice per
+    attribute set in ``sets``. Rates of facts with an empty set are 0 and never used: every
+    accessor keeps only the facts that have all the sets it compares."""
+
+    sets: tuple[str, ...]
+    rates: torch.Tensor
+    embedding: torch.Tensor
+    has_set: torch.Tensor
+
+    def rows(self, *names: str) -> torch.Tensor:
+        """[F] bool: facts whose set is non-empty in every one of ``names``."""
+        return self.has_set[[self.sets.index(n) for n in names]].all(0)
+
+    def of(self, name: str, *paired: str) -> torch.Tensor:
+        """[F', L, position] rates against set ``name`` on the facts that have ``name`` and every
+        ``paired`` set (so rates compared with each other come from the same facts)."""
+        return self.rates[self.sets.index(name)][self.rows(name, *paired)]
+
+    def specific(self, own: str, other: str) -> torch.Tensor:
+        """[F', L, position] own-set rate minus other-subject rate, per fact, on the facts with both."""
+        return self.of(own, other) - self.of(other, own)
+
+    def baseline(self, name: str, *paired: str) -> torch.Tensor:
+        """[F'] embedding-baseline rate against ``name`` on the same facts as ``of(name, *paired)``."""
+        return self.embedding[self.sets.index(name)][self.rows(name, *paired)]
+
+
+def mean_table(values: torch.Tensor) -> pd.DataFrame:
+    """Mean over facts of ``values`` [F, L, position]: a layer x position table."""
+    table = pd.DataFrame(values.mean(0).numpy(), columns=list(POSITIONS))
+    table.index.name = "layer"
+    return table
+
+
 @torch.no_grad()
 def attribute_rates(
     model: HookedTransformer,
     facts: pd.DataFrame,
-    masks: torch.Tensor,
+    sets: Mapping[str, torch.Tensor],
     eligible: torch.Tensor,
     top: int = 500,
     keep: int = 50,
     fact_batch: int = 32,
+    lens: Callable[[torch.Tensor], torch.Tensor] | None = None,
     progress: bool = True,
-) -> tuple[pd.DataFrame, float]:
-    """Mean attributes rate per layer (rows) and position (columns), and the embedding baseline.
+) -> AttributeRates:
+    """Attributes rate of every fact, layer and position against each attribute set in ``sets``.
 
-    The baseline projects each subject's mean token embedding. Facts with an empty attribute set
-    (``masks`` row all False) are left out.
+    Each hidden state is projected once (through ``lens`` first if given: [..., L, d] -> [..., L, d],
+    e.g. a tuned lens; otherwise the logit lens) and scored against every set ({name: [F, V] bool}).
+    The baseline projects each subject's mean token embedding.
     """
     _require_range_index(facts)
-    n_layers = model.cfg.n_layers
-    names = [f"blocks.{layer}.hook_resid_post" for layer in range(n_layers)]
-    has_set = masks.any(-1)
-    totals = {p: torch.zeros(n_layers) for p in POSITIONS}
-    baseline = []
-    for g in tqdm(
-        list(_batches(model, facts[has_set.numpy()], fact_batch)),
-        desc="attributes rate",
-        disable=not progress,
-    ):
-        attrs = masks[g.index]  # [G, V]
-        _, cache = model.run_with_cache(
-            g.tokens, stop_at_layer=n_layers, names_filter=lambda n: n in names
-        )
-        stream = torch.stack([cache[n] for n in names], dim=2)  # [G, n, L, d]
-        for position, idx in position_table(g).items():
-            hidden = stream[g.rows, idx]  # [G, L, d]
-            totals[position] += (
-                attributes_rate(project(model, hidden), attrs[:, None], eligible, top, keep)
-                .sum(0)
-                .cpu()
+    names = tuple(sets)
+    for name, masks in sets.items():
+        if masks.shape != (len(facts), len(eligible)):
+            raise ValueError(
+                f"set {name!r} is {tuple(masks.shape)}, expected {(len(facts), len(eligible))}"
             )
+    n_layers = model.cfg.n_layers
+    hooks_ = [f"blocks.{layer}.hook_resid_post" for layer in range(n_layers)]
+    rates = torch.zeros(len(names), len(facts), n_layers, len(POSITIONS))
+    embedding = torch.zeros(len(names), len(facts))
+    for g in tqdm(
+        list(_batches(model, facts, fact_batch)), desc="attributes rate", disable=not progress
+    ):
+        _, cache = model.run_with_cache(
+            g.tokens, stop_at_layer=n_layers, names_filter=lambda n: n in hooks_
+        )
+        stream = torch.stack([cache[n] for n in hooks_], dim=2)  # [G, n, L, d]
+        for p, idx in enumerate(position_table(g).values()):
+            hidden = stream[g.rows, idx]  # [G, L, d]
+            top_ids, kept = leading_tokens(
+                project(model, hidden if lens is None else lens(hidden)), eligible, top, keep
+            )
+            for s, name in enumerate(names):
+                rates[s, g.index, :, p] = share_of_attributes(
+                    top_ids, kept, sets[name][g.index][:, None]
+                ).cpu()
         columns = torch.arange(g.tokens.shape[1], device=g.tokens.device)[None]
         in_subject = (columns >= g.subj_start[:, None]) & (columns < g.subj_end[:, None])
         mean_embed = (model.W_E[g.tokens] * in_subject[..., None]).sum(1) / in_subject.sum(
             1, keepdim=True
         )
-        baseline.append(
-            attributes_rate(project(model, mean_embed), attrs, eligible, top, keep).cpu()
-        )
-    table = pd.DataFrame({p: (totals[p] / max(int(has_set.sum()), 1)).numpy() for p in POSITIONS})
-    table.index.name = "layer"
-    return table, float(torch.cat(baseline).mean()) if baseline else float("nan")
+        top_ids, kept = leading_tokens(project(model, mean_embed), eligible, top, keep)
+        for s, name in enumerate(names):
+            embedding[s, g.index] = share_of_attributes(top_ids, kept, sets[name][g.index]).cpu()
+    has_set = torch.stack([sets[n].any(-1) for n in names])
+    return AttributeRates(names, rates, embedding, has_set)
 
 
 # -------------------------------------------------------------- 3. which sublayers enrich
+SUBLAYER_KINDS = ("mlp", "attn")
+
+
+@dataclass
+class EnrichmentResult:
+    """Attributes rate at the last subject token after ``measure_layer``: without knockout, ``base``
+    [F], and with the sublayers of ``window`` layers from each of ``starts`` zeroed, ``knocked``
+    [kind (SUBLAYER_KINDS), start, F]."""
+
+    measure_layer: int
+    window: int
+    starts: list[int]
+    base: torch.Tensor
+    knocked: torch.Tensor
+
+    def table(self) -> pd.DataFrame:
+        """Mean rate per first knocked-out layer (rows) and sublayer kind (columns)."""
+        means = self.knocked.mean(-1)
+        return pd.DataFrame(
+            {kind: means[k].numpy() for k, kind in enumerate(SUBLAYER_KINDS)},
+            index=pd.Index(self.starts, name="first knocked-out layer"),
+        )
+
+    def early_drop(self, kind: str) -> torch.Tensor:
+        """Per fact [F]: the rate without knockout minus its mean over the early windows (starting
+        in the lower half of the layers below the measured one)."""
+        early = torch.tensor([s < self.measure_layer / 2 for s in self.starts])
+        return self.base - self.knocked[SUBLAYER_KINDS.index(kind)][early].mean(0)
+
+
+def knockout_starts(measure_layer: int, window: int, stride: int = 1) -> list[int]:
+    """First layers of the ``window``-layer knockouts that end strictly below ``measure_layer``."""
+    if window < 1 or stride < 1 or measure_layer < window:
+        raise ValueError(
+            f"need window >= 1, stride >= 1 and measure_layer >= window (windows end below the "
+            f"measured layer), got window {window}, stride {stride}, measure_layer {measure_layer}"
+        )
+    return list(range(0, measure_layer - window + 1, stride))
+
+
 @torch.no_grad()
 def enrichment_knockout(
     model: HookedTransformer,
@@ -633,25 +775,18 @@ def enrichment_knockout(
     keep: int = 50,
     fact_batch: int = 32,
     progress: bool = True,
-) -> tuple[pd.DataFrame, float]:
+) -> EnrichmentResult:
     """Attributes rate at the last subject token after ``measure_layer``, with the MLP or attention
-    sublayers of ``window`` consecutive layers (starting at each row's layer) zeroed.
-
-    Returns a table (index: first knocked-out layer; columns: ``mlp``, ``attn``) and the rate
-    without knockout.
-    """
+    sublayers of ``window`` consecutive layers zeroed; every window ends below the measured layer."""
     _require_range_index(facts)
-    if not 0 <= measure_layer < model.cfg.n_layers or not 1 <= window <= measure_layer + 1:
-        raise ValueError(
-            f"need 0 <= measure_layer < n_layers and 1 <= window <= measure_layer + 1, got {measure_layer}, {window}"
-        )
-    starts = list(range(0, measure_layer - window + 2, stride))
+    if not 0 <= measure_layer < model.cfg.n_layers:
+        raise ValueError(f"need 0 <= measure_layer < {model.cfg.n_layers}, got {measure_layer}")
+    starts = knockout_starts(measure_layer, window, stride)
     name = f"blocks.{measure_layer}.hook_resid_post"
     resume = {f"blocks.{s}.hook_resid_pre" for s in starts} | {name}
-    has_set = masks.any(-1)
-    conditions = [None] + [(kind, s) for kind in ("mlp", "attn") for s in starts]
-    sums = torch.zeros(len(conditions))
-    groups = list(_batches(model, facts[has_set.numpy()], fact_batch, sort_by="subj_tok_end"))
+    base = torch.zeros(len(facts))
+    knocked = torch.zeros(len(SUBLAYER_KINDS), len(starts), len(facts))
+    groups = list(_batches(model, facts, fact_batch, sort_by="subj_tok_end"))
     for g in tqdm(groups, desc="sublayer knockouts", disable=not progress):
         attrs = masks[g.index]
         # later positions cannot affect the last subject token: run the prompts only up to it
@@ -659,11 +794,14 @@ def enrichment_knockout(
         _, cache = model.run_with_cache(
             tokens, stop_at_layer=measure_layer + 1, names_filter=lambda n: n in resume
         )
-        for c, condition in enumerate(conditions):
-            if condition is None:
-                hidden = cache[name]
-            else:  # layers below the window are unchanged: resume from the window's first layer
-                kind, s = condition
+
+        def rate(hidden: torch.Tensor, g: _Group = g, attrs: torch.Tensor = attrs) -> torch.Tensor:
+            logits = project(model, hidden[g.rows, g.subj_end - 1])
+            return attributes_rate(logits, attrs, eligible, top, keep).cpu()
+
+        base[g.index] = rate(cache[name])
+        for k, kind in enumerate(SUBLAYER_KINDS):
+            for i, s in enumerate(starts):  # layers below the window are unchanged: resume there
                 store: dict[str, torch.Tensor] = {}
                 fwd = hooks.zero_ablate([Sublayer(layer, kind) for layer in range(s, s + window)])
                 model.run_with_hooks(
@@ -672,15 +810,8 @@ def enrichment_knockout(
                     stop_at_layer=measure_layer + 1,
                     fwd_hooks=fwd + hooks.capture([name], store),
                 )
-                hidden = store[name]
-            logits = project(model, hidden[g.rows, g.subj_end - 1])
-            sums[c] += attributes_rate(logits, attrs, eligible, top, keep).sum().cpu()
-    rates = sums / max(int(has_set.sum()), 1)
-    table = pd.DataFrame(
-        {"mlp": rates[1 : 1 + len(starts)].numpy(), "attn": rates[1 + len(starts) :].numpy()},
-        index=pd.Index(starts, name="first knocked-out layer"),
-    )
-    return table, float(rates[0])
+                knocked[k, i, g.index] = rate(store[name])
+    return EnrichmentResult(measure_layer, window, starts, base, knocked)
 
 
 # ----------------------------------------------------------------- 4. attribute extraction
@@ -805,22 +936,22 @@ def head_attribute_hits(
     n_examples: int = 0,
     inputs: str = "hidden",
     progress: bool = True,
-) -> tuple[pd.DataFrame, list[dict]]:
+) -> tuple[pd.DataFrame, list[dict], torch.Tensor]:
     """How often each head's OV circuit maps a subject token to the fact's target.
 
     For each head (layer, head, ...), a vector per subject position goes through the head's OV
     circuit (W_V, then W_O) and is read in the vocabulary; a hit is the target in the top ``k`` at
     any subject position. ``inputs`` picks the vectors: ``"hidden"``, the head's actual normalised
     input in the prompt, or ``"embedding"``, the subject tokens' embeddings through the layer's
-    input norm (the weights alone). Returns a table per head and, for the first head, the top
-    tokens at the last subject position of ``n_examples`` facts.
+    input norm (the weights alone). Returns a table per head, for the first head the top tokens at
+    the last subject position of ``n_examples`` facts, and the hits [F, heads] (bool).
     """
     _require_range_index(facts)
     if inputs not in OV_INPUTS:
         raise ValueError(f"inputs must be one of {OV_INPUTS}, got {inputs!r}")
     layers = sorted({h[0] for h in heads})
     names = {f"blocks.{layer}.ln1.hook_normalized" for layer in layers}
-    hits = torch.zeros(len(heads))
+    hits = torch.zeros(len(facts), len(heads), dtype=torch.bool)
     examples: list[dict] = []
     for g in tqdm(
         list(_batches(model, facts, fact_batch)), desc="OV circuits", disable=not progress
@@ -842,7 +973,7 @@ def head_attribute_hits(
             logits = project(model, (x @ w_v + b_v) @ w_o)
             top = logits.topk(k, dim=-1).indices  # [G, width, k]
             found = ((top == g.targets[:, None, None]).any(-1) & inside).any(-1)
-            hits[i] += found.sum().cpu()
+            hits[g.index, i] = found.cpu()
             if i == 0 and len(examples) < n_examples:
                 last_subject = g.subj_end - g.subj_start - 1
                 for r in range(min(n_examples - len(examples), len(g.index))):
@@ -860,8 +991,140 @@ def head_attribute_hits(
                     )
     table = pd.DataFrame(
         [
-            {"layer": h[0], "head": h[1], "hit_rate": float(hits[i]) / len(facts)}
+            {"layer": h[0], "head": h[1], "hit_rate": float(hits[:, i].float().mean())}
             for i, h in enumerate(heads)
         ]
     )
-    return table, examples
+    return table, examples, hits
+
+
+# ------------------------------------------------------------------------------ verdicts
+NO_FACTS = Interval(
+    float("nan"), float("nan"), float("nan"), 0
+)  # verdicts on it say "too few: n=0"
+
+
+def fact_interval(values: torch.Tensor, seed: int = 0) -> Interval:
+    """Mean of per-fact ``values`` [F] with its bootstrap interval over facts (``NO_FACTS`` if F = 0)."""
+    if values.numel() == 0:
+        return NO_FACTS
+    return bootstrap_interval(values.double().numpy(), seed=seed)
+
+
+def _over_facts(n: int, statistic: Callable[[np.ndarray], float], seed: int = 0) -> Interval:
+    """Bootstrap interval of ``statistic(fact indices)`` over resampled facts (``NO_FACTS`` if n = 0)."""
+    if n == 0:
+        return NO_FACTS
+    return bootstrap_interval(
+        np.arange(n), statistic=lambda idx: statistic(idx.astype(int)), seed=seed
+    )
+
+
+def knockout_minima(result: KnockoutResult, rows: Sequence[bool] | None = None) -> dict[str, dict]:
+    """Each curve's minimum (mean over the facts in ``rows``), its layer, and the interval of the
+    mean change at that layer over those facts."""
+    change = result.change() if rows is None else result.change()[..., torch.as_tensor(rows)]
+    out = {}
+    for i, source in enumerate(result.sources):
+        j = int(change[i].mean(-1).nan_to_num(0.0).argmin())
+        interval = fact_interval(change[i, j])
+        out[KNOCKOUT_LABELS[source]] = {
+            "min_change_pct": interval.estimate,
+            "layer": result.centers[j],
+            "interval": interval.as_dict(),
+            "n": interval.n,
+        }
+    return out
+
+
+def minimum_layer(
+    result: KnockoutResult, source: str, rows: Sequence[bool] | None = None
+) -> Interval:
+    """Bootstrap interval (over facts) of the layer where ``source``'s mean curve is lowest."""
+    change = result.change() if rows is None else result.change()[..., torch.as_tensor(rows)]
+    curve, centers = change[result.sources.index(source)].numpy(), np.array(result.centers)
+    return _over_facts(curve.shape[-1], lambda idx: float(centers[curve[:, idx].mean(-1).argmin()]))
+
+
+def minimum_layer_gap(
+    result: KnockoutResult, early: str, late: str, rows: Sequence[bool] | None = None
+) -> Interval:
+    """Bootstrap interval of (layer of ``late``'s minimum) − (layer of ``early``'s minimum)."""
+    change = result.change() if rows is None else result.change()[..., torch.as_tensor(rows)]
+    a, b = (change[result.sources.index(s)].numpy() for s in (early, late))
+    centers = np.array(result.centers)
+    return _over_facts(
+        a.shape[-1],
+        lambda idx: float(
+            centers[b[:, idx].mean(-1).argmin()] - centers[a[:, idx].mean(-1).argmin()]
+        ),
+    )
+
+
+def smallest_effect_margin(
+    result: KnockoutResult, source: str, others: Sequence[str], rows: Sequence[bool] | None = None
+) -> Interval:
+    """Bootstrap interval of ``source``'s curve minimum minus the highest of the ``others``' minima
+    (positive: ``source`` hurts least)."""
+    change = result.change() if rows is None else result.change()[..., torch.as_tensor(rows)]
+    curves = {s: change[result.sources.index(s)].numpy() for s in (source, *others)}
+    return _over_facts(
+        change.shape[-1],
+        lambda idx: float(
+            curves[source][:, idx].mean(-1).min()
+            - max(curves[o][:, idx].mean(-1).min() for o in others)
+        ),
+    )
+
+
+def describe_minimum(minimum: Mapping) -> str:
+    """``'-86% [-90, -82] at layer 22'`` from a ``knockout_minima`` entry."""
+    low, high = minimum["interval"]["low"], minimum["interval"]["high"]
+    return (
+        f"{minimum['min_change_pct']:+.0f}% [{low:+.0f}, {high:+.0f}] at layer {minimum['layer']}"
+    )
+
+
+def specific_summary(variants: Mapping[tuple[str, str], torch.Tensor]) -> pd.DataFrame:
+    """One row per (attribute source, readout) of subject-specific rates [F, L, position]: n, the
+    position with the highest peak, and each position's peak in points with its 95% interval."""
+    rows = []
+    for (source, readout), values in variants.items():
+        peaks = position_peaks(values)
+        best = max(POSITIONS, key=lambda p: peaks[p]["estimate"]) if len(values) else "—"
+        cells = {
+            p: f"{100 * v['estimate']:.1f} [{100 * v['low']:.1f}, {100 * v['high']:.1f}] (L{v['layer']})"
+            for p, v in peaks.items()
+        }
+        rows.append(
+            {
+                "attribute source": source,
+                "readout": readout,
+                "n facts": len(values),
+                "highest peak": best,
+                **cells,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def position_peaks(values: torch.Tensor) -> dict[str, dict]:
+    """Per position: the layer where the mean of ``values`` [F, L, position] peaks, and the
+    interval of the mean there over facts."""
+    means = values.mean(0).nan_to_num(0.0)
+    out = {}
+    for p, position in enumerate(POSITIONS):
+        layer = int(means[:, p].argmax())
+        out[position] = {"layer": layer, **fact_interval(values[:, layer, p]).as_dict()}
+    return out
+
+
+def peak_advantage(values: torch.Tensor, position: str, rivals: Sequence[str]) -> Interval:
+    """Bootstrap interval of ``position``'s peak (over layers, of the mean of ``values`` [F, L,
+    position]) minus the highest of the ``rivals``' peaks; layers are re-chosen in every resample."""
+    array = values.numpy()
+    cols = {p: POSITIONS.index(p) for p in (position, *rivals)}
+    peak = lambda idx, p: float(array[idx][:, :, cols[p]].mean(0).max())  # noqa: E731
+    return _over_facts(
+        array.shape[0], lambda idx: peak(idx, position) - max(peak(idx, r) for r in rivals)
+    )

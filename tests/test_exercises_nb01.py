@@ -1,0 +1,65 @@
+import pytest
+
+from utils import recall
+from utils.checks import ExerciseFailed
+from utils.exercises import nb01
+
+
+def test_reference_solutions_pass(capsys):
+    nb01.check_knockout_mask(recall.knockout_mask)
+    nb01.check_attributes_rate(lambda *args: float(recall.attributes_rate(*args)))
+    assert capsys.readouterr().out.count("✓") == 2
+
+
+def _mask_including_last(n_pos, last, s0, s1, source):
+    mask = recall.knockout_mask(n_pos, last, s0, s1, source)
+    if source == "non-subject":
+        mask[last, last] = True  # wrong: the last position is not a non-subject source
+    return mask
+
+
+def _mask_transposed(n_pos, last, s0, s1, source):
+    return recall.knockout_mask(
+        n_pos, last, s0, s1, source
+    ).T  # wrong: edges out of the last position
+
+
+def _mask_inclusive_end(n_pos, last, s0, s1, source):
+    return recall.knockout_mask(
+        n_pos, last, s0, min(s1 + 1, last), source
+    )  # wrong: subject end included
+
+
+@pytest.mark.parametrize("wrong", [_mask_including_last, _mask_transposed, _mask_inclusive_end])
+def test_wrong_knockout_masks_fail_naming_the_input(wrong):
+    with pytest.raises(ExerciseFailed, match=r"knockout_mask: input \d+ of \d+ \(n_pos="):
+        nb01.check_knockout_mask(wrong)
+
+
+def _rate_ignoring_eligibility(logits, attributes, eligible, top, keep):
+    ids = logits.topk(min(top, len(logits))).indices[:keep]
+    return float(attributes[ids].float().mean())
+
+
+def _rate_over_keep(logits, attributes, eligible, top, keep):
+    ids = logits.topk(min(top, len(logits))).indices
+    kept = ids[eligible[ids]][:keep]
+    return float(attributes[kept].sum()) / keep  # wrong when fewer than `keep` are eligible
+
+
+def _rate_of_lowest(logits, attributes, eligible, top, keep):
+    return float(recall.attributes_rate(-logits, attributes, eligible, top, keep))
+
+
+@pytest.mark.parametrize("wrong", [_rate_ignoring_eligibility, _rate_over_keep, _rate_of_lowest])
+def test_wrong_attributes_rates_fail_naming_the_input(wrong):
+    with pytest.raises(ExerciseFailed, match=r"attributes_rate: input \d+ of \d+ \(V="):
+        nb01.check_attributes_rate(wrong)
+
+
+def test_stub_says_it_is_not_written():
+    def stub(*args):
+        raise NotImplementedError
+
+    with pytest.raises(NotImplementedError, match="knockout_mask: not written yet"):
+        nb01.check_knockout_mask(stub)

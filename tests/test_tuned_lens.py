@@ -1,0 +1,59 @@
+import pytest
+import torch
+
+from utils import tuned_lens
+from utils.tuned_lens import TunedLens, fit_affine, fit_tuned_lens, lens_kl, rms_normalise
+
+
+def test_fit_affine_recovers_a_known_map_and_keeps_the_identity():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2000, 8, generator=gen)
+    weight, bias = torch.randn(8, 8, generator=gen), torch.randn(8, generator=gen)
+    w, b = fit_affine(x, x @ weight + bias, ridge=1e-9)
+    torch.testing.assert_close(w, weight, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(b, bias, atol=1e-4, rtol=1e-4)
+    w, b = fit_affine(x, x, ridge=0.1)  # the last layer predicts itself: the identity, exactly
+    torch.testing.assert_close(w, torch.eye(8), atol=1e-5, rtol=0)
+    torch.testing.assert_close(b, torch.zeros(8), atol=1e-5, rtol=0)
+    # strong shrinkage pulls the fit towards the identity (the logit lens)
+    w_strong, _ = fit_affine(x, x @ weight, ridge=1e6)
+    assert (w_strong - torch.eye(8)).norm() < 1e-3 * (weight - torch.eye(8)).norm()
+    with pytest.raises(ValueError, match=r"\[N, d\]"):
+        fit_affine(x, x[:, :4])
+
+
+def test_identity_lens_reads_like_the_logit_lens(tiny):
+    gen = torch.Generator().manual_seed(1)
+    states = torch.randn(10, tiny.cfg.n_layers, tiny.cfg.d_model, generator=gen)
+    d, n_layers = tiny.cfg.d_model, tiny.cfg.n_layers
+    identity = TunedLens(torch.eye(d).repeat(n_layers, 1, 1), torch.zeros(n_layers, d))
+    torch.testing.assert_close(identity(states), rms_normalise(states))
+    # the final norm is scale-invariant, so an identity lens gives the logit lens's KL
+    torch.testing.assert_close(
+        lens_kl(tiny, states, identity), lens_kl(tiny, states), atol=1e-5, rtol=1e-4
+    )
+    assert lens_kl(tiny, states)[-1] == pytest.approx(0, abs=1e-6)  # the final layer reads itself
+    with pytest.raises(ValueError, match="layers, d_model"):
+        identity(states[:, :1])
+
+
+def test_fitted_lens_beats_the_logit_lens_and_is_cached(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("SUBLAYER_LAB_CACHE", str(tmp_path))
+    gen = torch.Generator().manual_seed(2)
+    n_layers, d = tiny.cfg.n_layers, tiny.cfg.d_model
+    mix = torch.randn(d, d, generator=gen) / d**0.5
+    first = torch.randn(600, d, generator=gen)
+    states = torch.stack([first, first @ mix + 0.1 * torch.randn(600, d, generator=gen)], dim=1)
+    monkeypatch.setattr(tuned_lens, "residual_samples", lambda *a, **k: states)
+    lens = fit_tuned_lens(tiny, n_tokens=600, ctx=8, progress=False)
+    assert lens.weight.shape == (n_layers, d, d)
+    held_out = torch.stack([first[:50], first[:50] @ mix], dim=1)
+    assert lens_kl(tiny, held_out, lens)[0] < 0.5 * lens_kl(tiny, held_out)[0]
+    assert len(list((tmp_path / "tuned_lens").glob("*.pt"))) == 1
+
+    def no_refit(*args, **kwargs):
+        raise AssertionError("the cached lens should have been loaded")
+
+    monkeypatch.setattr(tuned_lens, "residual_samples", no_refit)
+    cached = fit_tuned_lens(tiny, n_tokens=600, ctx=8, progress=False)
+    torch.testing.assert_close(cached.weight, lens.weight)
