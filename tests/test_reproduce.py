@@ -171,8 +171,11 @@ def _dump(nb: dict) -> str:
     return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
 
 
+LINE = f"Runs in {reproduce.RUNTIME_START}not yet measured.{reproduce.RUNTIME_END} · é\n"
+
+
 def test_runtime_line_changes_only_the_text_between_its_markers(tmp_path):
-    line = f"Runs in {reproduce.RUNTIME_START}not yet measured.{reproduce.RUNTIME_END} · é\n"
+    line = LINE
     cells = [
         {
             "cell_type": "markdown",
@@ -220,6 +223,15 @@ def test_runtimes_of_a_busy_machine_are_not_taken_as_its_speed(tmp_path):
     run = {"scale": "default", "wall_time_s": 90.0, "load_average_5min": 16.2, "cpu_cores": 2}
     (folder / "metrics.json").write_text(json.dumps({"notebook": "07_demo", "paper_vs_here": [], "run": run}))
     assert "| 1.5 min (busy machine) |" in reproduce.summary_table(folder.parent)
+    notebook, runtimes = tmp_path / "07_demo.ipynb", tmp_path / "runtimes.json"
+    notebook.write_text(_dump({"cells": [{"cell_type": "markdown", "id": "a", "metadata": {}, "source": [LINE]}]}))
+    message = reproduce.record_measured_runtime(notebook, run, "2-core test CPU", runtimes)
+    assert message.startswith("runtime not recorded: the machine was busy (5-minute load average 16.2 on 2 cores)")
+    assert not runtimes.exists() and json.loads(notebook.read_text())["cells"][0]["source"] == [LINE]
+    message = reproduce.record_measured_runtime(notebook, {**run, "load_average_5min": 2.1}, "2-core test CPU", runtimes)
+    assert message == "runtime recorded: Runtime on a 2-core test CPU, measured by `make reproduce`: default 1.5 min."
+    assert json.loads(runtimes.read_text()) == {"2-core test CPU": {"07_demo": {"default": 90.0}}}
+    assert message.removeprefix("runtime recorded: ") in notebook.read_text()
 
 
 def _git(repo, *args) -> str:

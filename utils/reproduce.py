@@ -45,7 +45,6 @@ from utils.pages import write_html_page
 from utils.scales import SCALES
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
-REPORT_PATH = RESULTS_ROOT / "REPORT.md"
 README_PATH = REPO_ROOT / "README.md"
 REFERENCE_SCALE = "default"
 FAILED_FOLDER = "failed"
@@ -403,8 +402,7 @@ def _stop_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Run the notebooks with papermill. Results go to the git-ignored results/runs/<scale>/ "
         "unless --reference is given."
@@ -431,10 +429,29 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also store this run's wall times in results/runtimes.json and the notebooks' runtime lines",
     )
+    return parser
+
+
+def record_measured_runtime(notebook: Path, run: dict, machine: str, runtimes: Path = RUNTIMES_PATH) -> str:
+    """Record a quiet run's wall time (runtimes.json and the notebook's runtime line); say what was done."""
+    if not quiet(run):
+        return f"runtime not recorded: the machine was busy ({busy_text(run)}); time it on a quiet machine"
+    times = record_runtime(notebook.stem, run["scale"], run["wall_time_s"], machine, runtimes)
+    text = runtime_text(machine, times)
+    written = write_runtime_line(notebook, text)
+    return f"runtime recorded: {text}" + (
+        "" if written else f" ({notebook.name} has no runtime markers)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.reference and args.scale != REFERENCE_SCALE:
         parser.error(
-            f"--reference writes the committed results, which are the {REFERENCE_SCALE} scale's; drop --reference or use --scale {REFERENCE_SCALE}"
+            f"--reference writes the committed results, which are the {REFERENCE_SCALE} scale's; "
+            f"drop --reference or use --scale {REFERENCE_SCALE}"
         )
     if args.reference and args.results_root:
         parser.error("--reference writes into results/; --results-root is for the other runs")
@@ -457,17 +474,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nFAILED: {err}", file=sys.stderr)
             status = 1
             break
-        seconds = metrics["run"]["wall_time_s"]
-        tqdm.write(f"{notebook.stem}: {seconds} s -> {target / notebook.stem}")
-        if machine and not quiet(metrics["run"]):
-            tqdm.write(
-                f"runtime not recorded: the machine was busy ({busy_text(metrics['run'])}); time it on a quiet machine"
-            )
-        elif machine:
-            write_runtime_line(
-                notebook,
-                runtime_text(machine, record_runtime(notebook.stem, args.scale, seconds, machine)),
-            )
+        tqdm.write(
+            f"{notebook.stem}: {metrics['run']['wall_time_s']} s -> {target / notebook.stem}"
+        )
+        if machine:
+            tqdm.write(record_measured_runtime(notebook, metrics["run"], machine))
     print(f"report: {write_report(target)}")
     if args.reference:
         update_readme_summary()
