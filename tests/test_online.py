@@ -124,3 +124,17 @@ def test_other_stand_ins(cache):
         json.loads(line) for line in open(online.dry_run_value("attribute_source", "wikipedia"))
     ]
     assert texts and all(set(t) == {"title", "text"} and t["text"] for t in texts)
+
+
+def test_online_corpus_honours_hf_hub_offline_set_after_import(monkeypatch):
+    import datasets.config
+    import huggingface_hub.constants
+
+    from utils.data import DataUnavailableError
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(online, "hub_reachable", lambda: True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DataUnavailableError, match=r"\(HF_HUB_OFFLINE is set\).*needs network access"):
+        corpus_texts("train", "wikitext")

@@ -242,13 +242,18 @@ def _online_texts(source: str) -> Iterator[str]:
         raise ValueError(
             f"unknown corpus {source!r}; choose 'shipped', a json/jsonl file or folder, or one of {list(ONLINE_CORPORA)}"
         )
+    from utils.online import hub_offline, offline_reason
+
     path, config, split, field = ONLINE_CORPORA[source]
+    reason = offline_reason()
     try:
-        return _stream(path, config, split, field)
+        with hub_offline(reason is not None):  # fail at once, not after retries
+            return _stream(path, config, split, field)
     except Exception as err:
         raise DataUnavailableError(
-            f"cannot load {source} ({path}) through `datasets`: {err}. It needs network access "
-            "once; offline, use source='shipped'."
+            f"cannot load {source} ({path}) through `datasets`{f' ({reason})' if reason else ''}: {err}. "
+            "It streams from the Hugging Face hub during the run, so it needs network access; offline, "
+            "use source='shipped' or a local json/jsonl file."
         ) from err
 
 
