@@ -56,7 +56,7 @@ for notebook in notebooks():
     parameters = {"device": device, **({"dry_run": True} if dry else BUDGETS.get(notebook.stem[:2], {}))}
     started = time.time()
     try:
-        run_notebook(notebook, "paper", results_root=out, parameters=parameters)
+        run_notebook(notebook, "paper", results_root=out, parameters=parameters, failed_root=out / "failed")
         status = "ok"
     except Exception as err:  # keep going: the summary names every failure
         status, failed = f"failed: {type(err).__name__}: {err}", True
