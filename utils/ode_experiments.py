@@ -70,7 +70,7 @@ PRESETS = {
         "n_layers": 4,
         "seeds": 8,
         "lm_seeds": 4,
-        "workers": 2,
+        "workers": 4,
         "image_steps": 150,
         "lm_steps": 500,
         "batch_size": 64,
