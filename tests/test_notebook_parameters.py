@@ -54,7 +54,9 @@ def presets_of(stem: str) -> dict:
 
 def count_parameter(stem: str) -> str:
     """A count parameter (``n_...``, a positive int) of the notebook's parameters cell."""
-    return next(k for k, v in parameters_of(stem).items() if k.startswith("n_") and type(v) is int and v > 0)
+    return next(
+        k for k, v in parameters_of(stem).items() if k.startswith("n_") and type(v) is int and v > 0
+    )
 
 
 CASES = {
@@ -95,7 +97,10 @@ def setup_errors() -> dict:
 @pytest.mark.parametrize("stem", NOTEBOOKS)
 def test_wrong_type_stops_in_the_setup_cell(setup_errors, stem):
     ename, message = setup_errors[("wrong_type", stem)]
-    assert ename == "ParameterError" and f"{count_parameter(stem)} must be a positive int, got 'abc'" in message
+    assert (
+        ename == "ParameterError"
+        and f"{count_parameter(stem)} must be a positive int, got 'abc'" in message
+    )
 
 
 @pytest.mark.notebook
@@ -109,3 +114,16 @@ def test_paper_scale_offline_names_what_it_needs(setup_errors, stem):
     assert ename == "OnlineRequiredError", message
     for need in needs:
         assert f"{need.kind} {need.name!r} ({need.parameter})" in message
+
+
+@pytest.mark.parametrize("stem", NOTEBOOKS)
+def test_papermill_reads_every_parameter_with_its_type(stem):
+    """`papermill --help-notebook` shows each parameter's type (a ':' in a line's comment hides it)."""
+    from papermill.translators import PythonTranslator
+
+    read = {
+        p.name: p.inferred_type_name
+        for p in PythonTranslator.inspect({"source": first_cells(stem)[0]})
+    }
+    unread = [name for name in parameters_of(stem) if read.get(name, "None") == "None"]
+    assert not unread, f"{stem}: papermill cannot read the type of {unread} (remove the ':' from their comments)"
