@@ -13,16 +13,26 @@ from utils.models import ModelUnavailableError, load_model, tiny_model
 def test_tiny_model_is_seeded_and_llama_like():
     a, b = tiny_model(seed=5), tiny_model(seed=5)
     assert torch.equal(a.W_E, b.W_E)
-    assert a.cfg.n_key_value_heads == 2 and a.cfg.gated_mlp and a.cfg.positional_embedding_type == "rotary"
+    assert (
+        a.cfg.n_key_value_heads == 2
+        and a.cfg.gated_mlp
+        and a.cfg.positional_embedding_type == "rotary"
+    )
     assert not torch.equal(a.W_E, tiny_model(seed=6).W_E)
 
 
 def test_weights_are_stored_as_read_without_changing_results(tokens):
     model = tiny_model(seed=4)  # its own copy: the layout is changed in place
     attn, mlp = model.blocks[0].attn, model.blocks[0].mlp
-    for w in (attn.W_Q, attn._W_K, attn._W_V):  # TransformerLens reads [head, d_model, d_head] as [(head d_head), d_model]
+    for w in (
+        attn.W_Q,
+        attn._W_K,
+        attn._W_V,
+    ):  # TransformerLens reads [head, d_model, d_head] as [(head d_head), d_model]
         assert w.permute(0, 2, 1).is_contiguous()
-    assert attn.W_O.permute(2, 0, 1).is_contiguous()  # [head, d_head, d_model] read as [d_model, head, d_head]
+    assert attn.W_O.permute(
+        2, 0, 1
+    ).is_contiguous()  # [head, d_head, d_model] read as [d_model, head, d_head]
     for w in (mlp.W_gate, mlp.W_in, mlp.W_out, model.unembed.W_U):  # read as W.T
         assert w.T.is_contiguous()
     before = model(tokens)
@@ -51,7 +61,9 @@ def hub_flag_at_load(monkeypatch):
         seen.append(huggingface_hub.constants.HF_HUB_OFFLINE)
         raise OSError("not in the local cache")
 
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # as if imported without it
+    monkeypatch.setattr(
+        huggingface_hub.constants, "HF_HUB_OFFLINE", False
+    )  # as if imported without it
     monkeypatch.setattr(models.HookedTransformer, "from_pretrained", fake_from_pretrained)
     return seen
 
@@ -64,33 +76,29 @@ def test_offline_set_after_import_is_honoured(monkeypatch, hub_flag_at_load):
     assert hub_flag_at_load == [True] and huggingface_hub.constants.HF_HUB_OFFLINE is False
 
 
-def test_no_network_loads_from_cache_only_and_says_so(monkeypatch, hub_flag_at_load):
+@pytest.mark.parametrize(
+    ("reachable", "cause", "offline_flag", "not_claimed"),
+    [
+        (False, "unreachable", True, "HF_HUB_OFFLINE is set"),
+        (True, "reachable but the download", False, "unreachable"),
+    ],
+)
+def test_without_hf_hub_offline_the_message_names_the_true_cause(
+    monkeypatch, hub_flag_at_load, reachable, cause, offline_flag, not_claimed
+):
     monkeypatch.delenv("HF_HUB_OFFLINE")
-    monkeypatch.setattr(online, "hub_reachable", lambda: False)
-    with pytest.raises(ModelUnavailableError, match="unreachable") as err:
+    monkeypatch.setattr(online, "hub_reachable", lambda: reachable)
+    with pytest.raises(ModelUnavailableError, match=cause) as err:
         load_model("gpt2")
-    assert hub_flag_at_load == [True] and "HF_HUB_OFFLINE is set" not in str(err.value)
+    assert hub_flag_at_load == [offline_flag] and not_claimed not in str(err.value)
 
 
-def test_reachable_hub_failure_claims_no_offline_cause(monkeypatch, hub_flag_at_load):
-    monkeypatch.delenv("HF_HUB_OFFLINE")
-    monkeypatch.setattr(online, "hub_reachable", lambda: True)
-    with pytest.raises(ModelUnavailableError, match="reachable but the download") as err:
-        load_model("gpt2")
-    assert hub_flag_at_load == [False] and "unreachable" not in str(err.value)
-
-
-def test_real_offline_load_fails_without_retries(monkeypatch):
+def test_real_offline_load_fails_from_the_empty_cache(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(online, "hub_reachable", lambda: False)
-    monkeypatch.setattr(online.socket, "create_connection", _no_connection)
     with pytest.raises(ModelUnavailableError, match="unreachable"):
         load_model("pythia-14m")
-
-
-def _no_connection(*args, **kwargs):
-    raise AssertionError("an offline load tried to open a connection")
 
 
 def test_missing_wheel_names_the_install_command(monkeypatch):
@@ -111,7 +119,10 @@ def test_embedded_knows_the_eiffel_tower(embedded):
 @pytest.mark.embedded
 def test_embedded_matches_transformers_log_probs(embedded):
     hf_model, tokenizer = models.load_hf_embedded()
-    text = ["The capital of France is Paris, and the capital of Italy is", "def add(a, b):\n    return"]
+    text = [
+        "The capital of France is Paris, and the capital of Italy is",
+        "def add(a, b):\n    return",
+    ]
     for prompt in text:
         ids = tokenizer(prompt, return_tensors="pt").input_ids
         assert torch.equal(ids, embedded.to_tokens(prompt))
