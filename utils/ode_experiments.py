@@ -62,17 +62,18 @@ PRESETS = {
         "image_patch": 4,
         "share_groups": [1, 2],
         "image_source": "digits",
+        "integrator_kinds": ["strang", "rk2", "rk4"],
     },
     "default": {
         "d_model": 64,
         "n_heads": 4,
         "d_mlp": 128,
         "n_layers": 4,
-        "seeds": 8,
+        "seeds": 6,
         "lm_seeds": 4,
         "workers": 4,
         "image_steps": 150,
-        "lm_steps": 500,
+        "lm_steps": 400,
         "batch_size": 64,
         "lm_batch_size": 16,
         "lr": 3e-3,
@@ -86,6 +87,7 @@ PRESETS = {
         "image_patch": 4,
         "share_groups": [1, 2, 4],
         "image_source": "digits",
+        "integrator_kinds": ["strang", "rk2"],
     },
     # DeiT-Ti (d 192, 12 layers, 3 heads, MLP 768) on CIFAR-100 with 4x4 patches of the 32x32
     # images: needs the network once (CIFAR-100) and a GPU (device="cuda"; one worker).
@@ -112,6 +114,7 @@ PRESETS = {
         "image_patch": 4,
         "share_groups": [1, 2, 3, 4, 6, 12],
         "image_source": "cifar100",
+        "integrator_kinds": ["strang", "rk2", "rk4"],
     },
 }
 
