@@ -21,7 +21,7 @@ import torch
 
 from utils import pruning
 
-FIXED_LATENCY = pruning.LatencyModel(1.0, {"attn": 0.025, "mlp": 0.025})
+FIXED_LATENCY = pruning.LatencyModel(1.0, {"attn": 0.025, "mlp": 0.025}, 30, "overhead")
 
 
 def timed(fn):

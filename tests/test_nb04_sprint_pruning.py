@@ -3,6 +3,8 @@ import pytest
 from tests.notebook_runner import run_smoke
 from utils.pruning import BASELINES, SPRINT_VARIANTS
 
+VERDICT_STARTS = ("holds", "within noise", "differs", "fails", "too few", "not testable on this hardware")
+
 
 @pytest.mark.notebook
 def test_notebook_04_runs_and_reports(tmp_path):
@@ -10,17 +12,24 @@ def test_notebook_04_runs_and_reports(tmp_path):
     targets = m["parameters"]["targets"]
     rows = m["methods"]
     assert {r["method"] for r in rows} == set(SPRINT_VARIANTS) | set(BASELINES)
+    assert {r["seed"] for r in rows} == set(m["parameters"]["calib_seeds"])
     for r in rows:
-        assert r["target"] in targets and r["estimated_speedup"] >= r["target"]
-        assert r["measured_speedup"] > 0 and r["perplexity"] > 1 and r["pruning_time_s"] >= 0
-        assert 0 <= r["avg_acc"] <= 1 and r["pruned"] and r["n_attn"] + r["n_mlp"] == len(r["pruned"])
+        assert r["target"] in targets and r["speedup_paper"] >= r["target"]
+        assert r["perplexity"] > 1 and 0 <= r["cloze_acc"] <= 1 and -1 <= r["probe_above_chance"] <= 1
+        assert r["pruning_time_s"] >= 0 and r["pruned"] and r["n_attn"] + r["n_mlp"] == len(r["pruned"])
         assert all(0 <= i < 60 for i in r["pruned"])
     for name in SPRINT_VARIANTS:  # every SPRINT variant reaches every target
         assert sorted(r["target"] for r in rows if r["method"] == name) == sorted(targets)
     lat = m["latency"]
     assert lat["dense_s"] > 0 and all(v > 0 for v in lat["per_sublayer_s"].values())
-    assert all(0 < t["chance"] < 1 for t in m["dense"]["tasks"]) and m["dense"]["perplexity"] > 1
-    assert set(m["pruning_time_s"]) == set(SPRINT_VARIANTS) | set(BASELINES)
-    assert {row["verdict"] for row in m["paper_vs_here"]} <= {"holds", "differs", "fails"}
-    assert set(m["figures"]) == {"latency_model.png", "pruning_time.png", "accuracy_vs_speedup.png", "estimate_and_pruned.png"}
+    assert lat["attn_mlp_ratio"]["n"] == m["parameters"]["latency_repeats"]
+    assert m["provenance"] == "computed in this run"  # smoke recomputes everything
+    diag = m["refit_diagnostic"]
+    assert diag and all(d["tuned/untuned in-sample"] <= 1 + 1e-6 for d in diag)
+    assert m["parameters"]["ridge"] in m["parameters"]["ridge_grid"]
+    assert m["dense"]["perplexity"] > 1 and 0 <= m["dense"]["cloze_acc"] <= 1
+    assert {row["method"] for row in m["closing_table"]} == set(SPRINT_VARIANTS) | set(BASELINES)
+    assert all(row["verdict"].startswith(VERDICT_STARTS) for row in m["paper_vs_here"])
+    assert set(m["figures"]) == {"latency_model.png", "refit_diagnostic.png", "pruning_time.png",
+                                 "accuracy_vs_speedup.png", "removed_sublayers.png"}
     assert (tmp_path / "04_sprint_pruning" / "accuracy_vs_speedup.png").is_file()

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -100,7 +102,7 @@ def test_relative_l1_by_hand():
 
 @pytest.mark.parametrize("aware,tune", [(True, True), (False, False)])
 def test_checkpointed_and_from_scratch_sprint_agree(deep, calib, aware, tune):
-    latency = pruning.LatencyModel(1.0, {"attn": 0.05, "mlp": 0.08})
+    latency = pruning.LatencyModel(1.0, {"attn": 0.05, "mlp": 0.08}, 4, "overhead")
     originals = pruning.original_down_projections(deep)
     fast = pruning.sprint(deep, calib, latency, [1.3], aware, tune, top_k=2, ridge=0.1)
     pruning.restore(deep, originals)
@@ -114,7 +116,7 @@ def test_checkpointed_and_from_scratch_sprint_agree(deep, calib, aware, tune):
 
 
 def test_cached_scores_equal_fresh_scores_after_a_commit(deep, calib):
-    latency = pruning.LatencyModel(1.0, {"attn": 0.05, "mlp": 0.08})
+    latency = pruning.LatencyModel(1.0, {"attn": 0.05, "mlp": 0.08}, 4, "overhead")
     originals = pruning.original_down_projections(deep)
     try:
         state = pruning.Sprint(pruning.Checkpoints(deep, calib), ridge=0.1)
@@ -140,14 +142,26 @@ def test_latency_model_bookkeeping():
     from utils.models import tiny_model
 
     model = tiny_model(n_layers=8)
-    latency, raw = pruning.measure_latency_model(model, 4, 2, repeats=3, timer=FakeTimer())
-    assert raw["n_removed"] == 2 and len(raw["layers"]) == 2
+    latency, raw = pruning.measure_latency_model(model, 4, 2, repeats=3, timer=FakeTimer(), formula="overhead")
+    assert raw["n_removed"] == 2 and len(raw["layers"]) == 2 and len(raw["samples_s"]["dense"]) == 3
+    assert pruning.latency_ratios(raw) == pytest.approx([0.5, 0.5, 0.5])
+    assert pruning.latency_from_raw(raw, 8).per_sublayer_s == latency.per_sublayer_s
     assert latency.per_sublayer_s == {"attn": pytest.approx(0.5), "mlp": pytest.approx(1.0)}
     assert latency.speedup([]) == 1.0
     assert latency.speedup([0, 1, 3]) == pytest.approx(10 / (10 - 0.5 - 2.0))
     assert latency.speedup([Sublayer(0, "attn")]) == pytest.approx(10 / 9.5)
     with pytest.raises(ValueError, match="non-positive"):
-        pruning.LatencyModel(1.0, {"attn": 0.6, "mlp": 0.6}).speedup([0, 1])
+        pruning.LatencyModel(1.0, {"attn": 0.6, "mlp": 0.6}, 4, "overhead").speedup([0, 1])
+
+
+def test_paper_speedup_ignores_overhead():
+    latency = pruning.LatencyModel(10.0, {"attn": 0.5, "mlp": 1.0}, 4)  # sublayers: 6 s of 10 s
+    assert latency.body_s == pytest.approx(6.0)
+    assert latency.paper_speedup([1, 3]) == pytest.approx(6.0 / 4.0)
+    assert latency.speedup([1, 3]) == pytest.approx(10.0 / 8.0)
+    assert latency.estimate([1, 3]) == latency.paper_speedup([1, 3])
+    with pytest.raises(ValueError, match="formula"):
+        pruning.LatencyModel(1.0, {"attn": 0.1, "mlp": 0.1}, 4, "wall")
 
 
 def test_generation_time_runs_with_skipped_attention(tiny):
@@ -175,7 +189,7 @@ def test_block_influence_by_hand(tiny, calib):
 
 
 def test_shortgpt_prunes_lowest_influence_layer_first(deep, calib):
-    latency = pruning.LatencyModel(1.0, {"attn": 0.05, "mlp": 0.05})
+    latency = pruning.LatencyModel(1.0, {"attn": 0.05, "mlp": 0.05}, 4, "overhead")
     influence = pruning.block_influence(pruning.Checkpoints(deep, calib))
     result = pruning.shortgpt(deep, calib, latency, [1.05])
     lowest = min(range(4), key=influence.__getitem__)
@@ -184,7 +198,7 @@ def test_shortgpt_prunes_lowest_influence_layer_first(deep, calib):
 
 
 def test_greedy_baselines_pick_the_least_harmful_unit(deep, calib):
-    latency = pruning.LatencyModel(1.0, {"attn": 0.05, "mlp": 0.05})
+    latency = pruning.LatencyModel(1.0, {"attn": 0.05, "mlp": 0.05}, 4, "overhead")
     originals = pruning.original_down_projections(deep)
     losses = {}
     for i in range(8):
@@ -210,4 +224,67 @@ def test_apply_and_restore_snapshot(deep, calib):
 
 def test_unknown_method_is_named(deep, calib):
     with pytest.raises(ValueError, match="unknown method 'foo'"):
-        pruning.run_method("foo", deep, calib, pruning.LatencyModel(1.0, {"attn": 0.1, "mlp": 0.1}), [1.1], {})
+        pruning.run_method("foo", deep, calib, pruning.LatencyModel(1.0, {"attn": 0.1, "mlp": 0.1}, 4, "overhead"), [1.1], {})
+
+
+def test_refit_improves_held_out_error_on_a_tiny_model():
+    """With many more calibration tokens than hidden units the refit generalises; with fewer it overfits."""
+    from utils.models import tiny_model
+
+    model = tiny_model(n_layers=3, d_mlp=16, seed=5)
+    gen = torch.Generator().manual_seed(0)
+    many = torch.randint(0, model.cfg.d_vocab, (64, 32), generator=gen)  # 128 tokens per hidden unit
+    held = torch.randint(0, model.cfg.d_vocab, (64, 32), generator=gen)
+    rows = pruning.refit_diagnostic(model, many, held, [0.0, 0.01])
+    assert {r["index"] for r in rows} == {0, 1, 2, 3, 4}  # candidates followed by an MLP (not the last one)
+    for row in rows:
+        assert row["tuned_in"] <= row["untuned_in"] + 1e-6
+    assert all(r["tuned_held"] < r["untuned_held"] for r in rows)  # held-out, not only in-sample
+    few = pruning.refit_diagnostic(model, many[:1, :8], held, [0.0])  # 8 tokens for 16 hidden units
+    summary = {(r["tokens"], r["ridge"]): r for r in pruning.diagnostic_summary(rows + few)}
+    assert summary[(8, 0.0)]["tuned/untuned in-sample"] < 1e-3  # an exact in-sample fit ...
+    assert summary[(8, 0.0)]["tuned/untuned held-out"] > summary[(many.numel(), 0.0)]["tuned/untuned held-out"]
+    assert pruning.choose_ridge(pruning.diagnostic_summary(rows), many.numel()) in (0.0, 0.01)
+    assert pruning.skipped_now(model) == []
+
+
+def test_cached_tuned_scores_compete(deep, calib):
+    state = pruning.Sprint(pruning.Checkpoints(deep, calib), ridge=0.1)
+    tuned = state.tuned(6)  # tuned score of a candidate outside the top-k
+    ranked = dict((c.index, s) for s, c in state.scores(None, top_k=1, tune=True))
+    assert ranked[6] == pytest.approx(tuned.tuned_sensitivity)
+
+
+def test_steps_record_metrics_only_where_a_target_is_reached(deep, calib):
+    latency = pruning.LatencyModel(1.0, {"attn": 0.05, "mlp": 0.05}, 4)
+    originals = pruning.original_down_projections(deep)
+    calls = []
+    result = pruning.run_method("sprint", deep, calib, latency, [1.1, 1.3], originals, 2, 0.1,
+                                on_step=lambda m: calls.append(len(pruning.skipped_now(m))) or {"probe": 1.0})
+    with_metrics = [s for s in result.steps if "probe" in s]
+    assert len(with_metrics) == len(calls) <= 2 and calls == [len(s["pruned"]) for s in with_metrics]
+    assert [s["time_s"] for s in result.steps] == sorted(s["time_s"] for s in result.steps)
+    payload = {"runs": {"0": {"sprint": {"steps": result.steps}}}}
+    rows = pruning.snapshot_rows(payload, latency, [1.1, 1.3])
+    assert [r["target"] for r in rows] == [1.1, 1.3] and all(r["speedup_paper"] >= r["target"] for r in rows)
+
+
+def test_paired_advantage_signs():
+    rows = [{"seed": s, "method": m, "target": 1.3, "cloze_acc": a, "perplexity": p}
+            for s in range(3) for m, a, p in (("sprint", 0.5 + 0.01 * s, 10.0), ("other", 0.4, 20.0))]
+    cloze = pruning.paired_advantage(rows, 1.3, "sprint", "other", "cloze_acc")
+    ppl = pruning.paired_advantage(rows, 1.3, "sprint", "other", "perplexity")
+    assert cloze.estimate == pytest.approx(11.0) and cloze.n == 3
+    assert ppl.estimate == pytest.approx(math.log(2.0))
+
+
+def test_check_recorded_names_the_mismatch():
+    params = {**pruning.PRESETS["default"], "methods": ["sprint"], "top_k": 5}
+    protocol = pruning.Protocol.from_params(params)
+    payload = {"protocol": {**protocol.__dict__, "calib_ctx": 64}, "calibration_hashes": {"0": "a"}}
+    with pytest.raises(ValueError, match="calib_ctx.*recompute_baselines=True"):
+        pruning.check_recorded(payload, protocol, {"0": "a"})
+    payload["protocol"] = {**protocol.__dict__, "diagnostic_candidates": 0}  # the diagnostic does not matter
+    with pytest.raises(ValueError, match="hash"):
+        pruning.check_recorded(payload, protocol, {"0": "b"})
+    pruning.check_recorded(payload, protocol, {"0": "a"})

@@ -17,57 +17,48 @@ a snapshot (skipped sublayers and tuned weights) on the model, ``restore`` undoe
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+import os
 import statistics
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache import TransformerLensKeyValueCache
 
+from utils.data import token_batches
 from utils.sublayers import KINDS, Sublayer, all_sublayers, set_skipped, skipped_now, sublayer
 
+BASELINE_METHODS = ["sleb", "shortgpt", "finercut", "blockpruner"]
 PRESETS = {
-    "smoke": {  # <= 90 s on 2 cores: two sublayers reach both targets, so greedy baselines take 2 steps
-        "targets": [1.02, 1.03],
-        "n_calib_windows": 2,
-        "calib_ctx": 12,
-        "n_val_tokens": 64,
-        "val_ctx": 32,
-        "n_task_items": 4,
-        "latency_prompt_len": 4,
-        "latency_new_tokens": 2,
-        "latency_repeats": 1,
-        "baseline_methods": ["sleb", "shortgpt", "finercut", "blockpruner"],
+    "smoke": {  # about 2 min on 2 cores: every code path (live recomputation, latency, diagnostic) at toy sizes
+        "model_name": "smollm2-135m", "source": "shipped", "device": "cpu", "targets": [1.02, 1.03], "n_calib_windows": 2, "calib_ctx": 12, "calib_seeds": [0],
+        "n_val_tokens": 64, "val_ctx": 32, "n_task_items": 4, "n_cloze_items": 4, "cloze_ctx": 32,
+        "ridge_grid": [0.1, 1.0], "diagnostic_windows": [2], "diagnostic_candidates": 3,
+        "latency_prompt_len": 4, "latency_new_tokens": 2, "latency_repeats": 2, "recompute_baselines": True,
     },
-    "default": {
-        "targets": [1.1, 1.2, 1.3],
-        "n_calib_windows": 4,
-        "calib_ctx": 32,
-        "n_val_tokens": 1024,
-        "val_ctx": 128,
-        "n_task_items": 32,
-        "latency_prompt_len": 16,
-        "latency_new_tokens": 8,
-        "latency_repeats": 3,
-        "baseline_methods": ["sleb", "shortgpt", "finercut", "blockpruner"],
+    "default": {  # the recorded runs (data/pruning/runs.json) were made with exactly these values
+        "model_name": "smollm2-135m", "source": "shipped", "device": "cpu", "targets": [1.1, 1.2, 1.3], "n_calib_windows": 16, "calib_ctx": 128, "calib_seeds": [0, 1, 2],
+        "n_val_tokens": 4096, "val_ctx": 128, "n_task_items": 32, "n_cloze_items": 160, "cloze_ctx": 128,
+        "ridge_grid": [0.01, 0.1, 1.0, 10.0], "diagnostic_windows": [16], "diagnostic_candidates": 12,
+        "latency_prompt_len": 512, "latency_new_tokens": 128, "latency_repeats": 3, "recompute_baselines": False,
     },
-    "paper": {
-        "targets": [1.1, 1.2, 1.3, 1.5],
-        "n_calib_windows": 128,
-        "calib_ctx": 2048,
-        "n_val_tokens": 262_144,
-        "val_ctx": 2048,
-        "n_task_items": 500,
-        "latency_prompt_len": 128,
-        "latency_new_tokens": 128,
-        "latency_repeats": 10,
-        "baseline_methods": ["sleb", "shortgpt", "finercut", "blockpruner"],
+    "paper": {  # a Llama-family model on one 80 GB GPU, 128 x 2048 WikiText-2 calibration, lm-eval tasks
+        "model_name": "meta-llama/Llama-3.1-8B", "source": "wikitext", "device": "cuda",
+        "targets": [1.1, 1.2, 1.3, 1.5], "n_calib_windows": 128, "calib_ctx": 2048, "calib_seeds": [0, 1, 2],
+        "n_val_tokens": 262_144, "val_ctx": 2048, "n_task_items": 500, "n_cloze_items": 1000, "cloze_ctx": 1024,
+        "ridge_grid": [0.01, 0.1, 1.0], "diagnostic_windows": [128], "diagnostic_candidates": 16,
+        "latency_prompt_len": 1024, "latency_new_tokens": 512, "latency_repeats": 5, "recompute_baselines": True,
     },
 }
+RECORDED_RUNS = "data/pruning/runs.json"  # relative to the repository root
 LATENCY_FRACTION = 0.25  # share of each sublayer type removed to measure its latency
 MIN_LATENCY_S = 1e-6  # floor for a per-sublayer latency that timing noise made non-positive
 SPRINT_VARIANTS = {  # name: (latency-aware, tunability-aware)
@@ -76,6 +67,7 @@ SPRINT_VARIANTS = {  # name: (latency-aware, tunability-aware)
     "sprint_no_tuning": (True, False),
     "sprint_no_both": (False, False),
 }
+SPEEDUP_FORMULAS = ("paper", "overhead")
 
 
 # ----------------------------------------------------------------------------- latency model
@@ -83,32 +75,64 @@ SPRINT_VARIANTS = {  # name: (latency-aware, tunability-aware)
 
 @dataclass
 class LatencyModel:
-    """Generation-mode latency of the dense model and of one sublayer of each type (seconds)."""
+    """Generation-mode latency of the dense model and of one sublayer of each type (seconds).
+
+    Two speed-up formulas: ``speedup`` (dense time / remaining time, overhead included: what a
+    user measures) and ``paper_speedup`` (SPRINT's Σ all sublayer latencies / Σ remaining ones,
+    overhead ignored). ``estimate`` is the one ``formula`` names: the stopping rule of every method.
+    """
 
     dense_s: float
     per_sublayer_s: dict[str, float]
+    n_layers: int
+    formula: str = "paper"
+
+    def __post_init__(self) -> None:
+        if self.formula not in SPEEDUP_FORMULAS:
+            raise ValueError(f"formula must be one of {SPEEDUP_FORMULAS}, got {self.formula!r}")
+
+    def removed_s(self, pruned: Sequence[Sublayer | int]) -> float:
+        """Summed latency of the distinct sublayers in ``pruned``."""
+        units = {s if isinstance(s, Sublayer) else sublayer(s) for s in pruned}
+        return sum(self.per_sublayer_s[s.kind] for s in units)
+
+    @property
+    def body_s(self) -> float:
+        """Summed latency of all 2L sublayers."""
+        return self.n_layers * sum(self.per_sublayer_s.values())
 
     def remaining_s(self, pruned: Sequence[Sublayer | int]) -> float:
         """Estimated latency once ``pruned`` are skipped."""
-        units = [s if isinstance(s, Sublayer) else sublayer(s) for s in pruned]
-        return self.dense_s - sum(self.per_sublayer_s[s.kind] for s in set(units))
+        return self.dense_s - self.removed_s(pruned)
 
     def speedup(self, pruned: Sequence[Sublayer | int]) -> float:
-        """Estimated speed-up (dense latency / remaining latency) once ``pruned`` are skipped."""
+        """Estimated speed-up with overhead: dense latency / remaining latency."""
         remaining = self.remaining_s(pruned)
         if remaining <= 0:
             raise ValueError("the latency model predicts a non-positive latency; it was measured with too much noise")
         return self.dense_s / remaining
 
+    def paper_speedup(self, pruned: Sequence[Sublayer | int]) -> float:
+        """SPRINT's speed-up: Σ all sublayer latencies / Σ remaining sublayer latencies."""
+        remaining = self.body_s - self.removed_s(pruned)
+        return self.body_s / remaining if remaining > 0 else float("inf")
+
+    def estimate(self, pruned: Sequence[Sublayer | int]) -> float:
+        """The speed-up used as the stopping rule (``formula``)."""
+        return self.paper_speedup(pruned) if self.formula == "paper" else self.speedup(pruned)
+
 
 def generation_time(model: HookedTransformer, prompt: torch.Tensor, new_tokens: int) -> float:
     """Seconds for a greedy generation of ``new_tokens`` after ``prompt`` ([batch, pos]) with a KV cache."""
+    sync = torch.cuda.synchronize if prompt.is_cuda else (lambda: None)  # time the GPU's work, not its queueing
+    sync()
     start = time.perf_counter()
     cache = TransformerLensKeyValueCache.init_cache(model.cfg, model.cfg.device, prompt.shape[0])
     logits = model(prompt, past_kv_cache=cache, attention_mask=torch.ones_like(prompt))
     for _ in range(new_tokens):
         token = logits[:, -1].argmax(-1, keepdim=True)
         logits = model(token, past_kv_cache=cache, attention_mask=torch.ones_like(token))
+    sync()
     return time.perf_counter() - start
 
 
@@ -116,6 +140,30 @@ def timing_prompt(model: HookedTransformer, length: int, seed: int = 0) -> torch
     """A fixed random prompt [1, length] for latency measurements."""
     generator = torch.Generator().manual_seed(seed)
     return torch.randint(0, model.cfg.d_vocab, (1, length), generator=generator).to(model.cfg.device)
+
+
+def paired_samples(
+    model: HookedTransformer,
+    configs: Sequence[Sequence[Sublayer | int]],
+    prompt: torch.Tensor,
+    new_tokens: int,
+    repeats: int,
+    warmup: int = 1,
+    timer: Callable[[HookedTransformer, torch.Tensor, int], float] = generation_time,
+) -> list[list[float]]:
+    """Generation times of each skip configuration per repeat, interleaved so load drifts hit all alike."""
+    before = skipped_now(model)
+    samples: list[list[float]] = [[] for _ in configs]
+    try:
+        for rep in tqdm(range(warmup + repeats), desc="timing", leave=False):
+            for i, config in enumerate(configs):
+                set_skipped(model, config)
+                seconds = timer(model, prompt, new_tokens)
+                if rep >= warmup:
+                    samples[i].append(seconds)
+    finally:
+        set_skipped(model, before)
+    return samples
 
 
 def paired_times(
@@ -127,19 +175,8 @@ def paired_times(
     warmup: int = 1,
     timer: Callable[[HookedTransformer, torch.Tensor, int], float] = generation_time,
 ) -> list[float]:
-    """Median generation time of each skip configuration, interleaved so load drifts hit all alike."""
-    before = skipped_now(model)
-    samples: list[list[float]] = [[] for _ in configs]
-    try:
-        for rep in range(warmup + repeats):
-            for i, config in enumerate(configs):
-                set_skipped(model, config)
-                seconds = timer(model, prompt, new_tokens)
-                if rep >= warmup:
-                    samples[i].append(seconds)
-    finally:
-        set_skipped(model, before)
-    return [statistics.median(s) for s in samples]
+    """Median generation time of each skip configuration (``paired_samples``)."""
+    return [statistics.median(s) for s in paired_samples(model, configs, prompt, new_tokens, repeats, warmup, timer)]
 
 
 def spread(n_layers: int, count: int) -> list[int]:
@@ -155,25 +192,40 @@ def measure_latency_model(
     repeats: int,
     fraction: float = LATENCY_FRACTION,
     timer: Callable[[HookedTransformer, torch.Tensor, int], float] = generation_time,
+    formula: str = "paper",
 ) -> tuple[LatencyModel, dict]:
     """SPRINT's latency model: time dense, and with ``fraction`` of the MLPs / attentions removed.
 
-    Per-sublayer latency of a type = time saved / number removed. Returns the model and the raw
-    timings (for the notebook's table).
+    Per-sublayer latency of a type = median time saved / number removed. Returns the model and the
+    raw timings (every repeat, for the table and the noise of the attention/MLP ratio).
     """
     count = max(1, round(fraction * model.cfg.n_layers))
     layers = spread(model.cfg.n_layers, count)
     removed = {kind: [Sublayer(layer, kind) for layer in layers] for kind in KINDS}
     prompt = timing_prompt(model, prompt_len)
-    dense, attn, mlp = paired_times(model, [[], removed["attn"], removed["mlp"]], prompt, new_tokens, repeats, timer=timer)
+    samples = paired_samples(model, [[], removed["attn"], removed["mlp"]], prompt, new_tokens, repeats, timer=timer)
+    raw = {"samples_s": dict(zip(("dense", "attn_removed", "mlp_removed"), samples, strict=True)),
+           "n_removed": len(layers), "layers": layers, "prompt_len": prompt_len, "new_tokens": new_tokens}
+    return latency_from_raw(raw, model.cfg.n_layers, formula), raw
+
+
+def latency_from_raw(raw: dict, n_layers: int, formula: str = "paper") -> LatencyModel:
+    """The latency model from ``measure_latency_model``'s raw timings (also when loaded from a file)."""
+    dense, attn, mlp = (statistics.median(raw["samples_s"][k]) for k in ("dense", "attn_removed", "mlp_removed"))
     per = {}
     for kind, t in zip(KINDS, (attn, mlp), strict=True):
-        saved = (dense - t) / len(layers)
+        saved = (dense - t) / raw["n_removed"]
         if saved <= 0:
             warnings.warn(f"removing {kind} sublayers did not save time (noise); using {MIN_LATENCY_S} s", stacklevel=2)
         per[kind] = max(saved, MIN_LATENCY_S)
-    raw = {"dense_s": dense, "attn_removed_s": attn, "mlp_removed_s": mlp, "n_removed": len(layers), "layers": layers}
-    return LatencyModel(dense, per), raw
+    return LatencyModel(dense, per, n_layers, formula)
+
+
+def latency_ratios(raw: dict) -> list[float]:
+    """Attention/MLP latency ratio of each repeat (time saved by removing attentions / by removing MLPs)."""
+    s = raw["samples_s"]
+    pairs = zip(s["dense"], s["attn_removed"], s["mlp_removed"], strict=True)
+    return [(d - a) / (d - m) if d - m > 0 else float("inf") for d, a, m in pairs]
 
 
 def measured_speedup(
@@ -209,6 +261,26 @@ class Snapshot:
     pruning_time_s: float
 
 
+class Clock:
+    """Pruning wall time that leaves out the time spent in per-step callbacks (evaluation)."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.excluded = 0.0
+
+    def elapsed(self) -> float:
+        """Seconds since the start, callbacks excluded."""
+        return time.perf_counter() - self.started - self.excluded
+
+    def call_excluded(self, fn: Callable[[], dict], *args) -> dict:
+        """Run ``fn`` and exclude its time."""
+        start = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.excluded += time.perf_counter() - start
+
+
 def apply(model: HookedTransformer, snapshot: Snapshot, originals: dict[int, torch.Tensor]) -> None:
     """Put ``snapshot`` on ``model`` (restoring everything else first)."""
     restore(model, originals)
@@ -225,6 +297,7 @@ class PruneResult:
     order: list[int] = field(default_factory=list)
     snapshots: dict[float, Snapshot] = field(default_factory=dict)
     total_time_s: float = 0.0
+    steps: list[dict] = field(default_factory=list)  # per step: pruned so far, time, estimate, callback metrics
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -263,10 +336,10 @@ class Checkpoints:
 
     def __init__(self, model: HookedTransformer, tokens: torch.Tensor) -> None:
         self.model = model
-        self.tokens = tokens
+        self.tokens = tokens.to(model.cfg.device)
         self.n_sublayers = 2 * model.cfg.n_layers
         self.skipped = {s.index for s in skipped_now(model)}
-        self.resid: list[torch.Tensor] = [model(tokens, stop_at_layer=0)]
+        self.resid: list[torch.Tensor] = [model(self.tokens, stop_at_layer=0)]
         self.refresh(0)
 
     def refresh(self, start: int) -> None:
@@ -403,23 +476,36 @@ class Sprint:
             self.cache = {}
 
     def scores(self, latency: LatencyModel | None, top_k: int, tune: bool) -> list[tuple[float, Candidate]]:
-        """(score, candidate) for every unpruned sublayer, lowest first; tuned scores for the top_k."""
+        """(score, candidate) for every unpruned sublayer, lowest first.
+
+        Tuned scores are computed for the ``top_k`` lowest untuned ones; cached tuned scores that are
+        still valid compete too (as in the official code). Others are ranked by untuned score.
+        """
         weight = (lambda i: latency.per_sublayer_s[sublayer(i).kind]) if latency else (lambda i: 1.0)
         live = [i for i in range(self.cp.n_sublayers) if i not in self.cp.skipped]
-        ranked = sorted(((self.untuned(i).sensitivity / weight(i), self.untuned(i)) for i in live), key=lambda p: p[0])
+        by_untuned = sorted((self.untuned(i) for i in live), key=lambda c: c.sensitivity / weight(c.index))
         if tune:
-            head = [(c.tuned_sensitivity / weight(c.index), c) for c in (self.tuned(c.index) for _, c in ranked[:top_k])]
-            ranked = sorted(head, key=lambda p: p[0]) + ranked[top_k:]
-        return ranked
+            for cand in by_untuned[:top_k]:
+                self.tuned(cand.index)
+        value = lambda c: c.tuned_sensitivity if tune and c.tuned_sensitivity is not None else c.sensitivity
+        return sorted(((value(c) / weight(c.index), c) for c in by_untuned), key=lambda p: p[0])
 
 
-def _record_targets(result: PruneResult, latency: LatencyModel, pruned: list[int], tuned: dict, started: float, targets: Sequence[float]) -> None:
-    """Snapshot the current state for every target the estimated speed-up has just reached."""
-    speed = latency.speedup(pruned)
-    for target in targets:
-        if target not in result.snapshots and speed >= target:
-            weights = {k: v.clone() for k, v in tuned.items()}
-            result.snapshots[target] = Snapshot(list(pruned), weights, speed, time.perf_counter() - started)
+StepCallback = Callable[[HookedTransformer], dict]
+
+
+def _after_step(
+    result: PruneResult, model: HookedTransformer, latency: LatencyModel, pruned: list[int], tuned: dict,
+    clock: Clock, targets: Sequence[float], on_step: StepCallback | None,
+) -> None:
+    """Record the step (time, estimate) and a snapshot for every target just reached; at such a step
+    also ``on_step``'s metrics of the pruned model (its time left out of the pruning time)."""
+    speed, elapsed = latency.estimate(pruned), clock.elapsed()
+    reached = [t for t in targets if t not in result.snapshots and speed >= t]
+    metrics = clock.call_excluded(on_step, model) if on_step and reached else {}
+    result.steps.append({"pruned": list(pruned), "time_s": elapsed, "estimate": speed, **metrics})
+    for target in reached:
+        result.snapshots[target] = Snapshot(list(pruned), {k: v.clone() for k, v in tuned.items()}, speed, elapsed)
 
 
 def sprint(
@@ -433,9 +519,10 @@ def sprint(
     ridge: float = 0.1,
     name: str = "sprint",
     use_cache: bool = True,
+    on_step: StepCallback | None = None,
 ) -> PruneResult:
     """SPRINT: prune the lowest (tuned) sensitivity / latency sublayer until each target is reached."""
-    started = time.perf_counter()
+    clock = Clock()
     state = Sprint(Checkpoints(model, calib), ridge, use_cache)
     result, pruned, tuned = PruneResult(name), [], {}
     bar = tqdm(desc=name, total=2 * model.cfg.n_layers, leave=False)
@@ -448,9 +535,9 @@ def sprint(
         state.commit(best)
         pruned.append(best.index)
         bar.update()
-        _record_targets(result, latency, pruned, tuned, started, targets)
+        _after_step(result, model, latency, pruned, tuned, clock, targets, on_step)
     bar.close()
-    result.order, result.total_time_s = pruned, time.perf_counter() - started
+    result.order, result.total_time_s = pruned, clock.elapsed()
     return result
 
 
@@ -479,9 +566,10 @@ def greedy(
     units: list[tuple[int, ...]],
     loss: Callable[[torch.Tensor], float],
     name: str,
+    on_step: StepCallback | None = None,
 ) -> PruneResult:
     """Remove, one at a time, the unit whose removal gives the lowest ``loss(logits)`` until each target."""
-    started = time.perf_counter()
+    clock = Clock()
     cp = Checkpoints(model, calib)
     result, pruned, remaining = PruneResult(name), [], list(units)
     bar = tqdm(desc=name, total=len(units), leave=False)
@@ -491,9 +579,9 @@ def greedy(
         cp.commit(best)
         pruned.extend(best)
         bar.update()
-        _record_targets(result, latency, pruned, {}, started, targets)
+        _after_step(result, model, latency, pruned, {}, clock, targets, on_step)
     bar.close()
-    result.order, result.total_time_s = pruned, time.perf_counter() - started
+    result.order, result.total_time_s = pruned, clock.elapsed()
     return result
 
 
@@ -503,23 +591,24 @@ def block_units(model: HookedTransformer, keep_ends: bool = False) -> list[tuple
     return [(2 * i, 2 * i + 1) for i in layers]
 
 
-def sleb(model, calib, latency, targets) -> PruneResult:
+def sleb(model, calib, latency, targets, on_step=None) -> PruneResult:
     """SLEB: whole blocks, greedily by calibration NLL, first and last block kept."""
-    return greedy(model, calib, latency, targets, block_units(model, keep_ends=True), lambda lg: mean_nll(lg, calib), "sleb")
+    units = block_units(model, keep_ends=True)
+    return greedy(model, calib, latency, targets, units, lambda lg: mean_nll(lg, calib), "sleb", on_step)
 
 
-def blockpruner(model, calib, latency, targets) -> PruneResult:
+def blockpruner(model, calib, latency, targets, on_step=None) -> PruneResult:
     """BlockPruner: sublayers, greedily by calibration perplexity (NLL gives the same order)."""
     units = [(s.index,) for s in all_sublayers(model)]
-    return greedy(model, calib, latency, targets, units, lambda lg: mean_nll(lg, calib), "blockpruner")
+    return greedy(model, calib, latency, targets, units, lambda lg: mean_nll(lg, calib), "blockpruner", on_step)
 
 
-def finercut(model, calib, latency, targets) -> PruneResult:
+def finercut(model, calib, latency, targets, on_step=None) -> PruneResult:
     """FinerCut: sublayers, greedily by JS divergence from the dense model's output distribution."""
     dense = Checkpoints(model, calib)
     reference = final_logits(model, dense.resid[-1])
     units = [(s.index,) for s in all_sublayers(model)]
-    return greedy(model, calib, latency, targets, units, lambda lg: js_divergence(reference, lg), "finercut")
+    return greedy(model, calib, latency, targets, units, lambda lg: js_divergence(reference, lg), "finercut", on_step)
 
 
 def block_influence(checkpoints: Checkpoints) -> list[float]:
@@ -531,17 +620,21 @@ def block_influence(checkpoints: Checkpoints) -> list[float]:
     ]
 
 
-def shortgpt(model, calib, latency, targets) -> PruneResult:
+def shortgpt(model, calib, latency, targets, on_step=None) -> PruneResult:
     """ShortGPT: whole layers in one shot, lowest Block Influence first, until each target."""
-    started = time.perf_counter()
+    clock = Clock()
     influence = block_influence(Checkpoints(model, calib))
     result, pruned = PruneResult("shortgpt"), []
-    for layer in sorted(range(len(influence)), key=influence.__getitem__):
-        if len(result.snapshots) == len(targets):
-            break
-        pruned.extend((2 * layer, 2 * layer + 1))
-        _record_targets(result, latency, pruned, {}, started, targets)
-    result.order, result.total_time_s = pruned, time.perf_counter() - started
+    try:
+        for layer in sorted(range(len(influence)), key=influence.__getitem__):
+            if len(result.snapshots) == len(targets):
+                break
+            pruned.extend((2 * layer, 2 * layer + 1))
+            set_skipped(model, pruned)
+            _after_step(result, model, latency, pruned, {}, clock, targets, on_step)
+    finally:
+        set_skipped(model, [])
+    result.order, result.total_time_s = pruned, clock.elapsed()
     return result
 
 
@@ -557,43 +650,357 @@ def run_method(
     originals: dict[int, torch.Tensor],
     top_k: int = 5,
     ridge: float = 0.1,
+    on_step: StepCallback | None = None,
 ) -> PruneResult:
-    """Run one method (a SPRINT variant or a baseline) from the dense model; restores it afterwards."""
+    """Run one method (a SPRINT variant or a baseline) from the dense model; restores it afterwards.
+
+    ``on_step(model)`` is called after every pruning step with the model in its pruned (and tuned)
+    state; its dict is stored in ``result.steps`` and its time is left out of the pruning time."""
     if name not in SPRINT_VARIANTS and name not in BASELINES:
         raise ValueError(f"unknown method {name!r}; choose from {[*SPRINT_VARIANTS, *BASELINES]}")
+    calib = calib.to(model.cfg.device)  # the greedy losses compare logits with these tokens
     restore(model, originals)
     try:
         if name in SPRINT_VARIANTS:
             aware, tune = SPRINT_VARIANTS[name]
-            return sprint(model, calib, latency, targets, aware, tune, top_k, ridge, name)
-        return BASELINES[name](model, calib, latency, targets)
+            return sprint(model, calib, latency, targets, aware, tune, top_k, ridge, name, on_step=on_step)
+        return BASELINES[name](model, calib, latency, targets, on_step)
     finally:
         restore(model, originals)
 
 
-def evaluate_methods(
-    model: HookedTransformer,
-    results: dict[str, PruneResult],
-    originals: dict[int, torch.Tensor],
-    evaluate_fn: Callable[[HookedTransformer], dict[str, float]],
-    prompt_len: int,
-    new_tokens: int,
-    repeats: int,
+# ----------------------------------------------------------------------------- calibration and the refit diagnostic
+
+
+def calibration_split(
+    model: HookedTransformer, n_windows: int, ctx: int, seed: int, source: str = "shipped"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Calibration windows [n_windows, ctx] and as many held-out windows, disjoint, from the train split.
+
+    The shipped corpus is shuffled by ``seed``; a streamed corpus is read in order and seed s takes
+    the s-th block of 2 * n_windows windows.
+    """
+    shuffle = seed if source == "shipped" else None
+    blocks = 1 if source == "shipped" else seed + 1
+    tokens = torch.cat(list(token_batches(model, "train", 2 * n_windows * ctx * blocks, ctx, 64, source, shuffle)))
+    tokens = tokens[-2 * n_windows :]
+    return tokens[:n_windows], tokens[n_windows:]
+
+
+def tokens_hash(tokens: torch.Tensor) -> str:
+    """A short content hash of a token tensor (shape and ids), to check that loaded runs match."""
+    data = tokens.detach().cpu().to(torch.int64).numpy()
+    return hashlib.sha256(str(data.shape).encode() + data.tobytes()).hexdigest()[:16]
+
+
+@dataclass
+class RefitData:
+    """One candidate's window on some tokens: the next MLP's hidden activations, the rest, the target."""
+
+    hidden: torch.Tensor
+    rest: torch.Tensor
+    y: torch.Tensor
+    y_hat: torch.Tensor
+    w0: torch.Tensor
+
+
+def refit_data(state: Sprint, index: int) -> RefitData | None:
+    """The refit problem of removing ``index`` on ``state``'s tokens (None when no MLP follows it)."""
+    y, y_hat, hidden, t = state._window(index, capture=True)
+    if t is None:
+        return None
+    w0 = state.model.blocks[t // 2].mlp.W_out.detach()
+    return RefitData(hidden, y_hat - hidden @ w0, y, y_hat, w0)
+
+
+def refit_errors(fit: RefitData, held: RefitData, ridge: float) -> dict[str, float]:
+    """Relative L1 error per window, untuned and tuned (fitted on ``fit``), in-sample and held-out."""
+    weight = fit_down_projection(fit.hidden, fit.y - fit.rest, fit.w0, ridge)
+    per = lambda y, y_hat: relative_l1(y, y_hat) / y.shape[0]  # noqa: E731
+    return {
+        "untuned_in": per(fit.y, fit.y_hat), "untuned_held": per(held.y, held.y_hat),
+        "tuned_in": per(fit.y, fit.rest + fit.hidden @ weight), "tuned_held": per(held.y, held.rest + held.hidden @ weight),
+    }
+
+
+@torch.no_grad()
+def refit_diagnostic(
+    model: HookedTransformer, calib: torch.Tensor, heldout: torch.Tensor, ridges: Sequence[float], n_candidates: int = 0
 ) -> list[dict]:
-    """One row per method and target: estimated and measured speed-up, ``evaluate_fn``'s metrics,
-    pruning time and the pruned sublayers. Restores the dense model afterwards."""
-    jobs = [(name, target, snap) for name, res in results.items() for target, snap in sorted(res.snapshots.items())]
+    """Is the closed-form refit well-posed? For each candidate sublayer of the dense model and ridge:
+    untuned and tuned error in-sample (calibration) and held-out. ``n_candidates`` > 0 takes that many
+    candidates spread over the model (0: all)."""
+    restore_after = skipped_now(model)
+    fit_state, held_state = Sprint(Checkpoints(model, calib), 0.0), Sprint(Checkpoints(model, heldout), 0.0)
+    indices = [i for i in range(2 * model.cfg.n_layers) if fit_state.next_mlp(i) is not None]
+    if n_candidates:
+        indices = [indices[round(k * (len(indices) - 1) / max(n_candidates - 1, 1))] for k in range(min(n_candidates, len(indices)))]
     rows = []
-    try:
-        for name, target, snap in tqdm(jobs, desc="evaluate"):
-            apply(model, snap, originals)
-            speed = measured_speedup(model, snap.pruned, prompt_len, new_tokens, repeats)
-            kinds = [sublayer(i).kind for i in snap.pruned]
-            rows.append({
-                "method": name, "target": target, "estimated_speedup": snap.estimated_speedup,
-                "measured_speedup": speed, **evaluate_fn(model), "pruning_time_s": snap.pruning_time_s,
-                "n_attn": kinds.count("attn"), "n_mlp": kinds.count("mlp"), "pruned": sorted(snap.pruned),
-            })
-    finally:
-        restore(model, originals)
+    for index in tqdm(sorted(set(indices)), desc="refit diagnostic", leave=False):
+        fit, held = refit_data(fit_state, index), refit_data(held_state, index)
+        rows += [{"index": index, "ridge": r, "tokens": calib.numel(), **refit_errors(fit, held, r)} for r in ridges]
+    set_skipped(model, restore_after)
     return rows
+
+
+def diagnostic_summary(rows: Sequence[dict]) -> list[dict]:
+    """Per (tokens, ridge): median tuned/untuned error ratio in-sample and held-out, and the Spearman
+    correlation of each score's in-sample ranking of candidates with the held-out tuned error."""
+    from scipy.stats import spearmanr
+
+    groups: dict[tuple[int, float], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["tokens"], row["ridge"]), []).append(row)
+    out = []
+    for (tokens, ridge), group in sorted(groups.items()):
+        col = {k: [g[k] for g in group] for k in ("untuned_in", "untuned_held", "tuned_in", "tuned_held")}
+        rank = {k: float(spearmanr(col[k], col["tuned_held"]).statistic) if len(group) > 2 else float("nan")
+                for k in ("tuned_in", "untuned_in")}
+        out.append({"tokens": tokens, "ridge": ridge, "n_candidates": len(group),
+                    "tuned/untuned in-sample": _median_ratio(col["tuned_in"], col["untuned_in"]),
+                    "tuned/untuned held-out": _median_ratio(col["tuned_held"], col["untuned_held"]),
+                    "rank corr tuned score": rank["tuned_in"], "rank corr untuned score": rank["untuned_in"]})
+    return out
+
+
+def _median_ratio(a: Sequence[float], b: Sequence[float]) -> float:
+    return statistics.median(x / y for x, y in zip(a, b, strict=True))
+
+
+def choose_ridge(summary: Sequence[dict], tokens: int) -> float:
+    """The ridge with the lowest held-out tuned/untuned error ratio at ``tokens`` calibration tokens."""
+    rows = [r for r in summary if r["tokens"] == tokens]
+    if not rows:
+        raise ValueError(f"the diagnostic has no rows at {tokens} calibration tokens")
+    return min(rows, key=lambda r: r["tuned/untuned held-out"])["ridge"]
+
+
+# ----------------------------------------------------------------------------- recorded runs
+
+
+@dataclass
+class Protocol:
+    """What a recorded set of runs depends on: sizes, seeds, methods (the notebook's parameters)."""
+
+    targets: list[float]
+    n_calib_windows: int
+    calib_ctx: int
+    calib_seeds: list[int]
+    n_val_tokens: int
+    val_ctx: int
+    n_task_items: int
+    n_cloze_items: int
+    cloze_ctx: int
+    methods: list[str]
+    top_k: int
+    ridge_grid: list[float]
+    diagnostic_windows: list[int]
+    diagnostic_candidates: int = 0
+    source: str = "shipped"
+
+    @classmethod
+    def from_params(cls, params: dict) -> Protocol:
+        """The protocol from a dict holding (at least) every field."""
+        return cls(**{k: params[k] for k in cls.__dataclass_fields__ if k in params})
+
+
+@dataclass
+class EvalData:
+    """Held-out evaluation data: perplexity windows, cloze items and the templated probe tasks."""
+
+    val_batches: list[torch.Tensor]
+    cloze_items: list
+    cloze_ctx: int
+    tasks: dict
+
+
+def eval_data(model: HookedTransformer, protocol: Protocol, seed: int = 0) -> EvalData:
+    """Validation windows, cloze items from validation documents and the probe suite."""
+    from utils import tasks as task_suite
+    from utils.cloze import last_word_items
+    from utils.data import corpus_texts, load_facts
+
+    val = list(token_batches(model, "validation", protocol.n_val_tokens, protocol.val_ctx, 8, protocol.source))
+    items = last_word_items(corpus_texts("validation", protocol.source), protocol.n_cloze_items)
+    return EvalData(val, items, protocol.cloze_ctx, task_suite.build_tasks(load_facts(), protocol.n_task_items, seed))
+
+
+def quality(model: HookedTransformer, data: EvalData, kept_tasks: Sequence[str]) -> dict[str, float]:
+    """Perplexity, cloze accuracy, and probe accuracy above chance (kept tasks) of the model's current state."""
+    from utils.cloze import cloze_correct
+    from utils.evaluation import multiple_choice, perplexity
+    from utils.tasks import chance_level
+
+    correct = cloze_correct(model, data.cloze_items, data.cloze_ctx)
+    probes = {t: multiple_choice(model, data.tasks[t])["acc"] - chance_level(data.tasks[t]) for t in kept_tasks}
+    return {"perplexity": perplexity(model, data.val_batches), "cloze_acc": sum(correct) / len(correct),
+            "probe_above_chance": statistics.mean(probes.values()) if probes else float("nan"),
+            **{f"probe/{t}": v for t, v in probes.items()}}
+
+
+def record_runs(
+    model: HookedTransformer, latency_raw: dict, protocol: Protocol, ridge: float | None = None,
+    on_progress: Callable[[dict], None] | None = None,
+) -> dict:
+    """Everything notebook 04 compares: the refit diagnostic (first seed), then for each calibration seed
+    every method's order, measured cumulative pruning time and quality at each target.
+
+    ``ridge`` None chooses it by the diagnostic (lowest held-out error at the protocol's calibration size).
+    ``on_progress(partial payload)`` is called after every method (e.g. to save partial work).
+    """
+    from utils.evaluation import task_table
+
+    latency = latency_from_raw(latency_raw, model.cfg.n_layers)
+    data = eval_data(model, protocol)
+    table = task_table(model, data.tasks)
+    kept = [row["task"] for row in table if row["kept"]]
+    originals = original_down_projections(model)
+    diagnostic = []
+    for n_windows in protocol.diagnostic_windows:
+        calib, held = calibration_split(model, n_windows, protocol.calib_ctx, protocol.calib_seeds[0], protocol.source)
+        diagnostic += refit_diagnostic(model, calib, held, protocol.ridge_grid, protocol.diagnostic_candidates)
+    summary = diagnostic_summary(diagnostic)
+    chosen = choose_ridge(summary, protocol.n_calib_windows * protocol.calib_ctx) if ridge is None else ridge
+    on_step = lambda m: quality(m, data, kept)  # noqa: E731
+    payload = {"kind": "runs", "complete": False, "protocol": protocol.__dict__, "calibration_hashes": {},
+               "latency": latency_raw, "dense": quality(model, data, kept), "tasks": table, "kept_tasks": kept,
+               "diagnostic": diagnostic, "diagnostic_summary": summary, "ridge": chosen, "runs": {}}
+    for seed in protocol.calib_seeds:
+        calib, _ = calibration_split(model, protocol.n_calib_windows, protocol.calib_ctx, seed, protocol.source)
+        payload["calibration_hashes"][str(seed)] = tokens_hash(calib)
+        runs = payload["runs"].setdefault(str(seed), {})
+        for name in tqdm(protocol.methods, desc=f"seed {seed}"):
+            result = run_method(name, model, calib, latency, protocol.targets, originals, protocol.top_k, chosen, on_step)
+            runs[name] = {"order": result.order, "total_time_s": result.total_time_s, "steps": result.steps}
+            if on_progress:
+                on_progress(payload)
+    payload["complete"] = True
+    return payload
+
+
+def check_recorded(payload: dict, protocol: Protocol, hashes: dict[str, str]) -> None:
+    """Raise if loaded runs are partial, or were recorded with another protocol or other calibration tokens."""
+    if not payload.get("complete", True):
+        raise ValueError("the recorded runs are partial (the recording stopped early); re-run scripts/record_baseline_orders.py")
+    ignored = ("diagnostic_windows", "diagnostic_candidates")  # the diagnostic does not change the runs
+    recorded = Protocol.from_params(payload["protocol"])
+    diff = {k: (v, getattr(protocol, k)) for k, v in recorded.__dict__.items() if k not in ignored and getattr(protocol, k) != v}
+    if diff:
+        raise ValueError(f"the recorded runs used other parameters {diff} (recorded, here); "
+                         "set recompute_baselines=True or re-run scripts/record_baseline_orders.py")
+    if payload["calibration_hashes"] != hashes:
+        raise ValueError("the recorded runs used other calibration tokens (hash mismatch: the corpus or tokenizer "
+                         "changed); set recompute_baselines=True or re-run scripts/record_baseline_orders.py")
+
+
+def snapshot_rows(payload: dict, latency: LatencyModel, targets: Sequence[float]) -> list[dict]:
+    """One row per seed, method and target: the first recorded step whose estimate reaches the target,
+    with both speed-up formulas, the pruning time to that step and its quality."""
+    rows = []
+    for seed, methods in payload["runs"].items():
+        for name, run in methods.items():
+            for target in targets:
+                step = next((s for s in run["steps"] if s["estimate"] >= target), None)
+                if step is None:
+                    continue
+                kinds = [sublayer(i).kind for i in step["pruned"]]
+                rows.append({"seed": int(seed), "method": name, "target": target,
+                             "speedup_paper": latency.paper_speedup(step["pruned"]),
+                             "speedup_overhead": latency.speedup(step["pruned"]) if latency.remaining_s(step["pruned"]) > 0 else float("nan"),
+                             "pruning_time_s": step["time_s"],
+                             **{k: v for k, v in step.items() if k not in ("pruned", "time_s", "estimate")},
+                             "n_attn": kinds.count("attn"), "n_mlp": kinds.count("mlp"), "pruned": sorted(step["pruned"])})
+    return rows
+
+
+# ----------------------------------------------------------------------------- comparisons over calibration seeds
+
+HIGHER_IS_BETTER = {"cloze_acc": True, "probe_above_chance": True, "perplexity": False}
+MIN_SEEDS = 3  # below this many calibration seeds a comparison says "too few"
+
+
+def per_seed(rows: Sequence[dict], method: str, target: float, metric: str) -> dict[int, float]:
+    """``metric`` of ``method`` at ``target`` for every calibration seed that reached it."""
+    return {r["seed"]: r[metric] for r in rows if r["method"] == method and r["target"] == target}
+
+
+def paired_advantage(rows: Sequence[dict], target: float, reference: str, other: str, metric: str):
+    """Interval over seeds of how much ``reference`` beats ``other`` on ``metric`` (positive = better):
+    accuracy difference in points, or log-perplexity ratio ``log(ppl_other / ppl_reference)``."""
+    import math
+
+    from utils.stats import paired_difference
+
+    a, b = per_seed(rows, other, target, metric), per_seed(rows, reference, target, metric)
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        raise ValueError(f"{reference} and {other} share no seed at target {target}")
+    if HIGHER_IS_BETTER[metric]:
+        return paired_difference([100 * a[s] for s in seeds], [100 * b[s] for s in seeds])
+    return paired_difference([-math.log(a[s]) for s in seeds], [-math.log(b[s]) for s in seeds])
+
+
+def load_or_record(
+    model: HookedTransformer, protocol: Protocol, hashes: dict[str, str], recompute: bool, prompt_len: int,
+    new_tokens: int, repeats: int, root: Path,
+) -> tuple[LatencyModel, dict, dict, str]:
+    """(latency model, its raw timings, the recorded runs, where they come from): measured and recorded
+    in this run when ``recompute``, else loaded from the shipped files under ``root`` and checked."""
+    if recompute:
+        latency, raw = measure_latency_model(model, prompt_len, new_tokens, repeats)
+        raw["machine"] = {"cpu": "this run's machine", "load_average": list(os.getloadavg())}
+        return latency, raw, record_runs(model, raw, protocol), "computed in this run"
+    path = root / RECORDED_RUNS
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} is missing: record it with `python scripts/record_baseline_orders.py --device cuda --out {RECORDED_RUNS}` "
+            "(over 10 minutes on one H200 GPU; hours on two CPU cores), or set recompute_baselines=True")
+    recorded = json.loads(path.read_text())
+    check_recorded(recorded, protocol, hashes)
+    raw, where = recorded["latency"], recorded["machine"]["gpu"] or recorded["machine"]["cpu"]
+    note = (f"LOADED, not computed in this run: runs and latency model from {RECORDED_RUNS}, recorded on {where} "
+            f"({recorded['machine']['date_utc']}, latency {raw['prompt_len']}+{raw['new_tokens']} tokens on that device)")
+    return latency_from_raw(raw, model.cfg.n_layers), raw, recorded, note
+
+
+def live_check(model: HookedTransformer, recorded: dict, calib: torch.Tensor, latency: LatencyModel,
+               protocol: Protocol, seed: str) -> dict:
+    """Recompute here what is cheap, to check the loaded runs: ShortGPT's order on the first seed and the
+    dense perplexity."""
+    from utils.evaluation import perplexity
+
+    order = run_method("shortgpt", model, calib, latency, protocol.targets, original_down_projections(model)).order
+    shipped = recorded["runs"][seed]["shortgpt"]["order"]
+    data = eval_data(model, protocol)
+    return {"shortgpt_order_matches": order[: len(shipped)] == shipped, "dense_perplexity_here": perplexity(model, data.val_batches),
+            "dense_perplexity_recorded": recorded["dense"]["perplexity"]}
+
+
+def closing_table(rows: Sequence[dict], target: float) -> list[dict]:
+    """Per method at ``target``: mean speed-ups and quality over seeds with bootstrap intervals."""
+    from utils.stats import bootstrap_interval
+
+    out = []
+    for name in dict.fromkeys(r["method"] for r in rows):
+        sel = [r for r in rows if r["method"] == name and r["target"] == target]
+        if not sel:
+            continue
+        ci = lambda k, f=1.0, sel=sel: bootstrap_interval([f * r[k] for r in sel]).format(digits=1)  # noqa: E731
+        mean = lambda k, sel=sel: statistics.mean(r[k] for r in sel)  # noqa: E731
+        out.append({"method": name, "seeds": len(sel),
+                    "speed-up (paper formula)": mean("speedup_paper"), "speed-up (with overhead)": mean("speedup_overhead"),
+                    "cloze acc % [95% CI]": ci("cloze_acc", 100), "perplexity [95% CI]": ci("perplexity"),
+                    "probes above chance, pts [95% CI]": ci("probe_above_chance", 100),
+                    "pruning time (s, median)": statistics.median(r["pruning_time_s"] for r in sel),
+                    "attn/MLP removed": f"{mean('n_attn'):.1f}/{mean('n_mlp'):.1f}"})
+    return out
+
+
+def log_time_ratios(rows: Sequence[dict], target: float, others: Sequence[str], reference: str = "sprint") -> list[float]:
+    """Per seed: log(fastest of ``others``' pruning time / ``reference``'s) to reach ``target``."""
+    ratios = []
+    for seed in sorted({r["seed"] for r in rows}):
+        t = {r["method"]: r["pruning_time_s"] for r in rows if r["seed"] == seed and r["target"] == target}
+        if reference in t and any(o in t for o in others):
+            ratios.append(math.log(min(t[o] for o in others if o in t) / t[reference]))
+    return ratios

@@ -1,0 +1,88 @@
+"""Record the runs notebook 04 loads at default scale instead of recomputing them (data/pruning/runs.json).
+
+On one machine (a GPU makes it minutes; two CPU cores take hours): SPRINT's latency model measured there
+with long-context KV-cache generation (dense, 25% of attentions removed, 25% of MLPs removed, interleaved
+repeats); the refit diagnostic; then, for each calibration seed, every method's pruning order with its
+measured cumulative pruning time and the evaluation of the pruned model at each target (perplexity,
+cloze accuracy, templated probes). Every method runs on the same machine, so pruning times compare like
+with like. The file records the machine, date, git commit, parameters and calibration hashes.
+
+    python scripts/record_baseline_orders.py --device cuda --out data/pruning/runs.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from utils import pruning
+from utils.models import load_model
+
+
+def machine() -> dict:
+    """Where this ran: processor or GPU, torch version, threads, load average, date."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or None
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "gpu": gpu, "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "load_average": os.getloadavg(),
+            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "git_commit": commit}
+
+
+def write(path: str, payload: dict) -> None:
+    """Write ``payload`` as JSON atomically."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=1) + "\n")
+    tmp.replace(out)
+
+
+def record(args: argparse.Namespace) -> None:
+    """Measure the latency model, then record every method's runs, and write them."""
+    torch.set_grad_enabled(False)
+    torch.set_num_threads(args.threads)
+    model = load_model(args.model, device=args.device)
+    params = {**pruning.PRESETS["default"], **pruning.PRESETS[args.scale], "source": "shipped",
+              "methods": [*pruning.SPRINT_VARIANTS, *pruning.BASELINE_METHODS], "top_k": 5,
+              "diagnostic_windows": args.diagnostic_windows, "diagnostic_candidates": 0}
+    started = time.perf_counter()
+    _, latency_raw = pruning.measure_latency_model(model, params["latency_prompt_len"], params["latency_new_tokens"], args.repeats)
+    print("latency", json.dumps(latency_raw["samples_s"]), f"{time.perf_counter() - started:.0f} s", flush=True)
+    provenance = {"machine": machine()}
+    save_partial = lambda partial: write(args.out, {**partial, **provenance})  # noqa: E731
+    payload = pruning.record_runs(model, latency_raw, pruning.Protocol.from_params(params), on_progress=save_partial)
+    payload["machine"] = machine()
+    payload["wall_s"] = time.perf_counter() - started
+    write(args.out, payload)
+    print(f"wrote {args.out} in {payload['wall_s']:.0f} s; ridge {payload['ridge']}")
+
+
+def main() -> None:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats of the latency model")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--scale", default="default", choices=list(pruning.PRESETS))
+    parser.add_argument("--diagnostic-windows", type=int, nargs="+", default=[16, 32, 64],
+                        help="calibration sizes (windows of the preset's length) of the refit diagnostic")
+    args = parser.parse_args()
+    record(args)
+
+
+if __name__ == "__main__":
+    main()
