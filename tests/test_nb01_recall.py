@@ -55,7 +55,7 @@ def check_metrics(m: dict, folder: Path) -> None:
     assert len(kl) == n_layers and abs(kl[-1]["tuned lens"]) < 1e-3  # the last layer reads itself
     assert m["enrichment_measure_layer"] == 25  # 0.83 of 30 layers
     assert (
-        max(m["enrichment_knockout"]["first knocked-out layer"]) + 5 - 1 < 25
+        max(r["first knocked-out layer"] for r in m["enrichment_knockout"]) + 5 - 1 < 25
     )  # windows end below it
     assert set(m["enrichment_early_drop"]) == {"mlp", "attn"}
     for shares in (m["extraction_shares"], m["extraction_shares_subject_blocked"]):
