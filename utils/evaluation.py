@@ -47,8 +47,11 @@ def token_loglikelihoods(
     """(sum log p(continuation | context), continuation is greedy) for token-id pairs."""
     if any(not cont for _, cont in pairs):
         raise ValueError("every continuation needs at least one token")
-    inputs = {tuple((ctx + cont)[-model.cfg.n_ctx - 1 : -1]) for ctx, cont in pairs}
-    order = sorted(inputs, key=len, reverse=True)
+    need: dict[tuple[int, ...], int] = {}  # each distinct input -> how many final positions are scored
+    for ctx, cont in pairs:
+        key = tuple((ctx + cont)[-model.cfg.n_ctx - 1 : -1])
+        need[key] = max(need.get(key, 0), len(cont))
+    order = sorted(need, key=len, reverse=True)
     logprobs: dict[tuple[int, ...], torch.Tensor] = {}
     pad = getattr(model.tokenizer, "pad_token_id", None) or 0
     for start in range(0, len(order), batch_size):
@@ -56,9 +59,9 @@ def token_loglikelihoods(
         tokens = torch.full((len(chunk), len(chunk[0])), pad, dtype=torch.long)
         for row, ids in enumerate(chunk):
             tokens[row, : len(ids)] = torch.tensor(ids)
-        out = model(tokens.to(model.cfg.device)).float().log_softmax(-1).cpu()
-        for row, ids in enumerate(chunk):
-            logprobs[ids] = out[row, : len(ids)]
+        logits = model(tokens.to(model.cfg.device))
+        for row, ids in enumerate(chunk):  # keep only the scored positions, on the CPU
+            logprobs[ids] = logits[row, len(ids) - need[ids] : len(ids)].float().log_softmax(-1).cpu()
     results = []
     for ctx, cont in pairs:
         logp = logprobs[tuple((ctx + cont)[-model.cfg.n_ctx - 1 : -1])][-len(cont) :]
