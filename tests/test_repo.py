@@ -54,8 +54,8 @@ def test_notebook_is_committed_clean_with_a_parameters_cell(path):
     assert all(not c.outputs and c.execution_count is None for c in code), "strip outputs before committing"
     tagged = [c for c in code if "parameters" in c.metadata.get("tags", [])]
     assert len(tagged) == 1
-    for name in ("scale", "results_dir"):
-        assert re.search(rf"^{name}(: \w+)? = ", tagged[0].source, flags=re.M), f"the parameters cell lacks {name}"
+    for name in ("scale", "dry_run", "results_dir"):  # typed, as `name: type = value`
+        assert re.search(rf"^{name}: \w+ = ", tagged[0].source, flags=re.M), f"the parameters cell lacks a typed {name}"
 
 
 def _clean_notebooks_script():
@@ -74,6 +74,18 @@ def _registered_kernelspec() -> dict[str, str]:
 
 def test_clean_notebooks_writes_the_kernelspec_make_env_registers():
     assert _clean_notebooks_script().KERNELSPEC == _registered_kernelspec()
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_metadata_is_what_jupyterlab_writes_for_the_project_kernel(path):
+    """Opening a notebook in JupyterLab must not rewrite it: same kernelspec and language_info."""
+    metadata = nbformat.read(path, as_version=4).metadata
+    fix = f"run .venv/bin/python scripts/clean_notebooks.py {path.relative_to(ROOT)}"
+    assert metadata.get("kernelspec") == _registered_kernelspec(), fix
+    info, expected = dict(metadata.get("language_info", {})), _clean_notebooks_script().language_info()
+    assert info.pop("version", "").split(".")[:2] == expected.pop("version").split(".")[:2], fix
+    assert info == expected, fix
+    assert set(metadata) == {"kernelspec", "language_info"}, fix
 
 
 def test_clean_notebooks_strips_a_run_and_is_idempotent(tmp_path):
