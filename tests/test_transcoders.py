@@ -295,6 +295,7 @@ def test_losses_from_a_cached_layer_equal_the_full_model(tiny):
     clean = T.replaced_losses(tiny, ev)
     assert clean["ce"] == pytest.approx(float(tiny(tokens, return_type="loss")), abs=1e-5)
     assert clean["kl"] == pytest.approx(0.0, abs=1e-3)  # float16 clean log-probs
+    assert ev.clean_ce == pytest.approx(clean["ce"], abs=1e-5)
     zero = T.replaced_losses(tiny, ev, {1: T.zero_fn})
     hooks = T.replace_mlps({1: T.zero_fn}, T.model_sinks(tiny, tokens))
     full_zero = float(tiny.run_with_hooks(tokens, return_type="loss", fwd_hooks=hooks))

@@ -891,7 +891,8 @@ class EvalSet:
     ``resid_pre`` / ``x`` / ``y`` hold each layer's input residual stream [batch, pos, d] and the
     MLP's normalised input and write [n_tokens, d] (every token, in ``tokens``' flattened order);
     ``keep`` [n_tokens] is False at attention sinks, which every metric leaves out.
-    ``clean_logprobs`` [batch, pos, vocab] (float16) are the unmodified model's, for KL.
+    ``clean_logprobs`` [batch, pos, vocab] (float16) are the unmodified model's, for KL;
+    ``clean_ce`` is its mean next-token cross-entropy (computed in float32).
     """
 
     tokens: torch.Tensor
@@ -900,6 +901,7 @@ class EvalSet:
     x: dict[int, torch.Tensor]
     y: dict[int, torch.Tensor]
     clean_logprobs: torch.Tensor
+    clean_ce: float
 
     @property
     def keep(self) -> torch.Tensor:
@@ -917,11 +919,15 @@ def eval_set(
     MLP's input and output, plus the clean next-token log-probabilities."""
     names = [n for layer in layers for n in (f"blocks.{layer}.hook_resid_pre", *mlp_hooks(layer))]
     parts: dict[str, list[torch.Tensor]] = {n: [] for n in ["tokens", "logprobs", *names]}
+    total_ce, count = 0.0, 0
     for tokens in token_batches:
         tokens = tokens.to(model.cfg.device)
         logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
+        logprobs = logits.float().log_softmax(-1)
+        total_ce -= float(logprobs[:, :-1].gather(-1, tokens[:, 1:, None]).sum())
+        count += tokens[:, 1:].numel()
         parts["tokens"].append(tokens)
-        parts["logprobs"].append(logits.log_softmax(-1).half())
+        parts["logprobs"].append(logprobs.half())
         for n in names:
             parts[n].append(cache[n])
     cat = {n: torch.cat(v) for n, v in parts.items()}
@@ -933,6 +939,7 @@ def eval_set(
         x={layer: cat[mlp_hooks(layer)[0]].reshape(-1, d) for layer in layers},
         y={layer: cat[mlp_hooks(layer)[1]].reshape(-1, d) for layer in layers},
         clean_logprobs=cat["logprobs"],
+        clean_ce=total_ce / count,
     )
 
 
@@ -1087,7 +1094,7 @@ def dictionary_metrics(
 def ce_baselines(model: HookedTransformer, ev: EvalSet, layer: int) -> dict[str, float]:
     """Clean CE and CE with MLP ``layer`` zero-ablated at non-sink positions (and that KL)."""
     zero = replaced_losses(model, ev, {layer: zero_fn})
-    return {"clean": replaced_losses(model, ev)["ce"], "zero": zero["ce"], "zero_kl": zero["kl"]}
+    return {"clean": ev.clean_ce, "zero": zero["ce"], "zero_kl": zero["kl"]}
 
 
 @torch.no_grad()
@@ -1108,7 +1115,7 @@ def layer_quality(
                 "zero_kl": base["zero_kl"],
             }
         )
-    clean = replaced_losses(model, ev)["ce"]
+    clean = ev.clean_ce
     spliced = replaced_losses(model, ev, {layer: transcoder_fn(tc) for layer, tc in transcoders.items()})
     zeroed = replaced_losses(model, ev, dict.fromkeys(transcoders, zero_fn))
     totals = {
