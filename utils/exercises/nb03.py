@@ -56,7 +56,7 @@ def _feature_cases() -> list[Case]:
 
 def check_feature_attributions(fn) -> None:
     """Check ``fn(acts, W_dec, v) -> [d_sae]`` on random inputs, then for completeness on a tiny model."""
-    check("feature_attributions", fn, C.feature_attributions, _feature_cases())
+    check("Exercise 3.1 feature_attribution_terms", fn, C.feature_attributions, _feature_cases())
     model, transcoders, tr, target = _setup()
     table = C.contributions(model, tr, target, transcoders)
     v = target.vector / tr.scale[C.scale_key(target)][target.pos]
@@ -77,7 +77,7 @@ def _head_cases() -> list[Case]:
 
 def check_head_terms(fn) -> None:
     """Check ``fn(pattern, values, W_O, v) -> [src]`` on random inputs, then for completeness on a tiny model."""
-    check("head_terms", fn, C.head_terms, _head_cases())
+    check("Exercise 3.2 head_attribution_terms", fn, C.head_terms, _head_cases())
     model, transcoders, tr, target = _setup()
     table = C.contributions(model, tr, target, transcoders)
     v = target.vector / tr.scale[C.scale_key(target)][target.pos]
