@@ -22,7 +22,7 @@ def test_notebook_04_runs_and_reports(tmp_path):
         assert sorted(r["target"] for r in rows if r["method"] == name) == sorted(targets)
     lat = m["latency"]
     assert lat["dense_s"] > 0 and all(v > 0 for v in lat["per_sublayer_s"].values())
-    assert lat["attn_mlp_ratio"]["n"] == m["parameters"]["latency_repeats"]
+    assert lat["attn_mlp_ratio"] is None or 1 <= lat["attn_mlp_ratio"]["n"] <= m["parameters"]["latency_repeats"]
     assert m["provenance"] == "computed in this run"  # smoke recomputes everything
     diag = m["refit_diagnostic"]
     assert diag and all(d["tuned/untuned in-sample"] <= 1 + 1e-6 for d in diag)

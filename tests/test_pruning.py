@@ -145,6 +145,11 @@ def test_latency_model_bookkeeping():
     latency, raw = pruning.measure_latency_model(model, 4, 2, repeats=3, timer=FakeTimer(), formula="overhead")
     assert raw["n_removed"] == 2 and len(raw["layers"]) == 2 and len(raw["samples_s"]["dense"]) == 3
     assert pruning.latency_ratios(raw) == pytest.approx([0.5, 0.5, 0.5])
+    interval, testable = pruning.latency_ratio_test(raw)
+    assert interval.estimate == pytest.approx(0.5) and testable
+    noisy = {**raw, "samples_s": {"dense": [1.0, 1.0], "attn_removed": [1.1, 0.9], "mlp_removed": [0.9, 0.8]}}
+    assert pruning.latency_ratios(noisy) == pytest.approx([0.5])  # the repeat where attention saved nothing is undefined
+    assert pruning.latency_ratio_test(noisy)[1] is False  # too few valid repeats
     assert pruning.latency_from_raw(raw, 8).per_sublayer_s == latency.per_sublayer_s
     assert latency.per_sublayer_s == {"attn": pytest.approx(0.5), "mlp": pytest.approx(1.0)}
     assert latency.speedup([]) == 1.0

@@ -222,10 +222,22 @@ def latency_from_raw(raw: dict, n_layers: int, formula: str = "paper") -> Latenc
 
 
 def latency_ratios(raw: dict) -> list[float]:
-    """Attention/MLP latency ratio of each repeat (time saved by removing attentions / by removing MLPs)."""
+    """Attention/MLP latency ratio of each repeat where both removals saved time (others are undefined)."""
     s = raw["samples_s"]
     pairs = zip(s["dense"], s["attn_removed"], s["mlp_removed"], strict=True)
-    return [(d - a) / (d - m) if d - m > 0 else float("inf") for d, a, m in pairs]
+    return [(d - a) / (d - m) for d, a, m in pairs if d - a > 0 and d - m > 0]
+
+
+def latency_ratio_test(raw: dict, min_repeats: int = 3):
+    """(bootstrap interval of the median attention/MLP ratio or None, whether the ratio differs from 1):
+    testable only with ``min_repeats`` valid repeats and an interval that excludes 1."""
+    from utils.stats import bootstrap_interval
+
+    ratios = latency_ratios(raw)
+    if not ratios:
+        return None, False
+    interval = bootstrap_interval(ratios, statistic=statistics.median)
+    return interval, len(ratios) >= min_repeats and not interval.low <= 1 <= interval.high
 
 
 def measured_speedup(
