@@ -8,9 +8,9 @@ Each notebook runs with papermill in a fresh kernel into a staging folder; only 
 finishes replaces its results folder, so a failed run never overwrites a good result. Only a
 ``--reference`` run (default scale) writes the committed ``results/<notebook>/``, ``results/REPORT.md``
 and README's summary table; every other run writes to the git-ignored ``results/runs/<scale>/``
-(``--results-root`` or ``$SUBLAYER_LAB_RESULTS`` moves it). The run stops at the first failing
-notebook, names the failing cell as numbered in the committed notebook, and keeps the executed
-notebook under ``results/runs/failed/``.
+(``--results-root`` or ``$SUBLAYER_LAB_RESULTS`` moves it). A failing notebook is named with
+its failing cell as numbered in the committed notebook, its executed copy is kept under
+``results/runs/failed/``, and the other notebooks still run (the exit status is 1 if any failed).
 """
 
 from __future__ import annotations
@@ -462,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     target = RESULTS_ROOT if args.reference else runs_root() / args.scale
     machine = machine_kind() if args.reference or args.record_runtimes else None
     _stop_on_sigterm()
-    status = 0
+    failed = []
     bar = tqdm(chosen, desc="notebooks", unit="nb")
     for notebook in bar:
         bar.set_postfix_str(notebook.stem)
@@ -470,10 +470,10 @@ def main(argv: list[str] | None = None) -> int:
             metrics = run_notebook(
                 notebook, args.scale, target, parameters=extra, page=args.reference
             )
-        except NotebookFailed as err:
+        except NotebookFailed as err:  # the others still run: one failure hides nothing else
             print(f"\nFAILED: {err}", file=sys.stderr)
-            status = 1
-            break
+            failed.append(notebook.stem)
+            continue
         tqdm.write(
             f"{notebook.stem}: {metrics['run']['wall_time_s']} s -> {target / notebook.stem}"
         )
@@ -482,7 +482,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"report: {write_report(target)}")
     if args.reference:
         update_readme_summary()
-    return status
+    if failed:
+        print(f"{len(failed)} of {len(chosen)} notebooks failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
