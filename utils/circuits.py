@@ -454,7 +454,7 @@ def plot_circuit(graph: Graph, ax, token_labels: Sequence[str], title: str, max_
         text.set_path_effects([patheffects.withStroke(linewidth=2.5, foreground="white")])
     ax.set_xticks(list(range(n_pos)) + [n_pos], [repr(t)[1:-1] for t in token_labels] + ["errors"], rotation=60, fontsize=8)
     ax.set_xlim(-0.7, n_pos + 0.7)
-    ax.set_ylim(-1.7, top + 1)
+    ax.set_ylim(-1.7, top + 2)
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("token position (input token)")
     ax.set_ylabel("layer (heads at the layer, MLP features +0.5)")
