@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_VERBOSITY ?= error
 export TOKENIZERS_PARALLELISM ?= false
 # MPLBACKEND is left unset: papermill's kernels then use the inline backend, so executed notebooks
-# (and the HTML pages made from them) hold their figures; tests set Agg themselves (conftest).
+# (and the HTML pages made from them) hold their figures; tests leave it unset too (conftest).
 
 .PHONY: env student reproduce test test-unit test-notebooks lint benchmarks clean-cache
 

@@ -4,7 +4,9 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-os.environ.setdefault("MPLBACKEND", "Agg")
+# Notebook kernels inherit this environment: with MPLBACKEND unset they draw inline, so executed
+# notebooks (and the HTML pages made from them) keep their figures; this process falls back to Agg.
+os.environ.pop("MPLBACKEND", None)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
