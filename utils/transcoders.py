@@ -49,6 +49,9 @@ from utils.model_layouts import install_fast_blocks
 from utils.outputs import replace_folder
 from utils.sublayers import Sublayer
 
+# Parameter bounds where apply_scale's count rule (positive) does not fit: layer 0 is a real layer.
+RANGES = {"layer": (0, None)}
+
 PRESETS = {
     # every parameter a scale sets; `default` is sized for <= 5 min on 2 CPU cores
     "smoke": {
