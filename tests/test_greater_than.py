@@ -5,6 +5,7 @@ from transformers import PreTrainedTokenizerFast
 
 from utils import circuits
 from utils import greater_than as G
+from utils.models import tiny_model
 
 WORDS = "The war lasted from the year to".split()
 
@@ -72,3 +73,41 @@ def test_probability_difference_picks_the_variant(gpt2_like):
 def test_circuits_keeps_the_names_it_had():
     assert circuits.prob_diff is G.prob_diff and circuits.GT_TEMPLATE == G.GT_TEMPLATE
     assert circuits.greater_than_prompts is G.greater_than_prompts
+
+
+@pytest.mark.parametrize(("name", "n_answers", "later_than_1732"), [("gpt2_like", 100, 67), ("llama_like", 10, 6)])
+def test_the_task_reads_and_scores_either_tokenisation(request, name, n_answers, later_than_1732):
+    tokenizer = request.getfixturevalue(name)
+    task = G.GreaterThan.for_tokenizer(tokenizer)
+    assert len(task.answer_ids) == len(task.labels) == n_answers
+    later, earlier = task.later_earlier(32)
+    assert len(later) == later_than_1732 and not set(later) & set(earlier)
+    prompt = G.greater_than_prompts([32]).prompt[0]
+    pieces = [tokenizer.decode([t]).strip() for t in tokenizer(prompt, add_special_tokens=False)["input_ids"]]
+    assert "".join([p for p in pieces if p in task.labels][task.start_year_tail]) == "32"
+
+
+@pytest.mark.parametrize("name", ["gpt2_like", "llama_like"])
+def test_answer_probabilities_on_a_model_with_that_tokenizer(request, name):
+    tokenizer = request.getfixturevalue(name)
+    model = tiny_model(d_vocab=len(tokenizer), seed=1)
+    model.set_tokenizer(tokenizer)
+    task = circuits.greater_than_task(model)
+    prompts = G.greater_than_prompts([32, 75])
+    probs = circuits.answer_probs(model, task, prompts.prompt)
+    tokens = model.to_tokens(list(prompts.prompt), prepend_bos=False)
+    with torch.no_grad():
+        expected = model(tokens)[:, -1].softmax(-1)[:, list(task.answer_ids)]
+    torch.testing.assert_close(probs, expected)
+    assert circuits.mean_prob_diff(model, task, prompts) == pytest.approx(
+        float(task.probability_difference(expected, prompts).mean())
+    )
+
+
+def test_start_years_spread_over_every_decade():
+    assert G.spread_starts(80) == list(range(10, 90))
+    starts = G.spread_starts(8)
+    assert starts[0] == 10 and starts[-1] == 89 and len(set(starts)) == 8
+    assert {s // 10 for s in starts} == set(range(1, 9))
+    with pytest.raises(ValueError, match="between 1 and 80"):
+        G.spread_starts(81)

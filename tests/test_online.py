@@ -13,7 +13,7 @@ def cache(tmp_path, monkeypatch):
 
 
 def test_source_parameters_are_recognised_by_name():
-    assert all(map(online.is_source_parameter, ["model_name", "source", "facts_source"]))
+    assert all(map(online.is_source_parameter, ["model_name", "source", "facts_source", "lm_eval_tasks"]))
     assert not any(map(online.is_source_parameter, ["dataset_name", "sources", "model"]))
 
 
@@ -31,6 +31,12 @@ def test_only_online_values_are_needs():
         online.online_needs({"model_name": "smollm2-135m", "model_source": "tiny-ode-transformer"})
         == []
     )
+
+
+def test_lm_eval_tasks_are_named_as_needs():
+    needs = online.online_needs({"model_name": "smollm2-135m", "lm_eval_tasks": ["piqa", "boolq"]})
+    assert [(n.kind, n.name) for n in needs] == [("lm-eval task", "piqa"), ("lm-eval task", "boolq")]
+    assert "lm-eval-harness" in str(needs[0])
 
 
 def test_reachable_hub_lets_a_paper_run_start(monkeypatch):
@@ -120,6 +126,7 @@ def test_other_stand_ins(cache):
     assert online.dry_run_value("model_name", "pythia-410m") == "smollm2-135m"
     assert online.dry_run_value("image_source", "cifar100") == "digits"
     assert online.dry_run_value("facts_source", "shipped") == "shipped"
+    assert online.dry_run_value("lm_eval_tasks", ["piqa", "boolq"]) == ["piqa", "boolq"]  # lm-eval is skipped
     texts = [
         json.loads(line) for line in open(online.dry_run_value("attribute_source", "wikipedia"))
     ]

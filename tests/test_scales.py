@@ -97,3 +97,13 @@ def test_paper_dry_run_swaps_in_stand_ins_and_smoke_sizes(tmp_path, monkeypatch)
         namespace["model_name"] == "smollm2-135m" and sizes["n_facts"] == 4 and sizes["lr"] == 0.2
     )
     assert namespace["facts_source"] == str(tmp_path / "dry_run" / "known_1000.json")
+
+
+def test_a_dry_run_preset_takes_precedence_over_smoke(tmp_path, monkeypatch):
+    monkeypatch.setenv("SUBLAYER_LAB_CACHE", str(tmp_path))
+    presets = {**PRESETS, "dry_run": {"n_facts": 2}}
+    sizes = apply_scale(notebook(scale="paper", dry_run=True), presets)
+    assert sizes["n_facts"] == 2 and sizes["lr"] == 0.1  # lr: not in the dry_run preset, so smoke's
+    assert apply_scale(notebook(scale="smoke"), presets)["n_facts"] == 4  # smoke runs keep smoke sizes
+    with pytest.raises(KeyError, match="PRESETS\\['dry_run'\\] sets \\['typo'\\]"):
+        apply_scale(notebook(scale="paper", dry_run=True), {**PRESETS, "dry_run": {"typo": 1}})

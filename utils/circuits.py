@@ -37,12 +37,12 @@ from transformer_lens import HookedTransformer
 
 from utils import transcoders as T
 from utils.greater_than import (  # noqa: F401  (the greater-than task lives there; names kept for callers)
-    DIGITS,
     GT_TEMPLATE,
-    digit_tokens,
+    GreaterThan,
     greater_than_prompts,
     later_earlier,
     prob_diff,
+    spread_starts,
 )
 from utils.transcoders import mlp_hooks
 
@@ -573,7 +573,7 @@ PRESETS = {
         "sweep_layers": [5, 15, 25],
         "n_sweep_tokens": 8_192,
         "max_l0": 100.0,
-        "n_prompts": 80,
+        "n_prompts": 40,
         "n_traced": 4,
         "iterations": 3,
         "branches": 4,
@@ -618,19 +618,37 @@ def prompt_tokens(model: HookedTransformer, prompts: Sequence[str]) -> torch.Ten
     return tokens.to(model.cfg.device)
 
 
+def greater_than_task(model: HookedTransformer) -> GreaterThan:
+    """The greater-than task as ``model``'s tokenizer writes years (single digits or two-digit tokens)."""
+    return GreaterThan.for_tokenizer(model.tokenizer)
+
+
 @torch.no_grad()
-def digit_probs(
+def answer_probs(
     model: HookedTransformer,
+    task: GreaterThan,
     prompts: Sequence[str],
     replacements: Mapping[int, T.Replacement] | None = None,
     fwd_hooks: Sequence = (),
 ) -> torch.Tensor:
-    """Probabilities [n, 10] of the digits '0'..'9' as the next token after each (equal-length)
+    """Probabilities [n, answers] of the task's answers as the next token after each (equal-length)
     prompt, with MLP writes replaced by ``replacements`` (not at sinks) and extra ``fwd_hooks``."""
     tokens = prompt_tokens(model, prompts)
     hooks = T.replace_mlps(replacements or {}, T.model_sinks(model, tokens)) + list(fwd_hooks)
     probs = model.run_with_hooks(tokens, fwd_hooks=hooks)[:, -1].softmax(-1)
-    return probs[:, digit_tokens(model)].cpu()
+    return probs[:, list(task.answer_ids)].cpu()
+
+
+def mean_prob_diff(
+    model: HookedTransformer,
+    task: GreaterThan,
+    prompts: pd.DataFrame,
+    replacements: Mapping[int, T.Replacement] | None = None,
+    fwd_hooks: Sequence = (),
+) -> float:
+    """The task's probability difference averaged over ``prompts``, with ``answer_probs``' replacements."""
+    probs = answer_probs(model, task, prompts.prompt, replacements, fwd_hooks)
+    return float(task.probability_difference(probs, prompts).mean())
 
 
 def mean_write_fn(mean: torch.Tensor) -> T.Replacement:
@@ -647,16 +665,14 @@ def mean_writes(model: HookedTransformer, prompts: Sequence[str], layers: Iterab
 
 
 def layer_effects(
-    model: HookedTransformer, prompts: pd.DataFrame, layers: Sequence[int]
+    model: HookedTransformer, task: GreaterThan, prompts: pd.DataFrame, layers: Sequence[int]
 ) -> pd.Series:
     """Per layer: clean mean probability difference minus the one with that MLP mean-ablated
     (replaced by its mean over prompts; sinks keep the real write). Large = the layer carries the task."""
-    tens = torch.tensor(prompts.tens.to_numpy())
     means = mean_writes(model, prompts.prompt, layers)
-    clean = float(prob_diff(digit_probs(model, prompts.prompt), tens).mean())
+    clean = mean_prob_diff(model, task, prompts)
     effects = {
-        layer: clean
-        - float(prob_diff(digit_probs(model, prompts.prompt, {layer: mean_write_fn(means[layer])}), tens).mean())
+        layer: clean - mean_prob_diff(model, task, prompts, {layer: mean_write_fn(means[layer])})
         for layer in tqdm(layers, desc="mean-ablating each MLP")
     }
     return pd.Series(effects, name="effect")
@@ -718,6 +734,7 @@ def neurons_kept(means: MeanActs, keep: Mapping[int, torch.Tensor]) -> list:
 
 def unit_scores(
     model: HookedTransformer,
+    task: GreaterThan,
     prompts: pd.DataFrame,
     means: MeanActs,
     transcoders: Mapping[int, Any] | None = None,
@@ -727,7 +744,6 @@ def unit_scores(
     features (transcoders spliced, sinks real) or, without transcoders, the MLP neurons of the
     layers in ``means``."""
     tokens = prompt_tokens(model, prompts.prompt)
-    tens = torch.tensor(prompts.tens.to_numpy())
     store: dict[int, torch.Tensor] = {}
 
     def keep_grad(act: torch.Tensor, layer: int) -> torch.Tensor:
@@ -748,8 +764,8 @@ def unit_scores(
         ]
     with torch.enable_grad():
         logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
-        probs = logits[:, -1].softmax(-1)[:, digit_tokens(model)]
-        prob_diff(probs.cpu(), tens).mean().backward()
+        probs = logits[:, -1].softmax(-1)[:, list(task.answer_ids)]
+        task.probability_difference(probs.cpu(), prompts).mean().backward()
     return {
         layer: ((a - means[layer].to(a)) * a.grad).sum(1).abs().mean(0).detach().cpu()
         for layer, a in store.items()
@@ -832,6 +848,7 @@ def topk_overlap(table: pd.DataFrame, weights: pd.DataFrame, k: int, k_weights: 
 
 def precision_at_k(
     model: HookedTransformer,
+    task: GreaterThan,
     prompts: pd.DataFrame,
     units: Mapping[int, torch.Tensor],
     ablate_one,
@@ -839,13 +856,11 @@ def precision_at_k(
 ) -> float:
     """Share of ``units`` (layer -> ids) whose mean-ablation alone moves the mean probability
     difference by at least ``min_effect``; ``ablate_one(layer, unit)`` gives (replacements, hooks)."""
-    tens = torch.tensor(prompts.tens.to_numpy())
-    clean = float(prob_diff(digit_probs(model, prompts.prompt), tens).mean())
+    clean = mean_prob_diff(model, task, prompts)
     flags = []
     for layer, ids in units.items():
         for unit in ids.tolist():
-            replacements, hooks = ablate_one(layer, unit)
-            value = float(prob_diff(digit_probs(model, prompts.prompt, replacements, hooks), tens).mean())
+            value = mean_prob_diff(model, task, prompts, *ablate_one(layer, unit))
             flags.append(abs(clean - value) >= min_effect)
     return float(np.mean(flags)) if flags else float("nan")
 

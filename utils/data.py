@@ -39,7 +39,7 @@ KNOWN_1000_REQUIRED = ("subject", "attribute", "prompt", "relation_id")  # known
 OTHER_DELIMITERS = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
 ONLINE_CORPORA = {
     # name: (datasets path, config, split, text field)
-    "wikitext": ("Salesforce/wikitext", "wikitext-103-raw-v1", "train", "text"),
+    "wikitext": ("Salesforce/wikitext", "wikitext-2-raw-v1", "train", "text"),  # SPRINT calibrates on WikiText-2
     "pile-10k": ("NeelNanda/pile-10k", None, "train", "text"),
     "openwebtext": ("Skylion007/openwebtext", None, "train", "text"),
 }

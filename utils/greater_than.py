@@ -9,12 +9,14 @@ token after the start year. What that next token is depends on the tokenizer:
 * ``"two_digit"`` (GPT-2 writes "1732" as "17" "32"): the next token is the two-digit YY, as in the
   paper; the probability difference is p(YY > start) - p(YY <= start).
 
-``year_split`` reads which one a tokenizer uses, so a notebook never has to be told.
+``year_split`` reads which one a tokenizer uses and ``GreaterThan.for_tokenizer`` builds the task
+for it, so a notebook never has to be told.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import pandas as pd
@@ -58,6 +60,14 @@ def answer_tokens(tokenizer, split: YearSplit) -> list[int]:
     return [i[0] for i in ids]
 
 
+def spread_starts(n: int, low: int = 10, high: int = 89) -> list[int]:
+    """``n`` distinct start years (last two digits) spread evenly over ``low``..``high``, so a few
+    prompts still cover every decade."""
+    if not 1 <= n <= high - low + 1:
+        raise ValueError(f"need between 1 and {high - low + 1} start years in {low}..{high}, got {n}")
+    return [round(low + i * (high - low) / max(n - 1, 1)) for i in range(n)]
+
+
 def greater_than_prompts(starts: Sequence[int] = range(10, 90)) -> pd.DataFrame:
     """Prompts 'The war lasted from the year 17XY to the year 17' with the start year's XY and
     its tens digit X (the end year's next token is a digit X or the two digits YY, see year_split)."""
@@ -71,16 +81,6 @@ def greater_than_prompts(starts: Sequence[int] = range(10, 90)) -> pd.DataFrame:
             "tens": [s // 10 for s in starts],
         }
     )
-
-
-def digit_tokens(model) -> list[int]:
-    """The token ids of the ten digits (raises if the tokenizer does not give each one token)."""
-    ids = [model.to_tokens(d, prepend_bos=False)[0].tolist() for d in DIGITS]
-    if any(len(i) != 1 for i in ids):
-        raise ValueError(
-            "this tokenizer does not split numbers into single digits; greater_than_prompts needs that"
-        )
-    return [i[0] for i in ids]
 
 
 def prob_diff(digit_probs: torch.Tensor, tens: torch.Tensor) -> torch.Tensor:
@@ -116,3 +116,45 @@ def later_earlier(tens: int) -> tuple[list[int], list[int]]:
     if not 1 <= tens <= 8:
         raise ValueError(f"need a tens digit in 1..8 so both sides are non-empty, got {tens}")
     return list(range(tens + 1, 10)), list(range(tens))
+
+
+def later_earlier_years(start: int) -> tuple[list[int], list[int]]:
+    """The two-digit answers YY that make the end year later than the start year's ``start``, and
+    those that do not (equal counts as not later, as in the paper's probability difference)."""
+    if not 0 <= start <= 98:
+        raise ValueError(f"need a start year's last two digits in 0..98 so both sides are non-empty, got {start}")
+    return list(range(start + 1, 100)), list(range(start + 1))
+
+
+@dataclass(frozen=True)
+class GreaterThan:
+    """The greater-than task as one tokenizer writes years: its answer tokens and how they are scored."""
+
+    split: YearSplit
+    answer_ids: tuple[int, ...]  # token ids of the answers, in the order of ``labels``
+
+    @classmethod
+    def for_tokenizer(cls, tokenizer) -> GreaterThan:
+        """The task for ``tokenizer``: single-digit answers or two-digit answers, read from how it writes 1732."""
+        split = year_split(tokenizer)
+        return cls(split, tuple(answer_tokens(tokenizer, split)))
+
+    @property
+    def labels(self) -> list[str]:
+        """The answers as text: '0'..'9' or '00'..'99'."""
+        return list(DIGITS) if self.split == "digits" else list(TWO_DIGITS)
+
+    @property
+    def start_year_tail(self) -> slice:
+        """Which of a prompt's number tokens (those whose text is an answer) are the start year's last
+        two digits: the 3rd and 4th of "1" "7" "3" "2" ..., or the 2nd of "17" "32" ..."""
+        return slice(2, 4) if self.split == "digits" else slice(1, 2)
+
+    def probability_difference(self, probs: torch.Tensor, prompts: pd.DataFrame) -> torch.Tensor:
+        """Per prompt, the task's probability difference from ``probs`` [n, answers]."""
+        return probability_difference(probs, prompts, self.split)
+
+    def later_earlier(self, start: int) -> tuple[list[int], list[int]]:
+        """Answer indices that make the end year later than a start year ending in ``start`` (0..99),
+        and those that make it earlier (for digits the start's own tens digit is in neither)."""
+        return later_earlier(start // 10) if self.split == "digits" else later_earlier_years(start)

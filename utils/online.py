@@ -1,6 +1,7 @@
 """What a notebook needs from the network at paper scale, and the offline stand-ins of a dry run.
 
-A parameter named ``model_name``, ``source`` or ``*_source`` names a model or a dataset. Before a
+A parameter named ``model_name``, ``source``, ``*_source`` or ``lm_eval_tasks`` names a model, a
+dataset or lm-eval-harness tasks (whose datasets lm-eval downloads). Before a
 paper-scale run does any work, ``require_online`` checks once (short timeout, or ``HF_HUB_OFFLINE``
 read at call time) that the Hugging Face hub is reachable; when it is not, the run stops with one
 message naming every model and dataset it needs and how to get them. ``dry_run_value`` swaps each of
@@ -30,6 +31,7 @@ OFFLINE_ENV = "HF_HUB_OFFLINE"
 TRUE_VALUES = {"1", "ON", "YES", "TRUE"}  # as huggingface_hub reads its flags
 EMBEDDED_NAME = "smollm2-135m"  # utils.models.EMBEDDED_NAME (kept here so this module stays light)
 STAND_INS_DIR = "dry_run"
+LM_EVAL_TASKS = "lm_eval_tasks"  # the parameter naming lm-eval-harness tasks (a dry run skips lm-eval)
 
 
 class OnlineRequiredError(RuntimeError):
@@ -37,8 +39,8 @@ class OnlineRequiredError(RuntimeError):
 
 
 def is_source_parameter(name: str) -> bool:
-    """Whether a parameter names a model or dataset: ``model_name``, ``source`` or ``*_source``."""
-    return name in ("model_name", "source") or name.endswith("_source")
+    """Whether a parameter names models or data: ``model_name``, ``source``, ``*_source`` or ``lm_eval_tasks``."""
+    return name in ("model_name", "source", LM_EVAL_TASKS) or name.endswith("_source")
 
 
 def hub_offline_set() -> bool:
@@ -138,6 +140,10 @@ def _official_model(name: str) -> str | None:
 
 def _need(parameter: str, value: str) -> Need | None:
     """The network need of one value, or None when it is local (shipped, a file, a bundled set)."""
+    if parameter == LM_EVAL_TASKS:
+        return Need(
+            parameter, value, "lm-eval task", "its dataset, downloaded by lm-eval-harness from the hub on first use"
+        )
     if parameter == "model_name":
         official = _official_model(value)
         if official is None:
@@ -274,6 +280,8 @@ def dry_run_value(parameter: str, value: Any) -> Any:
         return value
     if need.kind == "model":
         return EMBEDDED_NAME
+    if need.kind == "lm-eval task":
+        return value  # a dry run does not run lm-eval
     if value in STAND_INS:
         return STAND_INS[value]()
     return str(stand_in_corpus())

@@ -4,7 +4,8 @@
 parameters the caller did not change from the chosen scale, checks every parameter's type and range
 (types from the ``default`` preset's values, else from the parameters cell's annotations), and at
 ``scale="paper"`` either checks that the network is there (``utils.online``) or, with
-``dry_run=True``, swaps in offline stand-ins and the smoke sizes while keeping every paper branch.
+``dry_run=True``, swaps in offline stand-ins and the smallest sizes (the smoke preset, overridden by a
+``dry_run`` preset where a notebook has one) while keeping every paper branch.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from utils import online
 
 SCALES = ("smoke", "default", "paper")
+DRY_RUN = "dry_run"  # optional preset of the sizes a paper-scale dry run uses (else smoke's)
 Bounds = tuple[float | None, float | None]
 
 
@@ -33,6 +35,12 @@ def _preset_keys(presets: Mapping[str, Mapping[str, Any]], scale: str) -> None:
         )
 
 
+def dry_run_sizes(presets: Mapping[str, Mapping[str, Any]]) -> Mapping[str, Any]:
+    """The sizes a dry run uses: the ``smoke`` preset, with the ``dry_run`` preset's values (smaller
+    still, where a notebook has one) taking precedence."""
+    return {**presets.get("smoke", {}), **presets.get(DRY_RUN, {})}
+
+
 def _resolve(
     namespace: MutableMapping[str, Any],
     presets: Mapping[str, Mapping[str, Any]],
@@ -41,6 +49,7 @@ def _resolve(
 ) -> dict:
     """Fill every preset key not changed by the caller from the scale's preset (smoke sizes in a dry run)."""
     default = presets["default"]
+    rehearsal = dry_run_sizes(presets)
     resolved = {}
     for key, default_value in default.items():
         if key not in namespace:
@@ -50,10 +59,10 @@ def _resolve(
         if (
             dry_run
             and current == default_value
-            and key in presets.get("smoke", {})
+            and key in rehearsal
             and not online.is_source_parameter(key)
         ):
-            value = presets["smoke"][key]
+            value = rehearsal[key]
         namespace[key] = resolved[key] = value
     return resolved
 
@@ -175,7 +184,7 @@ def apply_scale(
     every other one takes the chosen scale's value. Then every parameter is checked (see
     ``validate``; ``ranges`` overrides bounds). At ``scale="paper"`` the models and datasets the
     parameters name must be reachable (else one message lists them), unless ``dry_run=True``, which
-    swaps them for offline stand-ins and uses the smoke sizes where the caller set none.
+    swaps them for offline stand-ins and uses ``dry_run_sizes`` where the caller set none.
     """
     scale = namespace.get("scale")
     if scale not in SCALES or scale not in presets:
@@ -186,6 +195,8 @@ def apply_scale(
     if dry_run and scale != "paper":
         raise ParameterError(f"dry_run=True rehearses scale='paper'; got scale={scale!r}")
     _preset_keys(presets, scale)
+    if dry_run and DRY_RUN in presets:
+        _preset_keys(presets, DRY_RUN)
     defaults = presets["default"]
     resolved = _resolve(namespace, presets, scale, dry_run)
     validate(namespace, defaults, ranges)  # before any model or data is loaded
