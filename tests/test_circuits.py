@@ -6,7 +6,6 @@ import torch
 from utils import circuits as C
 from utils import transcoders as T
 from utils.models import tiny_model
-from utils.transcoders import SparseTranscoder
 
 
 @pytest.fixture(scope="module")
@@ -14,13 +13,8 @@ def setup():
     """A 3-layer tiny model, random transcoders on layers 0 and 2 (layer 1 keeps its MLP), one prompt."""
     torch.set_grad_enabled(False)
     model = tiny_model(n_layers=3, seed=2)
-    transcoders = {}
-    for layer in (0, 2):
-        tc = SparseTranscoder(model.cfg.d_model, 48, model.cfg.d_model, seed=layer)
-        tc.b_pre.normal_(std=0.1)
-        tc.b_enc.normal_(std=0.2)
-        tc.b_dec.normal_(std=0.1)
-        transcoders[layer] = tc.to_sae_lens(layer) if layer == 0 else tc  # both flavours
+    transcoders = {layer: T.random_transcoder(model.cfg.d_model, 48, seed=layer) for layer in (0, 2)}
+    transcoders[0] = transcoders[0].to_sae_lens(0)  # both flavours: sae-lens's and ours
     tokens = torch.randint(0, model.cfg.d_vocab, (10,), generator=torch.Generator().manual_seed(3))
     return model, transcoders, tokens, C.trace(model, tokens, transcoders)
 
@@ -236,3 +230,12 @@ def test_hit_rate_against_hypotheses():
     contexts = pd.DataFrame({"token": [" cat", "Cat", "dog"]})
     assert C.hit_rate(contexts, {"cat"}) == pytest.approx(2 / 3)
     assert C.hit_rate(contexts.iloc[:0], {"cat"}) != C.hit_rate(contexts.iloc[:0], {"cat"})  # NaN when empty
+
+
+def test_targets_reached_from_two_parents_add_up(setup):
+    model, transcoders, tokens, tr = setup
+    a, b = C.feature_target(tr, transcoders, 2, 6, 7, 0.5), C.feature_target(tr, transcoders, 2, 6, 7, 1.5)
+    both = a.plus(b)
+    assert C.target_value(tr, both) == pytest.approx(C.target_value(tr, a) + C.target_value(tr, b), rel=1e-5)
+    with pytest.raises(ValueError, match="cannot add targets"):
+        a.plus(C.feature_target(tr, transcoders, 2, 5, 7))

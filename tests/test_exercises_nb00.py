@@ -9,7 +9,7 @@ from utils.tour import decode_residual
 
 def test_the_reference_passes(capsys):
     nb00.check_decode_residual(decode_residual)
-    assert "✓ Exercise 0.1: matches the reference on all 3 inputs" in capsys.readouterr().out
+    assert "✓ Exercise 0.1 decode_residual: matches the reference on all 3 inputs" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
@@ -30,5 +30,5 @@ def test_a_stub_is_named_as_not_written():
     def stub(model, resid):
         raise NotImplementedError("Exercise 0.1: Decode a residual stream")
 
-    with pytest.raises(NotImplementedError, match="Exercise 0.1: not written yet"):
+    with pytest.raises(NotImplementedError, match="Exercise 0.1 decode_residual: not written yet"):
         nb00.check_decode_residual(stub)

@@ -61,5 +61,5 @@ def test_stub_says_it_is_not_written():
     def stub(*args):
         raise NotImplementedError
 
-    with pytest.raises(NotImplementedError, match="knockout_mask: not written yet"):
+    with pytest.raises(NotImplementedError, match="Exercise 1.1 knockout_mask: not written yet"):
         nb01.check_knockout_mask(stub)

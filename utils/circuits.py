@@ -130,6 +130,12 @@ class Target:
         """A hashable description (without the vector)."""
         return (self.site, self.layer, self.pos)
 
+    def plus(self, other: Target) -> Target:
+        """The sum of two targets read at the same site (a node reached from two parents)."""
+        if other.key() != self.key():
+            raise ValueError(f"cannot add targets read at {self.key()} and {other.key()}")
+        return replace(self, vector=self.vector + other.vector, bias=self.bias + other.bias)
+
 
 def _resid_key(target: Target) -> str:
     return {"mlp": f"mid{target.layer}", "attn": f"pre{target.layer}", "final": "final"}[
@@ -329,7 +335,8 @@ def path_search(
     largest expandable contributions (features, heads; by |attribution|) become edges, and so do
     its ``branches`` largest leaf terms (embeddings, errors, biases, untranscoded MLPs), so error
     terms stay visible without crowding out the paths; the ``beam`` largest expandable children
-    form the next frontier. Attributions are in root units."""
+    form the next frontier. A node reached from several parents is expanded once, with the sum of
+    their targets, so its edges carry its whole attribution to the root. Attributions are in root units."""
     graph = Graph()
     graph.nodes[root_name] = {
         "kind": "target",
@@ -339,7 +346,7 @@ def path_search(
     }
     frontier: list[tuple[str, Target]] = [(root_name, root)]
     for _ in range(iterations):
-        children: list[tuple[float, str, Target]] = []
+        children: dict[str, tuple[float, Target]] = {}  # node -> (attribution, target) summed over parents
         for name, target in frontier:
             graph.targets[name] = target
             table = contributions(model, tr, target, transcoders)
@@ -356,9 +363,11 @@ def path_search(
                 if row["kind"] in EXPANDABLE:
                     nxt = expand(model, tr, transcoders, row, target)
                     if nxt is not None:
-                        children.append((abs(row["attribution"]), child, nxt))
-        children.sort(key=lambda c: -c[0])
-        frontier = [(name, t) for _, name, t in children[:beam]]
+                        total, seen = children.get(child, (0.0, None))
+                        children[child] = (total + row["attribution"], nxt if seen is None else seen.plus(nxt))
+        fresh = [(name, c) for name, c in children.items() if name not in graph.targets]  # expand each node once
+        fresh.sort(key=lambda item: -abs(item[1][0]))
+        frontier = [(name, t) for name, (_, t) in fresh[:beam]]
         if not frontier:
             break
     return graph

@@ -423,6 +423,16 @@ class SparseTranscoder(nn.Module):
         return out.eval()
 
 
+def random_transcoder(d_model: int, d_sae: int, seed: int = 0, bias_std: float = 0.2) -> SparseTranscoder:
+    """An untrained transcoder with seeded random weights and biases, for checks on tiny models."""
+    tc = SparseTranscoder(d_model, d_sae, d_model, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for bias in (tc.b_pre, tc.b_enc, tc.b_dec):
+            bias.copy_(torch.randn(bias.shape, generator=g) * bias_std)
+    return tc
+
+
 def output_scale(y: torch.Tensor) -> torch.Tensor:
     """The factor that gives targets ``y`` [n, d] the expected norm sqrt(d) (sae-lens's convention)."""
     return math.sqrt(y.shape[-1]) / y.float().pow(2).sum(-1).mean().sqrt().clamp_min(1e-12)

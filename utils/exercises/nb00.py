@@ -19,4 +19,4 @@ def check_decode_residual(decode_residual_fn: Callable) -> None:
         Case(f"{batch} residual vectors of width {model.cfg.d_model}, scaled by {scale}", (model, scale * torch.randn(batch, model.cfg.d_model, generator=generator)))
         for batch, scale in ((1, 1.0), (4, 10.0), (3, 0.1))
     ]
-    check("Exercise 0.1", decode_residual_fn, decode_residual, cases)
+    check("Exercise 0.1 decode_residual", decode_residual_fn, decode_residual, cases)

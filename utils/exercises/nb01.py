@@ -20,7 +20,7 @@ def check_knockout_mask(knockout_mask: Callable) -> None:
         for n, last, s0, s1 in [(7, 6, 2, 4), (5, 4, 0, 2), (9, 6, 3, 4)]
         for source in recall.KNOCKOUT_SOURCES
     ]
-    check("knockout_mask", knockout_mask, recall.knockout_mask, cases)
+    check("Exercise 1.1 knockout_mask", knockout_mask, recall.knockout_mask, cases)
 
 
 def _rate(
@@ -48,4 +48,4 @@ def check_attributes_rate(attributes_rate: Callable) -> None:
                 (logits, attributes, eligible, top, keep),
             )
         )
-    check("attributes_rate", attributes_rate, _rate, cases)
+    check("Exercise 1.2 attributes_rate", attributes_rate, _rate, cases)

@@ -43,7 +43,7 @@ def _forward_cases() -> list[Case]:
 
 def check_transcoder_forward(fn) -> None:
     """Check ``fn(x, W_enc, b_enc, b_pre, W_dec, b_dec) -> (acts, pred)``."""
-    check("transcoder_forward", fn, _reference_forward, _forward_cases())
+    check("Exercise 2.1 transcoder_forward", fn, _reference_forward, _forward_cases())
 
 
 def _loss_cases() -> list[Case]:
@@ -63,4 +63,4 @@ def _loss_cases() -> list[Case]:
 
 def check_transcoder_loss(fn) -> None:
     """Check ``fn(pred, target, acts, W_dec, l1) -> {"loss", "nmse", "l1"}``."""
-    check("transcoder_loss", fn, transcoder_loss, _loss_cases())
+    check("Exercise 2.2 transcoder_loss", fn, transcoder_loss, _loss_cases())

@@ -14,18 +14,14 @@ import torch
 from utils import circuits as C
 from utils.checks import Case, ExerciseFailed, check
 from utils.models import tiny_model
-from utils.transcoders import SparseTranscoder
+from utils.transcoders import random_transcoder
 
 
 def _setup():
     """A 3-layer tiny model with random transcoders on layers 0 and 1, traced on one prompt."""
     torch.set_grad_enabled(False)
     model = tiny_model(n_layers=3, seed=2)
-    transcoders = {}
-    for layer in (0, 1):
-        tc = SparseTranscoder(model.cfg.d_model, 48, model.cfg.d_model, seed=layer)
-        tc.b_enc.normal_(std=0.3)
-        transcoders[layer] = tc
+    transcoders = {layer: random_transcoder(model.cfg.d_model, 48, seed=layer, bias_std=0.3) for layer in (0, 1)}
     tokens = torch.randint(0, model.cfg.d_vocab, (10,), generator=torch.Generator().manual_seed(3))
     tr = C.trace(model, tokens, transcoders)
     target = C.logit_target(model, 7, [1, 2], [3])

@@ -40,7 +40,7 @@ def _refit_cases() -> list[Case]:
 
 def check_fit_down_projection(fn) -> None:
     """Check ``fn(x, target, w0, ridge)`` against the reference refit."""
-    check("fit_down_projection", fn, fit_down_projection, _refit_cases(), atol=1e-4, rtol=1e-3)
+    check("Exercise 4.1 fit_down_projection", fn, fit_down_projection, _refit_cases(), atol=1e-4, rtol=1e-3)
 
 
 def _l1_cases() -> list[Case]:
@@ -58,4 +58,4 @@ def _l1_cases() -> list[Case]:
 
 def check_relative_l1(fn) -> None:
     """Check ``fn(y, y_hat)`` against SPRINT's relative L1 sensitivity."""
-    check("relative_l1", fn, relative_l1, _l1_cases())
+    check("Exercise 4.2 relative_l1", fn, relative_l1, _l1_cases())
