@@ -1,15 +1,26 @@
-"""Every notebook at scale='paper' with dry_run=True: the paper branches on offline stand-ins, clipped sizes."""
+"""Every notebook at scale='paper' with dry_run=True: the paper branches on offline stand-ins, the
+smallest sizes, two notebooks at a time (the six together take about two minutes on two cores)."""
 
 import pytest
 
-from utils.reproduce import notebooks, run_notebook
+from tests.notebook_runner import run_dry_all
+from utils.reproduce import notebooks
 
 NOTEBOOKS = [p.stem for p in notebooks()]
+WORKERS = 2
+
+
+@pytest.fixture(scope="module")
+def dry_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dry_runs")
+    return root, run_dry_all(NOTEBOOKS, root, WORKERS)
 
 
 @pytest.mark.notebook
 @pytest.mark.parametrize("stem", NOTEBOOKS)
-def test_paper_dry_run_takes_the_paper_branches_offline(stem, tmp_path):
-    (notebook,) = notebooks(stem)
-    metrics = run_notebook(notebook, "paper", results_root=tmp_path, parameters={"dry_run": True})
-    assert metrics["scale"] == "paper" and (tmp_path / stem / "metrics.json").is_file()
+def test_paper_dry_run_takes_the_paper_branches_offline(stem, dry_runs):
+    root, outcomes = dry_runs
+    if isinstance(outcomes[stem], Exception):
+        raise outcomes[stem]
+    assert outcomes[stem]["scale"] == "paper" and (root / stem / "metrics.json").is_file()
+    print(f"{stem}: {outcomes[stem]['run']['wall_time_s']:.0f} s")

@@ -44,6 +44,10 @@ PRESETS = {
         "ridge_grid": [0.1, 1.0], "diagnostic_windows": [2], "diagnostic_candidates": 3,
         "latency_prompt_len": 4, "latency_new_tokens": 2, "latency_repeats": 2, "recompute_baselines": True,
     },
+    "dry_run": {  # a paper-scale rehearsal (dry_run=True): every branch, the smallest sizes
+        "targets": [1.02], "n_calib_windows": 1, "n_val_tokens": 32, "n_task_items": 2, "n_cloze_items": 2,
+        "ridge_grid": [1.0], "diagnostic_windows": [1], "diagnostic_candidates": 1, "latency_repeats": 1,
+    },
     "default": {  # the recorded runs (data/pruning/runs.json) were made with exactly these values
         "model_name": "smollm2-135m", "source": "shipped", "device": "cpu", "targets": [1.1, 1.2, 1.3], "n_calib_windows": 16, "calib_ctx": 128, "calib_seeds": [0, 1, 2],
         "n_val_tokens": 4096, "val_ctx": 128, "n_task_items": 32, "n_cloze_items": 160, "cloze_ctx": 128,

@@ -57,6 +57,18 @@ PRESETS = {
         "n_top_heads": 2,
         "n_examples": 2,
     },
+    "dry_run": {  # a paper-scale rehearsal (dry_run=True): every branch, the smallest sizes
+        "max_candidates": 24,
+        "n_facts": 6,
+        "knockout_stride": 15,
+        "enrich_stride": 10,
+        "fact_batch": 8,
+        "top_tokens": 100,
+        "kept_tokens": 20,
+        "lens_tokens": 256,
+        "n_top_heads": 1,
+        "n_examples": 1,
+    },
     "default": {
         "model_name": "smollm2-135m",
         "facts_source": "shipped",

@@ -68,6 +68,16 @@ PRESETS = {
         "n_blind": 2,
         "top_k": 5,
     },
+    "dry_run": {  # a paper-scale rehearsal (dry_run=True): every branch, the smallest sizes
+        "n_train_tokens": 1_024,
+        "n_eval_tokens": 128,
+        "epochs": 1,
+        "d_sae": 128,
+        "transcoder_l1": [0.1],
+        "sae_l1": [1.0],
+        "n_interpret": 1,
+        "n_blind": 1,
+    },
     "default": {
         "model_name": "smollm2-135m",
         "source": "shipped",
