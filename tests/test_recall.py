@@ -445,3 +445,18 @@ def test_peak_statistics_pick_each_positions_best_layer():
     assert peaks["first token"]["layer"] == 2 and peaks["first token"]["n"] == 30
     advantage = recall.peak_advantage(values, "last subject", ["first token", "first subject"])
     assert advantage.estimate == pytest.approx(0.3) and advantage.low == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("norm", ["RMSPre", "LNPre", "LN"])
+def test_head_top_tokens_read_each_head_like_project(norm):
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    cfg = HookedTransformerConfig(n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=64, d_vocab=97, n_ctx=16,
+                                  act_fn="gelu", normalization_type=norm, seed=0)
+    model = HookedTransformer(cfg)
+    if norm == "LNPre":
+        model.b_U.data.normal_(std=0.5)  # a bias makes the norm's scale matter to the argmax
+    z = torch.randn(70, 4, 8, generator=torch.Generator().manual_seed(0))  # 70 > one chunk of 64
+    writes = torch.einsum("nhe,hed->nhd", z, model.blocks[1].attn.W_O)
+    direct = recall.project(model, writes).argmax(-1)
+    assert torch.equal(recall.head_top_tokens(model, z, 1), direct)

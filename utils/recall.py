@@ -856,6 +856,7 @@ def sublayer_top_tokens(
         for layer in range(n_layers)
         for kind, hook in kinds.items()
     }
+    z = torch.zeros(len(facts), n_layers, n_heads, model.cfg.d_head, device=model.cfg.device) if heads else None
     for g in tqdm(
         list(_batches(model, facts, fact_batch)), desc="sublayer projections", disable=not progress
     ):
@@ -870,10 +871,40 @@ def sublayer_top_tokens(
             )
         for name, (kind, layer) in names.items():
             act = cache[name][g.rows, g.last]
-            if kind == "heads":  # z [G, H, d_head] -> each head's write [G, H, d_model]
-                act = torch.einsum("ghe,hed->ghd", act, model.blocks[layer].attn.W_O)
-            out[kind][g.index, layer] = project(model, act).argmax(-1).cpu()
+            if kind == "heads":  # z [G, H, d_head], read below one layer at a time
+                z[g.index.to(z.device), layer] = act
+            else:
+                out[kind][g.index, layer] = project(model, act).argmax(-1).cpu()
+    if heads:
+        for layer in range(n_layers):
+            out["heads"][:, layer] = head_top_tokens(model, z[:, layer], layer).cpu()
     return out
+
+
+FACTORED_NORMS = {"RMSNormPre": False, "LayerNormPre": True}  # weightless final norms: name -> centres its input
+
+
+def head_top_tokens(model: HookedTransformer, z: torch.Tensor, layer: int, chunk: int = 64) -> torch.Tensor:
+    """Top-1 token [N, H] of each head's write z[:, h] W_O[h] at ``layer`` read like ``project``.
+
+    With a weightless final norm (TransformerLens's folded RMSNormPre or LayerNormPre) the logits are
+    s · z_h (W_O[h] C W_U) + b_U, with s > 0 the norm's scale of that write and C the centring (LayerNorm
+    only). So the [d_head, vocab] readout of each head is formed once, instead of a [d_model, vocab]
+    product per head and fact: about d_model / d_head times fewer operations. Other norms use ``project``.
+    """
+    w_o = model.blocks[layer].attn.W_O  # [H, d_head, d_model]
+    writes = torch.einsum("nhe,hed->nhd", z, w_o)
+    kind = type(model.ln_final).__name__
+    if kind not in FACTORED_NORMS:
+        return project(model, writes).argmax(-1)
+    centred = writes - writes.mean(-1, keepdim=True) if FACTORED_NORMS[kind] else writes
+    scale = model.ln_final(writes).norm(dim=-1) / centred.norm(dim=-1).clamp_min(1e-30)  # [N, H]
+    w_u = model.W_U - model.W_U.mean(0, keepdim=True) if FACTORED_NORMS[kind] else model.W_U
+    readout = torch.einsum("hed,dv->hev", w_o, w_u)  # [H, d_head, vocab]
+    return torch.cat([
+        (torch.einsum("nhe,hev->nhv", part, readout) * s[..., None] + model.b_U).argmax(-1)
+        for part, s in zip(z.split(chunk), scale.split(chunk), strict=True)
+    ])
 
 
 def extraction_events(top_tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
