@@ -79,7 +79,7 @@ PRESETS = {
         "min_facts": 30,
         "window": 5,
         "knockout_stride": 2,
-        "fact_batch": 64,
+        "fact_batch": 32,
         "top_tokens": 500,
         "kept_tokens": 50,
         "lens_tokens": 4096,
