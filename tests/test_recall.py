@@ -456,7 +456,8 @@ def test_head_top_tokens_read_each_head_like_project(norm):
     model = HookedTransformer(cfg)
     if norm == "LNPre":
         model.b_U.data.normal_(std=0.5)  # a bias makes the norm's scale matter to the argmax
-    z = torch.randn(70, 4, 8, generator=torch.Generator().manual_seed(0))  # 70 > one chunk of 64
-    writes = torch.einsum("nhe,hed->nhd", z, model.blocks[1].attn.W_O)
-    direct = recall.project(model, writes).argmax(-1)
-    assert torch.equal(recall.head_top_tokens(model, z, 1), direct)
+    for n in (70, 5):  # 70: the factored readout, in two chunks of 64; 5 facts: fewer than pay for it
+        z = torch.randn(n, 4, 8, generator=torch.Generator().manual_seed(0))
+        writes = torch.einsum("nhe,hed->nhd", z, model.blocks[1].attn.W_O)
+        direct = recall.project(model, writes).argmax(-1)
+        assert torch.equal(recall.head_top_tokens(model, z, 1), direct)

@@ -890,12 +890,14 @@ def head_top_tokens(model: HookedTransformer, z: torch.Tensor, layer: int, chunk
     With a weightless final norm (TransformerLens's folded RMSNormPre or LayerNormPre) the logits are
     s · z_h (W_O[h] C W_U) + b_U, with s > 0 the norm's scale of that write and C the centring (LayerNorm
     only). So the [d_head, vocab] readout of each head is formed once, instead of a [d_model, vocab]
-    product per head and fact: about d_model / d_head times fewer operations. Other norms use ``project``.
+    product per head and fact. That pays once there are more than about d_head facts; for fewer, and for
+    other norms, each write goes through ``project``.
     """
     w_o = model.blocks[layer].attn.W_O  # [H, d_head, d_model]
     writes = torch.einsum("nhe,hed->nhd", z, w_o)
     kind = type(model.ln_final).__name__
-    if kind not in FACTORED_NORMS:
+    d_head, d_model = w_o.shape[1:]
+    if kind not in FACTORED_NORMS or len(z) * (d_model - d_head) <= d_head * d_model:  # readout costs more
         return project(model, writes).argmax(-1)
     centred = writes - writes.mean(-1, keepdim=True) if FACTORED_NORMS[kind] else writes
     scale = model.ln_final(writes).norm(dim=-1) / centred.norm(dim=-1).clamp_min(1e-30)  # [N, H]
