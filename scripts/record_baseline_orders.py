@@ -58,15 +58,23 @@ def record(args: argparse.Namespace) -> None:
               "methods": [*pruning.SPRINT_VARIANTS, *pruning.BASELINE_METHODS], "top_k": 5,
               "diagnostic_windows": args.diagnostic_windows, "diagnostic_candidates": 0}
     started = time.perf_counter()
-    _, latency_raw = pruning.measure_latency_model(model, params["latency_prompt_len"], params["latency_new_tokens"], args.repeats)
-    print("latency", json.dumps(latency_raw["samples_s"]), f"{time.perf_counter() - started:.0f} s", flush=True)
-    provenance = {"machine": machine()}
-    save_partial = lambda partial: write(args.out, {**partial, **provenance})  # noqa: E731
-    payload = pruning.record_runs(model, latency_raw, pruning.Protocol.from_params(params), on_progress=save_partial)
-    payload["machine"] = machine()
-    payload["wall_s"] = time.perf_counter() - started
+    partial = json.loads(Path(args.out).read_text()) if args.resume and Path(args.out).is_file() else None
+    if partial is None:
+        _, latency_raw = pruning.measure_latency_model(model, params["latency_prompt_len"], params["latency_new_tokens"], args.repeats)
+        print("latency", json.dumps(latency_raw["samples_s"]), f"{time.perf_counter() - started:.0f} s", flush=True)
+    else:
+        latency_raw = partial["latency"]
+        print(f"resuming {args.out}: {sum(map(len, partial['runs'].values()))} runs already recorded", flush=True)
+    sessions = [*(partial or {}).get("sessions", []), machine()]  # one entry per start or resume
+    earlier_s = (partial or {}).get("wall_s", 0.0)
+    provenance = lambda: {"machine": sessions[0], "sessions": sessions, "wall_s": earlier_s + time.perf_counter() - started}  # noqa: E731
+    save_partial = lambda partial: write(args.out, {**partial, **provenance()})  # noqa: E731
+    payload = pruning.record_runs(model, latency_raw, pruning.Protocol.from_params(params), on_progress=save_partial,
+                                  resume=partial)
+    sessions[-1] = {**sessions[-1], "finished_utc": machine()["date_utc"], "load_average_at_end": os.getloadavg()}
+    payload.update(provenance())
     write(args.out, payload)
-    print(f"wrote {args.out} in {payload['wall_s']:.0f} s; ridge {payload['ridge']}")
+    print(f"wrote {args.out}: {payload['wall_s']:.0f} s of recording in {len(sessions)} session(s); ridge {payload['ridge']}")
 
 
 def main() -> None:
@@ -78,6 +86,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats of the latency model")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--scale", default="default", choices=list(pruning.PRESETS))
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the partial recording in --out (same protocol) instead of starting afresh")
     parser.add_argument("--diagnostic-windows", type=int, nargs="+", default=[16, 32, 64],
                         help="calibration sizes (windows of the preset's length) of the refit diagnostic")
     args = parser.parse_args()

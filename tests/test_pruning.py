@@ -293,3 +293,14 @@ def test_check_recorded_names_the_mismatch():
     with pytest.raises(ValueError, match="hash"):
         pruning.check_recorded(payload, protocol, {"0": "b"})
     pruning.check_recorded(payload, protocol, {"0": "a"})
+
+
+def test_resumable_continues_only_a_partial_recording_of_the_same_protocol():
+    protocol = pruning.Protocol.from_params({**pruning.PRESETS["default"], "methods": ["sprint", "sleb"], "top_k": 5})
+    partial = {"complete": False, "protocol": dict(protocol.__dict__), "runs": {"0": {"sprint": {"order": [3]}}}}
+    resumed = pruning.resumable(partial, protocol)
+    assert resumed == partial and resumed is not partial  # a copy: the caller's dict is never changed
+    with pytest.raises(ValueError, match="complete"):
+        pruning.resumable({**partial, "complete": True}, protocol)
+    with pytest.raises(ValueError, match="another protocol"):
+        pruning.resumable({**partial, "protocol": {**protocol.__dict__, "calib_ctx": 64}}, protocol)

@@ -245,9 +245,11 @@ def test_experiments_run_and_agree_on_the_tiny_model(word_model):
     masks = recall.attribute_masks(word_model, facts, texts, eligible, keys)
     assert masks.shape == (4, VOCAB) and not masks[3].any()
     sets = {"own": masks, "other": recall.other_subject_masks(facts, masks)}
-    result = recall.attribute_rates(
-        word_model, facts, sets, eligible, top=20, keep=5, fact_batch=2, progress=False
+    readouts = recall.attribute_rates(
+        word_model, facts, sets, eligible, top=20, keep=5, fact_batch=2,
+        lenses={"logit lens": None, "identity": lambda h: h}, progress=False,
     )
+    result = readouts["logit lens"]
     assert result.rates.shape == (2, 4, 3, len(recall.POSITIONS))
     # spain has no text, and paris's control (the next subject by name) is spain: both rates
     # are compared on france and germany only
@@ -262,16 +264,13 @@ def test_experiments_run_and_agree_on_the_tiny_model(word_model):
     assert list(rates.columns) == list(recall.POSITIONS) and len(rates) == 3
     assert ((result.rates >= 0) & (result.rates <= 1)).all()
     assert ((result.embedding >= 0) & (result.embedding <= 1)).all()
-    # an identity lens reads the same as the logit lens
-    same = recall.attribute_rates(
-        word_model, facts, sets, eligible, 20, 5, 2, lens=lambda h: h, progress=False
-    )
-    torch.testing.assert_close(same.rates, result.rates)
+    # an identity lens reads the same as the logit lens, in the same pass
+    torch.testing.assert_close(readouts["identity"].rates, result.rates)
     keep = result.rows("own", "other").numpy()
     facts, masks = facts[keep].reset_index(drop=True), masks[keep]
     result = recall.attribute_rates(
         word_model, facts, {"own": masks}, eligible, 20, 5, 2, progress=False
-    )
+    )["logit lens"]
     enrichment = recall.enrichment_knockout(
         word_model,
         facts,
@@ -290,11 +289,7 @@ def test_experiments_run_and_agree_on_the_tiny_model(word_model):
     assert list(table.index) == [0, 1] and list(table.columns) == ["mlp", "attn"]
     assert enrichment.early_drop("mlp").shape == (2,)
     top = recall.sublayer_top_tokens(word_model, facts, fact_batch=3, progress=False)
-    assert top["attn"].shape == (2, 3) and top["heads"].shape == (2, 3, 4)
-    blocked = recall.sublayer_top_tokens(
-        word_model, facts, heads=False, block_subject_layers=[2], progress=False
-    )
-    assert torch.equal(blocked["attn"][:, :2], top["attn"][:, :2]) and "heads" not in blocked
+    assert top["attn"].shape == (2, 3) and top["heads"].shape == (2, 3, 4) and "attn_blocked" not in top
     hits, examples, found = recall.head_attribute_hits(
         word_model, facts, [(1, 0), (2, 3)], k=VOCAB, n_examples=2, progress=False
     )
@@ -456,8 +451,63 @@ def test_head_top_tokens_read_each_head_like_project(norm):
     model = HookedTransformer(cfg)
     if norm == "LNPre":
         model.b_U.data.normal_(std=0.5)  # a bias makes the norm's scale matter to the argmax
-    for n in (70, 5):  # 70: the factored readout, in two chunks of 64; 5 facts: fewer than pay for it
+    for n in (70, 5):  # 70: the factored readout; 5 facts: fewer than pay for it
         z = torch.randn(n, 4, 8, generator=torch.Generator().manual_seed(0))
         writes = torch.einsum("nhe,hed->nhd", z, model.blocks[1].attn.W_O)
         direct = recall.project(model, writes).argmax(-1)
         assert torch.equal(recall.head_top_tokens(model, z, 1), direct)
+
+
+@pytest.mark.parametrize("norm", ["RMSPre", "LNPre"])
+def test_head_readout_ranks_tokens_like_project(norm):
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    cfg = HookedTransformerConfig(n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=64, d_vocab=97, n_ctx=16,
+                                  act_fn="gelu", normalization_type=norm, seed=0)
+    model = HookedTransformer(cfg)
+    w_o = model.blocks[1].attn.W_O[2]
+    values = torch.randn(6, 3, 8, generator=torch.Generator().manual_seed(1))
+    factored = (values @ recall.head_readout(model, w_o)).topk(10, dim=-1).indices
+    direct = recall.project(model, values @ w_o).topk(10, dim=-1).indices
+    assert torch.equal(factored, direct)
+
+
+def test_head_readout_refuses_a_norm_with_weights():
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    cfg = HookedTransformerConfig(n_layers=1, d_model=16, n_heads=2, d_head=8, d_vocab=11, n_ctx=8,
+                                  attn_only=True, normalization_type="LN", seed=0)
+    model = HookedTransformer(cfg)
+    with pytest.raises(ValueError, match="does not factor"):
+        recall.head_readout(model, model.blocks[0].attn.W_O[0])
+
+
+def test_argmax_of_product_in_blocks_equals_the_whole_product():
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(3, 5, 4, generator=gen), torch.randn(3, 4, 23, generator=gen)
+    scale, bias = torch.rand(3, 5, generator=gen) + 0.1, torch.randn(23, generator=gen)
+    whole = ((a @ b) * scale[..., None] + bias).argmax(-1)
+    for block in (1, 4, 7, 23, 64):  # blocks that split the columns unevenly, and one that holds them all
+        assert torch.equal(recall.argmax_of_product(a, b, scale, bias, block), whole)
+    tied = recall.argmax_of_product(torch.ones(1, 1), torch.ones(1, 6), torch.ones(1), torch.zeros(6), block=2)
+    assert tied.tolist() == [0]  # a tie keeps the first index, as torch.argmax does
+
+
+@pytest.mark.parametrize("layers", [[2], [1, 2], [0, 1, 2]])
+def test_blocked_extraction_reruns_the_last_position_exactly(word_model, layers):
+    facts = make_facts(word_model, PROMPTS)
+    top = recall.sublayer_top_tokens(word_model, facts, fact_batch=3, block_subject_layers=layers, progress=False)
+    assert "heads" in top and top["attn_blocked"].shape == top["attn"].shape == (len(facts), 3)
+    for row in facts.itertuples():  # reference: each prompt alone, a full forward pass with the edges cut
+        tokens = word_model.to_tokens(row.prompt, prepend_bos=word_model.cfg.default_prepend_bos)
+        n = tokens.shape[1]
+        mask = recall.knockout_mask(n, n - 1, row.subj_tok_start, row.subj_tok_end, "subject")
+        with word_model.hooks(hooks.block_attention(layers, mask)):
+            _, cache = word_model.run_with_cache(tokens)
+        for kind, hook in (("attn", "hook_attn_out"), ("mlp", "hook_mlp_out")):
+            expected = [int(recall.project(word_model, cache[f"blocks.{layer}.{hook}"][0, -1]).argmax()) for layer in range(3)]
+            assert top[f"{kind}_blocked"][row.Index].tolist() == expected
+    changed = (top["attn_blocked"] != top["attn"]) | (top["mlp_blocked"] != top["mlp"])
+    assert not changed[:, : layers[0]].any() and changed.any()  # below the cut nothing moves; above, something does
+    with pytest.raises(ValueError, match="block_subject_layers"):
+        recall.sublayer_top_tokens(word_model, facts, block_subject_layers=[3], progress=False)

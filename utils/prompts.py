@@ -29,13 +29,17 @@ def pad_right(model: HookedTransformer, prompts: Sequence[str]) -> tuple[torch.T
 def next_token_logits(
     model: HookedTransformer, prompts: Sequence[str], batch_size: int = 32, progress: bool = False
 ) -> torch.Tensor:
-    """Logits [n_prompts, d_vocab] for the token after each prompt."""
-    out = []
+    """Logits [n_prompts, d_vocab] for the token after each prompt (only the last position is unembedded).
+
+    Prompts are batched in order of length, so that little padding is computed."""
+    order = sorted(range(len(prompts)), key=lambda i: len(model.to_str_tokens(prompts[i])))
+    out = torch.empty(len(prompts), model.cfg.d_vocab)
     for start in tqdm(range(0, len(prompts), batch_size), disable=not progress, desc="prompts"):
-        tokens, lengths = pad_right(model, prompts[start : start + batch_size])
-        logits = model(tokens)
-        out.append(logits[torch.arange(len(lengths)), lengths - 1].float().cpu())
-    return torch.cat(out) if out else torch.empty(0, model.cfg.d_vocab)
+        rows = order[start : start + batch_size]
+        tokens, lengths = pad_right(model, [prompts[i] for i in rows])
+        resid = model(tokens, stop_at_layer=model.cfg.n_layers)[torch.arange(len(lengths)), lengths - 1]
+        out[rows] = model.unembed(model.ln_final(resid[:, None]))[:, 0].float().cpu()
+    return out
 
 
 def first_target_token(model: HookedTransformer, target: str) -> int:

@@ -856,42 +856,61 @@ def quality(model: HookedTransformer, data: EvalData, kept_tasks: Sequence[str])
 
 def record_runs(
     model: HookedTransformer, latency_raw: dict, protocol: Protocol, ridge: float | None = None,
-    on_progress: Callable[[dict], None] | None = None,
+    on_progress: Callable[[dict], None] | None = None, resume: dict | None = None,
 ) -> dict:
     """Everything notebook 04 compares: the refit diagnostic (first seed), then for each calibration seed
     every method's order, measured cumulative pruning time and quality at each target.
 
     ``ridge`` None chooses it by the diagnostic (lowest held-out error at the protocol's calibration size).
     ``on_progress(partial payload)`` is called after every method (e.g. to save partial work).
+    ``resume``, a partial payload of the same protocol, is continued: its latency model, diagnostic,
+    ridge and finished methods are kept and only the missing (seed, method) runs are made.
     """
     from utils.evaluation import task_table
 
-    latency = latency_from_raw(latency_raw, model.cfg.n_layers)
     data = eval_data(model, protocol)
-    table = task_table(model, data.tasks)
-    kept = [row["task"] for row in table if row["kept"]]
     originals = original_down_projections(model)
-    diagnostic = []
-    for n_windows in protocol.diagnostic_windows:
-        calib, held = calibration_split(model, n_windows, protocol.calib_ctx, protocol.calib_seeds[0], protocol.source)
-        diagnostic += refit_diagnostic(model, calib, held, protocol.ridge_grid, protocol.diagnostic_candidates)
-    summary = diagnostic_summary(diagnostic)
-    chosen = choose_ridge(summary, protocol.n_calib_windows * protocol.calib_ctx) if ridge is None else ridge
+    if resume is not None:
+        payload = resumable(resume, protocol)
+        latency_raw, chosen, kept = payload["latency"], payload["ridge"], payload["kept_tasks"]
+    else:
+        table = task_table(model, data.tasks)
+        kept = [row["task"] for row in table if row["kept"]]
+        diagnostic = []
+        for n_windows in protocol.diagnostic_windows:
+            calib, held = calibration_split(model, n_windows, protocol.calib_ctx, protocol.calib_seeds[0], protocol.source)
+            diagnostic += refit_diagnostic(model, calib, held, protocol.ridge_grid, protocol.diagnostic_candidates)
+        summary = diagnostic_summary(diagnostic)
+        chosen = choose_ridge(summary, protocol.n_calib_windows * protocol.calib_ctx) if ridge is None else ridge
+        payload = {"kind": "runs", "complete": False, "protocol": protocol.__dict__, "calibration_hashes": {},
+                   "latency": latency_raw, "dense": quality(model, data, kept), "tasks": table, "kept_tasks": kept,
+                   "diagnostic": diagnostic, "diagnostic_summary": summary, "ridge": chosen, "runs": {}}
+    latency = latency_from_raw(latency_raw, model.cfg.n_layers)
     on_step = lambda m: quality(m, data, kept)  # noqa: E731
-    payload = {"kind": "runs", "complete": False, "protocol": protocol.__dict__, "calibration_hashes": {},
-               "latency": latency_raw, "dense": quality(model, data, kept), "tasks": table, "kept_tasks": kept,
-               "diagnostic": diagnostic, "diagnostic_summary": summary, "ridge": chosen, "runs": {}}
     for seed in protocol.calib_seeds:
         calib, _ = calibration_split(model, protocol.n_calib_windows, protocol.calib_ctx, seed, protocol.source)
-        payload["calibration_hashes"][str(seed)] = tokens_hash(calib)
+        digest = payload["calibration_hashes"].setdefault(str(seed), tokens_hash(calib))
+        if digest != tokens_hash(calib):
+            raise ValueError(f"cannot resume: seed {seed}'s calibration tokens differ from the partial recording's")
         runs = payload["runs"].setdefault(str(seed), {})
-        for name in tqdm(protocol.methods, desc=f"seed {seed}"):
+        for name in tqdm([m for m in protocol.methods if m not in runs], desc=f"seed {seed}"):
             result = run_method(name, model, calib, latency, protocol.targets, originals, protocol.top_k, chosen, on_step)
             runs[name] = {"order": result.order, "total_time_s": result.total_time_s, "steps": result.steps}
             if on_progress:
                 on_progress(payload)
+        payload["runs"][str(seed)] = {name: runs[name] for name in protocol.methods}  # protocol order, also when resumed
     payload["complete"] = True
     return payload
+
+
+def resumable(partial: dict, protocol: Protocol) -> dict:
+    """A copy of a partial recording to continue, after checking it was made with ``protocol``."""
+    if partial.get("complete", True):
+        raise ValueError("cannot resume a complete recording; delete it or write to another file")
+    recorded = Protocol.from_params(partial["protocol"])
+    if recorded != protocol:
+        raise ValueError(f"cannot resume: the partial recording used another protocol ({recorded} vs {protocol})")
+    return json.loads(json.dumps(partial))
 
 
 def check_recorded(payload: dict, protocol: Protocol, hashes: dict[str, str]) -> None:
