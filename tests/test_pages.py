@@ -42,6 +42,7 @@ def test_page_embeds_figures_and_shows_progress_bars_as_text(executed, tmp_path)
     assert "loop: 100%|" + "█" * pages.BAR_WIDTH + "| 3/3" in text
     assert "the finding: 3 of 3" in text
     assert pages.WIDGET_VIEW not in text and "embed-amd.js" not in text
+    assert not re.findall(r"<script[^>]*\bsrc=", text)  # nothing fetched: the page reads the same offline
     assert target.stat().st_size <= pages.MAX_PAGE_BYTES
 
 

@@ -232,6 +232,12 @@ def test_runtimes_of_a_busy_machine_are_not_taken_as_its_speed(tmp_path):
     assert message == "runtime recorded: Runtime on a 2-core test CPU, measured by `make reproduce`: default 1.5 min."
     assert json.loads(runtimes.read_text()) == {"2-core test CPU": {"07_demo": {"default": 90.0}}}
     assert message.removeprefix("runtime recorded: ") in notebook.read_text()
+    executed = tmp_path / "run" / "07_demo.ipynb"  # a reference run's executed copy: its page shows the new time
+    executed.parent.mkdir()
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(LINE)]), executed)
+    reproduce.record_measured_runtime(notebook, {**run, "load_average_5min": 2.1}, "2-core test CPU", runtimes, executed)
+    assert "default 1.5 min" in executed.read_text()
+    assert "default 1.5 min" in (executed.parent / reproduce.page_name("07_demo")).read_text()
 
 
 def _git(repo, *args) -> str:

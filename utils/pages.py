@@ -3,6 +3,8 @@
 Figures are already embedded in the executed notebook (base64 PNG outputs); markdown images are
 embedded by nbconvert. Progress bars (ipywidgets, which a static page cannot draw without fetching
 JavaScript) become the text line tqdm would print in a terminal, computed from the saved widget state.
+The page loads nothing from the network: nbconvert's lab template without its require.js, MathJax and
+mermaid scripts (fetched from a CDN, and unused: the notebooks hold no math and no diagrams).
 """
 
 from __future__ import annotations
@@ -16,6 +18,11 @@ MAX_PAGE_BYTES = 3_000_000
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 BAR_WIDTH = 20
+OFFLINE_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+"""  # nbconvert's lab page without the scripts it would fetch from a CDN
 
 
 class PageTooLarge(ValueError):
@@ -61,10 +68,13 @@ def _largest_outputs(nb: nbformat.NotebookNode, n: int = 3) -> str:
 
 def write_html_page(executed_notebook: Path, target: Path) -> Path:
     """Write ``executed_notebook`` as a self-contained HTML page at ``target`` (≤ 3 MB); return ``target``."""
+    from jinja2 import DictLoader
     from nbconvert import HTMLExporter
 
     nb = widgets_as_text(nbformat.read(executed_notebook, as_version=4))
-    body, _ = HTMLExporter(embed_images=True).from_notebook_node(
+    exporter = HTMLExporter(embed_images=True, extra_loaders=[DictLoader({"offline.html.j2": OFFLINE_TEMPLATE})],
+                            template_file="offline.html.j2")
+    body, _ = exporter.from_notebook_node(
         nb, resources={"metadata": {"path": str(Path(executed_notebook).parent)}}
     )
     data = body.encode("utf-8")

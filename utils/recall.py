@@ -324,13 +324,15 @@ class KnockoutResult:
     p_base: torch.Tensor
     p_new: torch.Tensor
 
-    def change(self) -> torch.Tensor:
-        """Relative change of each fact's target probability, in %, [source, center, F]."""
-        return (self.p_new - self.p_base) / self.p_base * 100
+    def change(self, rows: Sequence[bool] | None = None) -> torch.Tensor:
+        """Relative change of each fact's target probability, in %, [source, center, F], for the facts
+        in ``rows`` (a bool mask; default: all)."""
+        change = (self.p_new - self.p_base) / self.p_base * 100
+        return change if rows is None else change[..., torch.tensor(np.asarray(rows, dtype=bool))]
 
     def relative_change(self, rows: Sequence[bool] | None = None) -> pd.DataFrame:
         """Mean relative change, in %, per centre layer and source, over the facts in ``rows`` (default: all)."""
-        change = self.change() if rows is None else self.change()[..., torch.as_tensor(rows)]
+        change = self.change(rows)
         table = pd.DataFrame(
             {KNOCKOUT_LABELS[s]: change[i].mean(-1).numpy() for i, s in enumerate(self.sources)}
         )
@@ -1129,7 +1131,7 @@ def _over_facts(n: int, statistic: Callable[[np.ndarray], float], seed: int = 0)
 def knockout_minima(result: KnockoutResult, rows: Sequence[bool] | None = None) -> dict[str, dict]:
     """Each curve's minimum (mean over the facts in ``rows``), its layer, and the interval of the
     mean change at that layer over those facts."""
-    change = result.change() if rows is None else result.change()[..., torch.as_tensor(rows)]
+    change = result.change(rows)
     out = {}
     for i, source in enumerate(result.sources):
         j = int(change[i].mean(-1).nan_to_num(0.0).argmin())
@@ -1147,7 +1149,7 @@ def minimum_layer(
     result: KnockoutResult, source: str, rows: Sequence[bool] | None = None
 ) -> Interval:
     """Bootstrap interval (over facts) of the layer where ``source``'s mean curve is lowest."""
-    change = result.change() if rows is None else result.change()[..., torch.as_tensor(rows)]
+    change = result.change(rows)
     curve, centers = change[result.sources.index(source)].numpy(), np.array(result.centers)
     return _over_facts(curve.shape[-1], lambda idx: float(centers[curve[:, idx].mean(-1).argmin()]))
 
@@ -1156,7 +1158,7 @@ def minimum_layer_gap(
     result: KnockoutResult, early: str, late: str, rows: Sequence[bool] | None = None
 ) -> Interval:
     """Bootstrap interval of (layer of ``late``'s minimum) − (layer of ``early``'s minimum)."""
-    change = result.change() if rows is None else result.change()[..., torch.as_tensor(rows)]
+    change = result.change(rows)
     a, b = (change[result.sources.index(s)].numpy() for s in (early, late))
     centers = np.array(result.centers)
     return _over_facts(
@@ -1172,7 +1174,7 @@ def smallest_effect_margin(
 ) -> Interval:
     """Bootstrap interval of ``source``'s curve minimum minus the highest of the ``others``' minima
     (positive: ``source`` hurts least)."""
-    change = result.change() if rows is None else result.change()[..., torch.as_tensor(rows)]
+    change = result.change(rows)
     curves = {s: change[result.sources.index(s)].numpy() for s in (source, *others)}
     return _over_facts(
         change.shape[-1],

@@ -432,13 +432,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def record_measured_runtime(notebook: Path, run: dict, machine: str, runtimes: Path = RUNTIMES_PATH) -> str:
-    """Record a quiet run's wall time (runtimes.json and the notebook's runtime line); say what was done."""
+def record_measured_runtime(
+    notebook: Path, run: dict, machine: str, runtimes: Path = RUNTIMES_PATH, executed: Path | None = None
+) -> str:
+    """Record a quiet run's wall time (runtimes.json and the notebook's runtime line); say what was done.
+
+    ``executed``, the run's executed copy, gets the same line and its HTML page is written again, so the
+    page states the time of the run it shows (the time is known only once the run has finished)."""
     if not quiet(run):
         return f"runtime not recorded: the machine was busy ({busy_text(run)}); time it on a quiet machine"
     times = record_runtime(notebook.stem, run["scale"], run["wall_time_s"], machine, runtimes)
     text = runtime_text(machine, times)
     written = write_runtime_line(notebook, text)
+    if executed is not None and write_runtime_line(executed, text):
+        write_html_page(executed, executed.with_name(page_name(notebook.stem)))
     return f"runtime recorded: {text}" + (
         "" if written else f" ({notebook.name} has no runtime markers)"
     )
@@ -478,7 +485,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{notebook.stem}: {metrics['run']['wall_time_s']} s -> {target / notebook.stem}"
         )
         if machine:
-            tqdm.write(record_measured_runtime(notebook, metrics["run"], machine))
+            executed = target / notebook.stem / notebook.name if args.reference else None
+            tqdm.write(record_measured_runtime(notebook, metrics["run"], machine, executed=executed))
     print(f"report: {write_report(target)}")
     if args.reference:
         update_readme_summary()
