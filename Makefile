@@ -23,6 +23,7 @@ $(STAMP): requirements-lock.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (sublayer-lab)" >/dev/null
 	$(PY) scripts/clean_notebooks.py --lab-settings $(VENV)
+	$(PY) -c "from utils.models import load_model; load_model('smollm2-135m')"  # convert the embedded model once (about 35 s), not in a notebook's first run
 	touch $@
 
 student: env  ## learner versions of every notebook (solutions replaced by stubs) in student/notebooks/

@@ -44,6 +44,7 @@ from utils.greater_than import (  # noqa: F401  (the greater-than task lives the
     prob_diff,
     spread_starts,
 )
+from utils.prompts import logits_at
 from utils.transcoders import mlp_hooks
 
 Site = Literal["attn", "mlp", "final"]  # where a target reads the residual stream
@@ -663,7 +664,8 @@ def answer_probs(
     prompt, with MLP writes replaced by ``replacements`` (not at sinks) and extra ``fwd_hooks``."""
     tokens = prompt_tokens(model, prompts)
     hooks = T.replace_mlps(replacements or {}, T.model_sinks(model, tokens)) + list(fwd_hooks)
-    probs = model.run_with_hooks(tokens, fwd_hooks=hooks)[:, -1].softmax(-1)
+    last = torch.full((len(tokens),), tokens.shape[1] - 1)
+    probs = logits_at(model, tokens, last, hooks).softmax(-1)
     return probs[:, list(task.answer_ids)].cpu()
 
 

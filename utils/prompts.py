@@ -37,9 +37,17 @@ def next_token_logits(
     for start in tqdm(range(0, len(prompts), batch_size), disable=not progress, desc="prompts"):
         rows = order[start : start + batch_size]
         tokens, lengths = pad_right(model, [prompts[i] for i in rows])
-        resid = model(tokens, stop_at_layer=model.cfg.n_layers)[torch.arange(len(lengths)), lengths - 1]
-        out[rows] = model.unembed(model.ln_final(resid[:, None]))[:, 0].float().cpu()
+        out[rows] = logits_at(model, tokens, lengths - 1).float().cpu()
     return out
+
+
+def logits_at(model: HookedTransformer, tokens: torch.Tensor, positions: torch.Tensor, fwd_hooks: Sequence = ()) -> torch.Tensor:
+    """Logits [batch, vocab] at one position per row of ``tokens`` (``positions`` [batch]), with block-level
+    ``fwd_hooks``; only those positions go through the final norm and the unembedding."""
+    with model.hooks(fwd_hooks=list(fwd_hooks)):
+        resid = model(tokens, stop_at_layer=model.cfg.n_layers)
+    chosen = resid[torch.arange(len(tokens), device=resid.device), positions.to(resid.device)]
+    return model.unembed(model.ln_final(chosen[:, None]))[:, 0]
 
 
 def first_target_token(model: HookedTransformer, target: str) -> int:
