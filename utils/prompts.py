@@ -46,8 +46,13 @@ def logits_at(model: HookedTransformer, tokens: torch.Tensor, positions: torch.T
     ``fwd_hooks``; only those positions go through the final norm and the unembedding."""
     with model.hooks(fwd_hooks=list(fwd_hooks)):
         resid = model(tokens, stop_at_layer=model.cfg.n_layers)
-    chosen = resid[torch.arange(len(tokens), device=resid.device), positions.to(resid.device)]
-    return model.unembed(model.ln_final(chosen[:, None]))[:, 0]
+    return project(model, resid[torch.arange(len(tokens), device=resid.device), positions.to(resid.device)])
+
+
+def project(model: HookedTransformer, x: torch.Tensor) -> torch.Tensor:
+    """Logits of vectors ``x`` [..., d_model] read through the final norm and the unembedding."""
+    shape = x.shape
+    return model.unembed(model.ln_final(x.reshape(-1, 1, shape[-1])))[:, 0].reshape(*shape[:-1], -1)
 
 
 def first_target_token(model: HookedTransformer, target: str) -> int:

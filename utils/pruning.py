@@ -889,8 +889,8 @@ def record_runs(
     on_step = lambda m: quality(m, data, kept)  # noqa: E731
     for seed in protocol.calib_seeds:
         calib, _ = calibration_split(model, protocol.n_calib_windows, protocol.calib_ctx, seed, protocol.source)
-        digest = payload["calibration_hashes"].setdefault(str(seed), tokens_hash(calib))
-        if digest != tokens_hash(calib):
+        digest = tokens_hash(calib)
+        if payload["calibration_hashes"].setdefault(str(seed), digest) != digest:
             raise ValueError(f"cannot resume: seed {seed}'s calibration tokens differ from the partial recording's")
         runs = payload["runs"].setdefault(str(seed), {})
         for name in tqdm([m for m in protocol.methods if m not in runs], desc=f"seed {seed}"):

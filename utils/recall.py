@@ -41,7 +41,7 @@ from utils.data import (
     load_known_1000,
     token_span,
 )
-from utils.prompts import known_facts, pad_right
+from utils.prompts import known_facts, pad_right, project  # noqa: F401  (project: recall.project for callers)
 from utils.stats import Interval, bootstrap_interval
 from utils.sublayers import Sublayer
 
@@ -254,12 +254,6 @@ def _equal_length_batches(model: HookedTransformer, facts: pd.DataFrame, size: i
     """Groups of facts whose prompts have one length, so that they share one last position."""
     for _, same in facts.groupby("n_tokens"):
         yield from _batches(model, same, size)
-
-
-def project(model: HookedTransformer, x: torch.Tensor) -> torch.Tensor:
-    """Logits of vectors ``x`` [..., d_model] read through the final norm and the unembedding."""
-    shape = x.shape
-    return model.unembed(model.ln_final(x.reshape(-1, 1, shape[-1])))[:, 0].reshape(*shape[:-1], -1)
 
 
 # ----------------------------------------------------------------------- 1. attention knockout
@@ -866,20 +860,19 @@ def sublayer_top_tokens(
     names = {f"blocks.{layer}.{hook}": (kind, layer) for layer in range(n_layers) for kind, hook in kinds.items()}
     acts = {kind: torch.zeros(len(facts), n_layers, *([n_heads, model.cfg.d_head] if kind == "heads" else [model.cfg.d_model]),
                               device=device) for kind in kinds}
+    cached = set(names)
     if block:  # the rerun needs every layer's keys and values, and groups of one length (one last position)
         start = block[0]
-        names |= {f"blocks.{start}.hook_resid_pre": ("resume", start)}
-        names |= {f"blocks.{layer}.attn.hook_{kv}": ("kv", layer) for layer in range(n_layers) for kv in "kv"}
+        cached |= {f"blocks.{start}.hook_resid_pre"} | {f"blocks.{layer}.attn.hook_{kv}" for layer in range(n_layers) for kv in "kv"}
         blocked = {kind: torch.zeros(len(facts), n_layers - start, model.cfg.d_model, device=device) for kind in ("attn", "mlp")}
         groups = list(_equal_length_batches(model, facts, fact_batch))
     else:
         groups = list(_batches(model, facts, fact_batch))
     for g in tqdm(groups, desc="sublayer projections", disable=not progress):
-        _, cache = model.run_with_cache(g.tokens, stop_at_layer=n_layers, names_filter=lambda n: n in names)
+        _, cache = model.run_with_cache(g.tokens, stop_at_layer=n_layers, names_filter=lambda n: n in cached)
         rows = g.index.to(device)
         for name, (kind, layer) in names.items():
-            if kind in acts:
-                acts[kind][rows, layer] = cache[name][g.rows, g.last]
+            acts[kind][rows, layer] = cache[name][g.rows, g.last]
         if block:
             n, store = g.tokens.shape[1], {}
             rerun = [f"blocks.{layer}.{kinds[kind]}" for layer in range(start, n_layers) for kind in blocked]
