@@ -60,7 +60,7 @@ def test_pruning_evaluation(model):
 
 def test_activation_store_and_transcoder_trainer(model):
     with elsewhere():
-        tokens, acts = next(T.stream_activations(model, [0], [host_tokens(model)]))
+        tokens, _, acts = next(T.stream_activations(model, [0], [host_tokens(model)]))
         x, y = (a.flatten(0, 1) for a in acts[0])
         cfg = T.TranscoderTraining(d_sae=16, l1=1e-3, checkpoint_every=0, resample_every=0)
         with torch.enable_grad():

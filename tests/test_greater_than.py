@@ -111,3 +111,29 @@ def test_start_years_spread_over_every_decade():
     assert {s // 10 for s in starts} == set(range(1, 9))
     with pytest.raises(ValueError, match="between 1 and 80"):
         G.spread_starts(81)
+
+
+def test_a_run_resumed_from_the_clean_run_equals_a_full_run():
+    tokenizer = tiny_tokenizer(r"\d", list(G.DIGITS))  # a fresh one: set_tokenizer changes it
+    model = tiny_model(d_vocab=len(tokenizer), seed=1)
+    model.set_tokenizer(tokenizer)
+    task = circuits.greater_than_task(model)
+    prompts = G.greater_than_prompts([12, 32, 75])
+    run = circuits.clean_run(model, prompts.prompt)
+    means = circuits.mean_writes(model, prompts.prompt, [1])
+    neurons = circuits.mean_neuron_acts(model, prompts.prompt, [1])
+    edits = [
+        ({}, ()),
+        ({1: circuits.mean_write_fn(means[1])}, ()),
+        ({}, circuits.neurons_kept(neurons, {1: torch.tensor([0, 3])})),
+        ({}, [("hook_embed", lambda act, hook: act * 0.5)]),  # outside the blocks: from the tokens
+    ]
+    for replacements, hooks in edits:
+        full = circuits.answer_probs(model, task, prompts.prompt, replacements, hooks)
+        resumed = circuits.answer_probs(model, task, prompts.prompt, replacements, hooks, clean=run)
+        torch.testing.assert_close(resumed, full)
+    assert circuits.first_edited_layer({2: None}, [("blocks.1.mlp.hook_post", None)], 4) == 1
+    assert circuits.first_edited_layer({}, [], 4) == 4
+    assert circuits.first_edited_layer({2: None}, [("hook_embed", None)], 4) == -1
+    with pytest.raises(ValueError, match="other prompts"):
+        circuits.answer_probs(model, task, prompts.prompt[:2], clean=run)

@@ -100,7 +100,7 @@ def trace(model: HookedTransformer, tokens: torch.Tensor, transcoders: Mapping[i
         values=stack("blocks.{}.attn.hook_v").repeat_interleave(repeat, dim=2),
         attn_out=stack("blocks.{}.hook_attn_out"),
         mlp_out=stack("blocks.{}.hook_mlp_out"),
-        sinks=T.model_sinks(model, tokens),
+        sinks=T.model_sinks(model, tokens, cache[f"blocks.{T.sink_layer(model)}.hook_resid_pre"][0]),
     )
     for layer, tc in transcoders.items():
         acts = tc.encode(cache[mlp_hooks(layer)[0]][0]) * ~out.sinks[:, None]
@@ -557,7 +557,6 @@ PRESETS = {
         "batch_tokens": 256,
         "l1_grid": [0.03, 0.1],
         "sweep_layers": [1, 3],
-        "n_sweep_tokens": 1_024,
         "n_prompts": 8,
         "n_traced": 1,
         "iterations": 2,
@@ -577,7 +576,6 @@ PRESETS = {
         "d_sae": 64,
         "l1_grid": [0.1],
         "sweep_layers": [1],
-        "n_sweep_tokens": 512,
         "n_prompts": 4,
         "iterations": 1,
         "branches": 2,
@@ -598,9 +596,8 @@ PRESETS = {
         "n_eval_tokens": 1_024,
         "d_sae": 1_152,
         "batch_tokens": 512,
-        "l1_grid": [0.01, 0.03, 0.1],
+        "l1_grid": [0.02, 0.03, 0.05],
         "sweep_layers": [5, 15, 25],
-        "n_sweep_tokens": 8_192,
         "max_l0": 100.0,
         "n_prompts": 40,
         "n_traced": 4,
@@ -625,7 +622,6 @@ PRESETS = {
         "batch_tokens": 4_096,
         "l1_grid": [0.003, 0.01, 0.03],
         "sweep_layers": [2, 6, 10],
-        "n_sweep_tokens": 131_072,
         "n_prompts": 80,
         "n_traced": 10,
         "iterations": 4,
@@ -652,6 +648,39 @@ def greater_than_task(model: HookedTransformer) -> GreaterThan:
     return GreaterThan.for_tokenizer(model.tokenizer)
 
 
+@dataclass(frozen=True)
+class CleanRun:
+    """One unedited run of equal-length prompts: their tokens, attention sinks and every layer's
+    residual input (``resid[n_layers]`` is the last block's output). An edited run starts from here at
+    its first edited layer, since nothing below that layer changes."""
+
+    prompts: tuple[str, ...]
+    tokens: torch.Tensor  # [n, pos]
+    sinks: torch.Tensor  # [n, pos]
+    resid: torch.Tensor  # [n_layers + 1, n, pos, d]
+
+
+@torch.no_grad()
+def clean_run(model: HookedTransformer, prompts: Sequence[str]) -> CleanRun:
+    """Run equal-length ``prompts`` once and keep what an edited run can start from."""
+    tokens = prompt_tokens(model, prompts)
+    names = {f"blocks.{layer}.hook_resid_pre" for layer in range(model.cfg.n_layers)}
+    final, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names, stop_at_layer=model.cfg.n_layers)
+    resid = torch.stack([cache[f"blocks.{layer}.hook_resid_pre"] for layer in range(model.cfg.n_layers)] + [final])
+    sinks = T.model_sinks(model, tokens, resid[T.sink_layer(model)])
+    return CleanRun(tuple(prompts), tokens, sinks, resid)
+
+
+def first_edited_layer(replacements: Mapping[int, Any], fwd_hooks: Sequence, n_layers: int) -> int:
+    """The lowest block that ``replacements`` or ``fwd_hooks`` touch: -1 for a hook outside the blocks
+    (the embedding, or a name filter), ``n_layers`` when nothing is edited."""
+    layers = list(replacements)
+    for name, _ in fwd_hooks:
+        parts = name.split(".") if isinstance(name, str) else []
+        layers.append(int(parts[1]) if len(parts) > 2 and parts[0] == "blocks" and parts[1].isdigit() else -1)
+    return min(layers, default=n_layers)
+
+
 @torch.no_grad()
 def answer_probs(
     model: HookedTransformer,
@@ -659,13 +688,24 @@ def answer_probs(
     prompts: Sequence[str],
     replacements: Mapping[int, T.Replacement] | None = None,
     fwd_hooks: Sequence = (),
+    clean: CleanRun | None = None,
 ) -> torch.Tensor:
     """Probabilities [n, answers] of the task's answers as the next token after each (equal-length)
-    prompt, with MLP writes replaced by ``replacements`` (not at sinks) and extra ``fwd_hooks``."""
-    tokens = prompt_tokens(model, prompts)
-    hooks = T.replace_mlps(replacements or {}, T.model_sinks(model, tokens)) + list(fwd_hooks)
+    prompt, with MLP writes replaced by ``replacements`` (not at sinks) and extra ``fwd_hooks``. With
+    ``clean`` (``clean_run`` of the same prompts) the run starts at the first edited layer."""
+    replacements = replacements or {}
+    if clean is None:
+        tokens = prompt_tokens(model, prompts)
+        sinks, start = T.model_sinks(model, tokens), None
+    elif clean.prompts != tuple(prompts):
+        raise ValueError("clean was made for other prompts; pass clean_run(model, these prompts)")
+    else:
+        tokens, sinks = clean.tokens, clean.sinks
+        layer = first_edited_layer(replacements, fwd_hooks, model.cfg.n_layers)
+        start = (layer, clean.resid[layer]) if layer >= 0 else None
+    hooks = T.replace_mlps(replacements, sinks) + list(fwd_hooks)
     last = torch.full((len(tokens),), tokens.shape[1] - 1)
-    probs = logits_at(model, tokens, last, hooks).softmax(-1)
+    probs = logits_at(model, tokens, last, hooks, start).softmax(-1)
     return probs[:, list(task.answer_ids)].cpu()
 
 
@@ -675,9 +715,10 @@ def mean_prob_diff(
     prompts: pd.DataFrame,
     replacements: Mapping[int, T.Replacement] | None = None,
     fwd_hooks: Sequence = (),
+    clean: CleanRun | None = None,
 ) -> float:
     """The task's probability difference averaged over ``prompts``, with ``answer_probs``' replacements."""
-    probs = answer_probs(model, task, prompts.prompt, replacements, fwd_hooks)
+    probs = answer_probs(model, task, prompts.prompt, replacements, fwd_hooks, clean)
     return float(task.probability_difference(probs, prompts).mean())
 
 
@@ -700,9 +741,10 @@ def layer_effects(
     """Per layer: clean mean probability difference minus the one with that MLP mean-ablated
     (replaced by its mean over prompts; sinks keep the real write). Large = the layer carries the task."""
     means = mean_writes(model, prompts.prompt, layers)
-    clean = mean_prob_diff(model, task, prompts)
+    run = clean_run(model, prompts.prompt)
+    clean = mean_prob_diff(model, task, prompts, clean=run)
     effects = {
-        layer: clean - mean_prob_diff(model, task, prompts, {layer: mean_write_fn(means[layer])})
+        layer: clean - mean_prob_diff(model, task, prompts, {layer: mean_write_fn(means[layer])}, clean=run)
         for layer in tqdm(layers, desc="mean-ablating each MLP")
     }
     return pd.Series(effects, name="effect")
@@ -886,11 +928,12 @@ def precision_at_k(
 ) -> float:
     """Share of ``units`` (layer -> ids) whose mean-ablation alone moves the mean probability
     difference by at least ``min_effect``; ``ablate_one(layer, unit)`` gives (replacements, hooks)."""
-    clean = mean_prob_diff(model, task, prompts)
+    run = clean_run(model, prompts.prompt)
+    clean = mean_prob_diff(model, task, prompts, clean=run)
     flags = []
     for layer, ids in units.items():
         for unit in ids.tolist():
-            value = mean_prob_diff(model, task, prompts, *ablate_one(layer, unit))
+            value = mean_prob_diff(model, task, prompts, *ablate_one(layer, unit), clean=run)
             flags.append(abs(clean - value) >= min_effect)
     return float(np.mean(flags)) if flags else float("nan")
 

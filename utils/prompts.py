@@ -41,11 +41,23 @@ def next_token_logits(
     return out
 
 
-def logits_at(model: HookedTransformer, tokens: torch.Tensor, positions: torch.Tensor, fwd_hooks: Sequence = ()) -> torch.Tensor:
+def logits_at(
+    model: HookedTransformer,
+    tokens: torch.Tensor,
+    positions: torch.Tensor,
+    fwd_hooks: Sequence = (),
+    start: tuple[int, torch.Tensor] | None = None,
+) -> torch.Tensor:
     """Logits [batch, vocab] at one position per row of ``tokens`` (``positions`` [batch]), with block-level
-    ``fwd_hooks``; only those positions go through the final norm and the unembedding."""
+    ``fwd_hooks``; only those positions go through the final norm and the unembedding. ``start`` =
+    (layer, residual input of that layer [batch, pos, d]) resumes a run there instead of embedding ``tokens``."""
     with model.hooks(fwd_hooks=list(fwd_hooks)):
-        resid = model(tokens, stop_at_layer=model.cfg.n_layers)
+        if start is None:
+            resid = model(tokens, stop_at_layer=model.cfg.n_layers)
+        elif start[0] < model.cfg.n_layers:
+            resid = model(start[1], start_at_layer=start[0], stop_at_layer=model.cfg.n_layers)
+        else:
+            resid = start[1]
     return project(model, resid[torch.arange(len(tokens), device=resid.device), positions.to(resid.device)])
 
 

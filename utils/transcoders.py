@@ -4,16 +4,18 @@ A transcoder is a wide ReLU MLP trained to imitate one MLP sublayer: it reads th
 input (``blocks.L.ln2.hook_normalized``; the norms' weights are folded into the model) and predicts
 its write (``blocks.L.hook_mlp_out``) through a sparse layer of features.
 
-* Attention sinks: position 0 of a window and BOS/EOS/pad tokens carry MLP writes hundreds of times
-  larger than other tokens (``sink_mask``). They are left out of training and of every metric, and a
-  spliced model keeps the real MLP write there (``replace_mlps``).
+* Attention sinks: position 0 of a window, BOS/EOS/pad tokens and the rare tokens that carry a
+  *massive activation* (a residual stream hundreds of times larger than the median, Sun et al. 2024,
+  "Massive activations in large language models") get MLP writes hundreds of times larger than other
+  tokens' (``model_sinks``). They are left out of training and of every metric, and a spliced model
+  keeps the real MLP write there (``replace_mlps``).
 * Activations: ``stream_activations`` runs the model only up to the last layer needed
   (``stop_at_layer``); ``cache_activations`` writes every layer's (input, target) once to disk
   (float16 Arrow, sinks marked so that sae-lens skips them too); ``load_activations`` reads the
   non-sink tokens back into RAM and ``epoch_batches`` serves globally shuffled batches, epoch after epoch.
-* Training: ``SparseTranscoder`` + ``TranscoderTrainer``: targets rescaled to a fixed expected norm
-  (so one ``l1`` suits every layer; folded back on export), MSE + L1 weighted by decoder norms,
-  fused Adam with warm-up, biases from the data mean, dead-feature resampling that stops early,
+* Training: ``SparseTranscoder`` + ``TranscoderTrainer``: targets rescaled so that the median token's
+  write has a fixed norm (so one ``l1`` suits every layer; folded back on export), MSE + L1 weighted
+  by decoder norms, fused Adam with warm-up and a final linear decay, biases from the data mean, dead-feature resampling that stops early,
   checkpoints, NaN guard. ``train_transcoders`` trains many from one stream; ``train_all_layers``
   trains one per layer and caches them on disk. ``train_sae_with_sae_lens`` trains the SAE baseline
   with sae-lens's own runner.
@@ -84,8 +86,8 @@ PRESETS = {
         "layer": 15,
         "ctx": 128,
         "n_train_tokens": 32_768,
-        "n_eval_tokens": 4_096,
-        "epochs": 8,
+        "n_eval_tokens": 2_048,
+        "epochs": 5,
         "d_sae": 2_304,
         "batch_tokens": 512,
         "transcoder_l1": [0.01, 0.03, 0.1],
@@ -114,7 +116,7 @@ PRESETS = {
 DENSE_THRESHOLD = 0.1  # a feature active on more than this fraction of tokens is "dense"
 HIGHLIGHT = ("[[", "]]")  # how a context marks the token a feature fires on
 CHECKPOINT_NAME = "last_good"
-TRAINER_VERSION = 4  # bump when a change to the trainer changes what it learns, so trained caches are rebuilt
+TRAINER_VERSION = 5  # bump when a change to the trainer changes what it learns, so trained caches are rebuilt
 SINK_ID = -1  # how a cached ``token_ids`` column marks an attention-sink position (sae-lens skips it)
 MANIFEST = "manifest.json"
 Pair = tuple[torch.Tensor, torch.Tensor]
@@ -138,16 +140,49 @@ def special_token_ids(model: HookedTransformer) -> list[int]:
     return sorted({i for i in (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id) if i is not None})
 
 
+MASSIVE_FACTOR = 10.0  # a residual norm this many times the median marks a massive-activation token
+
+
 def sink_mask(tokens: torch.Tensor, special_ids: Sequence[int] = ()) -> torch.Tensor:
-    """True at attention-sink positions of [..., pos] tokens: position 0 and every special token."""
+    """True at the attention sinks known from the tokens alone: position 0 and every special token."""
     mask = torch.isin(tokens, torch.tensor(list(special_ids), dtype=tokens.dtype, device=tokens.device))
     mask[..., 0] = True
     return mask
 
 
-def model_sinks(model: HookedTransformer, tokens: torch.Tensor) -> torch.Tensor:
-    """``sink_mask`` with ``model``'s special tokens."""
-    return sink_mask(tokens, special_token_ids(model))
+def sink_layer(model: HookedTransformer) -> int:
+    """The layer whose residual input shows massive activations: the middle one (they form in the
+    early layers and persist; SmolLM2-135M's reach ~80-160x the median norm at layer 15, while every
+    other token stays below 2x)."""
+    return model.cfg.n_layers // 2
+
+
+def massive_tokens(resid: torch.Tensor, exclude: torch.Tensor | None = None, factor: float = MASSIVE_FACTOR) -> torch.Tensor:
+    """True where the residual stream ``resid`` [..., pos, d] has a norm above ``factor`` x the
+    median norm of the tokens not in ``exclude`` [..., pos] (massive activations)."""
+    norms = resid.float().norm(dim=-1)
+    reference = norms if exclude is None else norms[~exclude.to(norms.device)]
+    if reference.numel() == 0:
+        return torch.zeros_like(norms, dtype=torch.bool)
+    return norms > factor * reference.median()
+
+
+@torch.no_grad()
+def sink_resid(model: HookedTransformer, tokens: torch.Tensor) -> torch.Tensor:
+    """The residual stream [..., pos, d] at the input of ``sink_layer`` (runs the model up to it)."""
+    flat = tokens.reshape(-1, tokens.shape[-1]).to(model.cfg.device)
+    resid = model(flat, stop_at_layer=sink_layer(model))
+    return resid.reshape(*tokens.shape, -1)
+
+
+def model_sinks(model: HookedTransformer, tokens: torch.Tensor, resid: torch.Tensor | None = None) -> torch.Tensor:
+    """Attention sinks of ``tokens`` [..., pos]: ``sink_mask`` with ``model``'s special tokens, plus
+    the massive-activation tokens of ``resid`` (the residual at ``sink_layer``, [..., pos, d]; pass
+    it when a run already cached it, otherwise the model is run up to that layer)."""
+    marked = sink_mask(tokens, special_token_ids(model))
+    if resid is None:
+        resid = sink_resid(model, tokens)
+    return marked | massive_tokens(resid, marked).to(marked.device)
 
 
 # ----------------------------------------------------------------------------- activations
@@ -156,23 +191,26 @@ def model_sinks(model: HookedTransformer, tokens: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def stream_activations(
     model: HookedTransformer, layers: Sequence[int], token_batches: Iterable[torch.Tensor]
-) -> Iterator[tuple[torch.Tensor, dict[int, Pair]]]:
-    """For each token batch, the tokens and {layer: (MLP input, MLP output)} as [batch, pos, d].
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, dict[int, Pair]]]:
+    """For each token batch: the tokens, their attention sinks (``model_sinks``, [batch, pos]) and
+    {layer: (MLP input, MLP output)} as [batch, pos, d].
 
-    The model runs only up to the last layer asked for (``stop_at_layer``).
+    The model runs only up to the last layer asked for or ``sink_layer``, whichever is later
+    (``stop_at_layer``).
     """
     if not layers or min(layers) < 0 or max(layers) >= model.cfg.n_layers:
         raise ValueError(
             f"layers must be a non-empty subset of 0..{model.cfg.n_layers - 1}, got {list(layers)}"
         )
-    names = {name for layer in layers for name in mlp_hooks(layer)}
+    sink_name = f"blocks.{sink_layer(model)}.hook_resid_pre"
+    names = {sink_name, *(name for layer in layers for name in mlp_hooks(layer))}
     for tokens in token_batches:
+        tokens = tokens.to(model.cfg.device)
         _, cache = model.run_with_cache(
-            tokens.to(model.cfg.device),
-            names_filter=lambda n: n in names,
-            stop_at_layer=max(layers) + 1,
+            tokens, names_filter=lambda n: n in names, stop_at_layer=max(*layers, sink_layer(model)) + 1
         )
-        yield tokens, {layer: tuple(cache[n] for n in mlp_hooks(layer)) for layer in layers}
+        sinks = model_sinks(model, tokens, cache[sink_name])
+        yield tokens, sinks, {layer: tuple(cache[n] for n in mlp_hooks(layer)) for layer in layers}
 
 
 def _flat(pairs: Mapping[int, Pair]) -> dict[int, Pair]:
@@ -257,8 +295,8 @@ def cache_activations(
     arrow = staging / "activations.arrow"
     stream = stream_activations(model, layers, itertools.chain([first], batches))
     with ArrowWriter(features=features, path=str(arrow)) as writer:
-        for tokens, pairs in tqdm(stream, desc="caching activations", unit="batch"):
-            marked = torch.where(model_sinks(model, tokens), SINK_ID, tokens)
+        for tokens, sinks, pairs in tqdm(stream, desc="caching activations", unit="batch"):
+            marked = torch.where(sinks, SINK_ID, tokens)
             columns = {"token_ids": marked.int().cpu().numpy()}
             for layer in layers:
                 for name, act in zip(mlp_hooks(layer), pairs[layer], strict=True):
@@ -350,7 +388,7 @@ class SparseTranscoder(nn.Module):
     """Dunefsky et al.'s transcoder: z = ReLU(W_enc (x - b_pre) + b_enc), y = W_dec z + b_dec.
 
     Decoder rows are kept at unit norm while training. ``out_scale`` is the factor the targets were
-    multiplied by to reach a fixed expected norm (sqrt(d_out)); ``forward`` predicts in those scaled
+    multiplied by to give the median token's target the norm sqrt(d_out); ``forward`` predicts in those scaled
     units and ``to_sae_lens`` folds the factor back, so the exported transcoder predicts the real write.
     """
 
@@ -385,7 +423,7 @@ class SparseTranscoder(nn.Module):
 
     @torch.no_grad()
     def init_from_data(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """From (non-sink) data: ``out_scale`` giving the targets expected norm sqrt(d_out), the
+        """From (non-sink) data: ``out_scale`` giving the median target the norm sqrt(d_out), the
         pre-bias at the mean input and the output bias at the mean (scaled) target."""
         x, y = x.reshape(-1, x.shape[-1]).float(), y.reshape(-1, y.shape[-1]).float()
         self.out_scale.copy_(output_scale(y))
@@ -444,8 +482,14 @@ def random_transcoder(d_model: int, d_sae: int, seed: int = 0, bias_std: float =
 
 
 def output_scale(y: torch.Tensor) -> torch.Tensor:
-    """The factor that gives targets ``y`` [n, d] the expected norm sqrt(d) (sae-lens's convention)."""
-    return math.sqrt(y.shape[-1]) / y.float().pow(2).sum(-1).mean().sqrt().clamp_min(1e-12)
+    """The factor that gives the median token of ``y`` [n, d] the norm sqrt(d).
+
+    sae-lens scales by the root-mean-square norm instead; the median is not moved by the few tokens
+    whose write is tens of times larger than the rest (``" the"`` at SmolLM2's layer 2: 2% of the
+    tokens, 40% of the squared norm), which would otherwise shrink every other token's error
+    against the sparsity penalty.
+    """
+    return math.sqrt(y.shape[-1]) / y.float().norm(dim=-1).median().clamp_min(1e-12)
 
 
 def transcoder_loss(
@@ -453,7 +497,7 @@ def transcoder_loss(
 ) -> dict[str, torch.Tensor]:
     """Per-token mean of ||pred - target||^2 / d plus ``l1`` x sum_i acts_i ||W_dec[i]|| / sqrt(d).
 
-    ``target`` is already scaled to expected norm sqrt(d) (``output_scale``), so both terms are
+    ``target`` is already scaled to median norm sqrt(d) (``output_scale``), so both terms are
     free of the layer's output scale and each token's term does not depend on the rest of the batch.
     """
     d = target.shape[-1]
@@ -474,6 +518,7 @@ class TranscoderTraining:
     l1: float
     lr: float = 1e-3
     warmup_steps: int = 50
+    decay_fraction: float = 0.0  # share of the run, at its end, over which the lr falls linearly to 0
     adam_betas: tuple[float, float] = (0.9, 0.999)
     resample_every: int = 200  # steps between dead-feature checks (0: never resample)
     resample_until: int | None = None  # last step at which dead features are resampled (None: to the end)
@@ -483,10 +528,21 @@ class TranscoderTraining:
     seed: int = 0
 
     def __post_init__(self):
-        if self.d_sae < 1 or self.l1 < 0 or self.lr <= 0:
+        if self.d_sae < 1 or self.l1 < 0 or self.lr <= 0 or not 0 <= self.decay_fraction <= 1:
             raise ValueError(
-                f"need d_sae >= 1, l1 >= 0 and lr > 0, got d_sae={self.d_sae}, l1={self.l1}, lr={self.lr}"
+                f"need d_sae >= 1, l1 >= 0, lr > 0 and 0 <= decay_fraction <= 1, got d_sae={self.d_sae}, "
+                f"l1={self.l1}, lr={self.lr}, decay_fraction={self.decay_fraction}"
             )
+
+
+def lr_multiplier(step: int, warmup_steps: int, total_steps: int | None = None, decay_fraction: float = 0.0) -> float:
+    """The learning-rate factor after ``step`` steps: a linear warm-up to 1 over ``warmup_steps``, then,
+    when ``total_steps`` is known, a linear fall towards 0 over the last ``decay_fraction`` of them."""
+    factor = min(1.0, (step + 1) / max(warmup_steps, 1))
+    decay_steps = round((total_steps or 0) * decay_fraction)
+    if decay_steps:
+        factor *= min(1.0, max(total_steps - step, 0) / decay_steps)
+    return factor
 
 
 @dataclass
@@ -499,6 +555,7 @@ class TranscoderTrainer:
     d_out: int
     model_name: str = ""
     device: str | torch.device = "cpu"
+    total_steps: int | None = None  # the run's length, for the final learning-rate decay
     transcoder: SparseTranscoder = field(init=False)
     history: list[dict] = field(default_factory=list)
     step_count: int = 0
@@ -512,9 +569,9 @@ class TranscoderTrainer:
             self.transcoder.parameters(), lr=self.cfg.lr, betas=self.cfg.adam_betas, fused=True
         )
         self.initialised = False
-        warm = max(self.cfg.warmup_steps, 1)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: min(1.0, (s + 1) / warm)
+            self.optimizer,
+            lambda s: lr_multiplier(s, self.cfg.warmup_steps, self.total_steps, self.cfg.decay_fraction),
         )
         self.fired = torch.zeros(self.cfg.d_sae, dtype=torch.long, device=self.device)
         self.resampled = 0
@@ -660,7 +717,7 @@ def train_transcoders(
     ``checkpoint_dir``.
     """
     trainers = {
-        key: TranscoderTrainer(cfg, layer, d_model, d_model, model_name, device)
+        key: TranscoderTrainer(cfg, layer, d_model, d_model, model_name, device, total_steps)
         for key, (layer, cfg) in configs.items()
     }
     for trainer in trainers.values():
@@ -687,9 +744,10 @@ def sweep_l1(
     settings: Mapping[str, Any],
     batch_tokens: int,
     epochs: int,
-) -> pd.DataFrame:
+) -> tuple[pd.DataFrame, dict[tuple[int, float], TranscoderTrainer]]:
     """Train one transcoder per (layer in ``acts``, l1) from the same batches and measure each on
-    ``ev`` (non-sink tokens): L0, FVU, ΔCE, KL, fraction recovered, dead fraction."""
+    ``ev`` (non-sink tokens): L0, FVU, ΔCE, KL, fraction recovered, dead fraction. Returns that table
+    and the trainers, keyed by (layer, l1)."""
     fields = set(TranscoderTraining.__dataclass_fields__)
     cfg = {k: v for k, v in settings.items() if k in fields and k != "l1"}
     configs = {(layer, l1): (layer, TranscoderTraining(**cfg, l1=l1)) for layer in acts for l1 in l1s}
@@ -710,7 +768,7 @@ def sweep_l1(
         )}
         for (layer, l1), trainer in trainers.items()
     ]
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), trainers
 
 
 def choose_l1(sweep: pd.DataFrame, max_l0: float) -> float:
@@ -752,6 +810,27 @@ def fingerprint(windows: Sequence[torch.Tensor]) -> str:
     return digest.hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class L1Sweep:
+    """An L1 sweep for ``train_all_layers``: each ``grid`` value trained on ``layers`` and measured on
+    ``ev``; the one kept is ``choose_l1``'s under ``max_l0``."""
+
+    grid: Sequence[float]
+    layers: Sequence[int]
+    max_l0: float
+    ev: EvalSet
+
+
+@dataclass
+class TrainedLayers:
+    """What ``train_all_layers`` returns: a transcoder per layer, the l1 they were trained with, and
+    the sweep's table when one chose it."""
+
+    transcoders: dict[int, Any]
+    l1: float
+    sweep: pd.DataFrame | None = None
+
+
 def train_all_layers(
     model: HookedTransformer,
     layers: Sequence[int],
@@ -760,52 +839,71 @@ def train_all_layers(
     settings: Mapping[str, Any],
     batch_tokens: int,
     epochs: int = 1,
-) -> dict[int, Any]:
+    sweep: L1Sweep | None = None,
+) -> TrainedLayers:
     """One transcoder per layer, saved under ``folder/L<layer>`` (sae-lens format) and loaded on the
     model's device. One forward pass caches every layer's activations (sinks excluded); then every
-    transcoder trains for ``epochs`` globally shuffled passes over them. A folder whose manifest
-    records the same ``settings``, layers, batch and epochs is loaded instead of retrained.
+    transcoder trains for ``epochs`` globally shuffled passes over them.
+
     ``settings`` holds TranscoderTraining fields (d_sae, l1, lr, seed, resample_until, ...) and
-    anything else that identifies the run (model, data fingerprint)."""
+    anything else that identifies the run (model, data fingerprint). With ``sweep``, ``settings``
+    holds no l1: every grid value is first trained on the sweep's layers from the same activations
+    and batches, the chosen one's transcoders are kept as those layers' (they are exactly what the
+    main run would train) and the other layers train with it. A folder whose manifest records the
+    same request is loaded instead of retrained (the sweep's table is kept in ``sweep.csv``).
+    """
     folder = Path(folder)
     device = model.cfg.device
-    manifest = {
+    request = {
         "layers": list(layers),
         "trainer_version": TRAINER_VERSION,
         "batch_tokens": batch_tokens,
         "epochs": epochs,
         **settings,
     }
+    if sweep is not None:
+        if "l1" in settings or not set(sweep.layers) <= set(layers):
+            raise ValueError("with a sweep, settings hold no 'l1' and the sweep's layers are among the layers trained")
+        request["sweep"] = {"grid": list(sweep.grid), "layers": list(sweep.layers), "max_l0": sweep.max_l0,
+                            "eval": fingerprint([sweep.ev.tokens])}
     path = folder / MANIFEST
-    if path.is_file() and json.loads(path.read_text()) == json.loads(json.dumps(manifest)):
-        return {layer: load_transcoder(folder / f"L{layer}", device) for layer in layers}
-    fields = set(TranscoderTraining.__dataclass_fields__)
-    cfg = {k: v for k, v in settings.items() if k in fields}
-    configs = {
-        layer: (layer, TranscoderTraining(**cfg, checkpoint_dir=str(folder / f"ckpt{layer}")))
-        for layer in layers
-    }
+    if path.is_file() and (saved := json.loads(path.read_text())).get("request") == json.loads(json.dumps(request)):
+        table = pd.read_csv(folder / "sweep.csv") if sweep is not None else None
+        return TrainedLayers({layer: load_transcoder(folder / f"L{layer}", device) for layer in layers}, saved["l1"], table)
     acts_folder = cache_activations(model, layers, token_batches, folder / "activations")
     acts = load_activations(acts_folder, layers)
     n_tokens = len(acts[layers[0]][0])
-    trainers = train_transcoders(
-        epoch_batches(acts, batch_tokens, epochs, seed=int(settings.get("seed", 0))),
-        configs,
-        model.cfg.d_model,
-        model.cfg.model_name,
-        steps_per_run(n_tokens, batch_tokens, epochs),
-        "training all layers",
-        init_data=acts,
-        device=device,
-    )
+    n_steps = steps_per_run(n_tokens, batch_tokens, epochs)
+    seed = int(settings.get("seed", 0))
+    done: dict[int, SparseTranscoder] = {}
+    table = None
+    if sweep is None:
+        l1 = float(settings["l1"])
+    else:
+        table, tried = sweep_l1(model, {layer: acts[layer] for layer in sweep.layers}, sweep.ev, sweep.grid,
+                                settings, batch_tokens, epochs)
+        l1 = choose_l1(table, sweep.max_l0)
+        done = {layer: tried[(layer, l1)].transcoder for layer in sweep.layers}
+    fields = set(TranscoderTraining.__dataclass_fields__)
+    cfg = {k: v for k, v in settings.items() if k in fields and k != "l1"}
+    rest = [layer for layer in layers if layer not in done]
+    configs = {layer: (layer, TranscoderTraining(**cfg, l1=l1, checkpoint_dir=str(folder / f"ckpt{layer}"))) for layer in rest}
+    if rest:
+        trainers = train_transcoders(
+            epoch_batches({layer: acts[layer] for layer in rest}, batch_tokens, epochs, seed=seed),
+            configs, model.cfg.d_model, model.cfg.model_name, n_steps, "training all layers", init_data=acts, device=device,
+        )
+        done |= {layer: trainer.transcoder for layer, trainer in trainers.items()}
     out = {}
-    for layer, trainer in trainers.items():
-        save_transcoder(trainer.transcoder, layer, folder / f"L{layer}", model.cfg.model_name)
+    for layer in layers:
+        save_transcoder(done[layer], layer, folder / f"L{layer}", model.cfg.model_name)
         shutil.rmtree(folder / f"ckpt{layer}", ignore_errors=True)
         out[layer] = load_transcoder(folder / f"L{layer}", device)
     shutil.rmtree(acts_folder, ignore_errors=True)
-    path.write_text(json.dumps(manifest))
-    return out
+    if table is not None:
+        table.to_csv(folder / "sweep.csv", index=False)
+    path.write_text(json.dumps({"request": request, "l1": l1}))
+    return TrainedLayers(out, l1, table)
 
 
 def sae_transformer(model: HookedTransformer) -> Any:
@@ -839,13 +937,15 @@ def train_sae_with_sae_lens(
     batch_tokens: int = 1024,
     lr: float = 1e-3,
     warmup_steps: int = 50,
+    decay_steps: int = 0,
     seed: int = 0,
 ) -> Any:
     """Train a standard SAE on ``blocks.<layer>.hook_mlp_out`` with sae-lens's own runner.
 
     ``LanguageModelSAETrainingRunner`` gets ``override_model=model`` and ``override_dataset`` = the
     token ``windows``; with ``cached_activations`` (a ``cache_activations`` folder) it reads those
-    very activations instead of re-running the model for every L1 value. No wandb, no download.
+    very activations instead of re-running the model for every L1 value. The learning rate warms up
+    over ``warmup_steps`` and falls linearly to 0 over the last ``decay_steps``. No wandb, no download.
     Activations are rescaled to norm sqrt(d_model) during training (folded back at the end), so L1
     values are comparable across layers. Attention sinks are skipped when reading the cache (marked
     ``SINK_ID``). Returns the trained inference ``SAE``.
@@ -887,6 +987,7 @@ def train_sae_with_sae_lens(
         exclude_special_tokens=[SINK_ID],  # the cache marks sink positions with SINK_ID
         lr=lr,
         lr_warm_up_steps=warmup_steps,
+        lr_decay_steps=decay_steps,
         device=str(model.cfg.device),
         seed=seed,
         logger=LoggingConfig(log_to_wandb=False),
@@ -941,15 +1042,17 @@ def eval_set(
     """Run validation batches once and keep, for each of ``layers``, its residual input and its
     MLP's input and output, plus the clean next-token log-probabilities."""
     names = [n for layer in layers for n in (f"blocks.{layer}.hook_resid_pre", *mlp_hooks(layer))]
-    parts: dict[str, list[torch.Tensor]] = {n: [] for n in ["tokens", "logprobs", *names]}
+    sink_name = f"blocks.{sink_layer(model)}.hook_resid_pre"
+    parts: dict[str, list[torch.Tensor]] = {n: [] for n in ["tokens", "sinks", "logprobs", *names]}
     total_ce, count = 0.0, 0
     for tokens in token_batches:
         tokens = tokens.to(model.cfg.device)
-        logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
+        logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names or n == sink_name)
         logprobs = logits.float().log_softmax(-1)
         total_ce -= float(logprobs[:, :-1].gather(-1, tokens[:, 1:, None]).sum())
         count += tokens[:, 1:].numel()
         parts["tokens"].append(tokens)
+        parts["sinks"].append(model_sinks(model, tokens, cache[sink_name]))
         parts["logprobs"].append(logprobs.half())
         for n in names:
             parts[n].append(cache[n])
@@ -957,7 +1060,7 @@ def eval_set(
     d = model.cfg.d_model
     return EvalSet(
         tokens=cat["tokens"],
-        sinks=model_sinks(model, cat["tokens"]),
+        sinks=cat["sinks"],
         resid_pre={layer: cat[f"blocks.{layer}.hook_resid_pre"] for layer in layers},
         x={layer: cat[mlp_hooks(layer)[0]].reshape(-1, d) for layer in layers},
         y={layer: cat[mlp_hooks(layer)[1]].reshape(-1, d) for layer in layers},
