@@ -5,7 +5,7 @@ import torch
 
 from utils import circuits as C
 from utils import transcoders as T
-from utils.models import tiny_model
+from utils.models import tiny_model, word_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -226,10 +226,41 @@ def test_permuted_null_sits_near_the_structural_correlation():
     assert len(null) == 50 and abs(observed - null.mean()) < 0.1  # random activations: no better than the null
 
 
-def test_hit_rate_against_hypotheses():
-    contexts = pd.DataFrame({"token": [" cat", "Cat", "dog"]})
-    assert C.hit_rate(contexts, {"cat"}) == pytest.approx(2 / 3)
-    assert C.hit_rate(contexts.iloc[:0], {"cat"}) != C.hit_rate(contexts.iloc[:0], {"cat"})  # NaN when empty
+@pytest.fixture(scope="module")
+def worded():
+    """A 3-layer tiny model with a word-level tokenizer (so features' tokens can be named) and random
+    transcoders on every layer."""
+    tokenizer = word_tokenizer(["w" + a + b for a in "abcd" for b in "abcdefghij"])  # 40 words, no digits
+    model = tiny_model(n_layers=3, d_vocab=len(tokenizer), seed=5)
+    model.set_tokenizer(tokenizer)
+    return model, {layer: T.random_transcoder(model.cfg.d_model, 24, seed=layer) for layer in range(3)}
+
+
+def test_a_layer0_hypothesis_reads_layer0_features_directly_and_through_heads(worded):
+    model, transcoders = worded
+    hyp, other = C.layer0_hypotheses(model, transcoders, 2, [5, 9], k_features=1, k_tokens=3)
+    through = torch.stack([C.ov_weights(model, layer, head, transcoders[0], transcoders[2], 5)
+                           for layer in (1, 2) for head in range(model.cfg.n_heads)]).amax(0)
+    direct = C.feature_weights(transcoders[0], transcoders[2])[:, 5]
+    words = lambda tc, f: {t.strip().lower() for t in T.de_embedding(model, tc, f, 3).token}  # noqa: E731
+    assert hyp.context == words(transcoders[0], int(through.argmax()))
+    assert hyp.current == words(transcoders[0], int(direct.argmax())) | words(transcoders[2], 5)
+    assert hyp.describe().startswith("on: ") and " | after: " in hyp.describe()
+    assert other == C.layer0_hypotheses(model, transcoders, 2, [9], k_features=1, k_tokens=3)[0]
+    with pytest.raises(ValueError, match="layer >= 1"):
+        C.layer0_hypotheses(model, transcoders, 0, [5])
+
+
+def test_hypothesis_hits_count_the_token_or_an_earlier_context_token(worded):
+    model, _ = worded
+    tokens = model.to_tokens(["waa wab wac wad", "wae waf wag wah"], prepend_bos=False)
+    acts = torch.zeros(tokens.numel())
+    acts[[3, 6, 5]] = torch.tensor([3.0, 2.0, 1.0])  # top: wad (after waa..wac), wag (after wae, waf), waf
+    hyp = C.Hypothesis(current=frozenset({"wad"}), context=frozenset({"wae"}))
+    assert C.hypothesis_hits(model, tokens, acts, hyp, k_contexts=3) == pytest.approx(1.0)
+    assert C.hypothesis_hits(model, tokens, acts, hyp, k_contexts=3, window=1) == pytest.approx(2 / 3)  # wae is 2 back of wag
+    assert C.hypothesis_hits(model, tokens, acts, C.Hypothesis(frozenset(), frozenset()), 3) == 0.0
+    assert np.isnan(C.hypothesis_hits(model, tokens, torch.zeros_like(acts), hyp, 3))
 
 
 def test_targets_reached_from_two_parents_add_up(setup):

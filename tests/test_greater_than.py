@@ -1,26 +1,17 @@
 import pytest
 import torch
-from tokenizers import Regex, Tokenizer, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
 
 from utils import circuits
 from utils import greater_than as G
-from utils.models import tiny_model
+from utils import transcoders as T
+from utils.models import tiny_model, word_tokenizer
 
 WORDS = "The war lasted from the year to".split()
 
 
-def tiny_tokenizer(number_piece: str, numbers: list[str]) -> PreTrainedTokenizerFast:
-    """A word-level tokenizer whose numbers split into pieces matching ``number_piece``."""
-    vocab = {t: i for i, t in enumerate(["[UNK]", *WORDS, *numbers])}
-    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Whitespace(),
-            pre_tokenizers.Split(Regex(number_piece), behavior="isolated"),
-        ]
-    )
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]")
+def tiny_tokenizer(number_piece: str, numbers: list[str]):
+    """The greater-than words plus ``numbers``, which split into pieces matching ``number_piece``."""
+    return word_tokenizer([*WORDS, *numbers], number_piece)
 
 
 @pytest.fixture(scope="module")
@@ -137,3 +128,18 @@ def test_a_run_resumed_from_the_clean_run_equals_a_full_run():
     assert circuits.first_edited_layer({2: None}, [("hook_embed", None)], 4) == -1
     with pytest.raises(ValueError, match="other prompts"):
         circuits.answer_probs(model, task, prompts.prompt[:2], clean=run)
+
+
+def test_precision_at_k_measures_each_ablation_from_its_own_baseline():
+    tokenizer = tiny_tokenizer(r"\d", list(G.DIGITS))
+    model = tiny_model(d_vocab=len(tokenizer), seed=1)
+    model.set_tokenizer(tokenizer)
+    task = circuits.greater_than_task(model)
+    prompts = G.greater_than_prompts([12, 32, 75])
+    means = circuits.mean_writes(model, prompts.prompt, [1])
+    baseline = ({1: circuits.mean_write_fn(means[1])}, ())  # far from the real model
+    units = {1: torch.tensor([0, 1])}
+    unchanged = circuits.precision_at_k(model, task, prompts, units, lambda layer, unit: baseline, 1e-6, baseline)
+    assert unchanged == 0.0  # ablating nothing beyond the baseline moves nothing
+    zeroed = circuits.precision_at_k(model, task, prompts, units, lambda layer, unit: ({1: T.zero_fn}, ()), 1e-6, baseline)
+    assert zeroed == 1.0

@@ -300,6 +300,8 @@ def test_disk_cache_round_trip_without_sinks(tmp_path, tiny):
     torch.testing.assert_close(
         acts[1][1].float(), cache["blocks.1.hook_mlp_out"][~sinks], atol=1e-2, rtol=1e-2
     )
+    collected = T.collect_activations(tiny, [0, 1], [tokens[:4], tokens[4:]])  # the same, without the disk
+    assert torch.equal(collected[1][0], acts[1][0]) and torch.equal(collected[1][1], acts[1][1])
     with pytest.raises(ValueError, match="cache_activations"):
         T.load_activations(folder, [3])
     chunks = list(T.cached_chunks(folder, [1], epochs=1, windows_per_chunk=8))
@@ -422,7 +424,7 @@ def test_all_layers_train_in_one_pass_and_are_reused(tmp_path):
     settings = {"d_sae": 24, "l1": 1e-3, "seed": 0, "tokens": 128}
     first = T.train_all_layers(model, [0, 1], [windows_[:4], windows_[4:]], tmp_path, settings, batch_tokens=32).transcoders
     assert set(first) == {0, 1} and first[1].cfg.metadata.hook_name == "blocks.1.ln2.hook_normalized"
-    assert not (tmp_path / "activations").exists()  # the activation cache is removed after training
+    assert not (tmp_path / "activations").exists()  # activations stay in RAM
 
     def untouched():
         raise AssertionError("cached transcoders should be re-used, not retrained")

@@ -18,7 +18,8 @@ exact and they add up to the target's pre-activation.
   ``features_kept`` / ``neurons_kept`` (the rest mean-ablated), ``precision_at_k``.
 * ``feature_weights`` / ``ov_weights``: input-invariant connections, tested against a permutation
   null (``permuted_correlation_null``) and by top-k overlap (``topk_overlap``).
-* Blind case study: ``blind_scores`` (a de-embedding hypothesis vs another feature's), ``rating_sheet``.
+* Blind case study: ``layer0_hypotheses`` (from layer-0 features, directly and through heads' OV
+  circuits), ``blind_scores`` (its hit rate vs another feature's hypothesis), ``rating_sheet``.
 """
 
 from __future__ import annotations
@@ -546,7 +547,7 @@ def with_scaled(target: Target, factor: float) -> Target:
 # ----------------------------------------------------------------------------- transcoders for many layers
 
 PRESETS = {
-    # every parameter a scale sets; `default` took 16 min on 2 CPU cores with training, 9 min with cached transcoders (the target was 8)
+    # every parameter a scale sets; `default` time on 2 CPU cores: see the notebook's runtime line (the target was 8 min)
     "smoke": {
         "tc_layers": [0, 1, 2, 3],
         "ctx": 64,
@@ -925,16 +926,19 @@ def precision_at_k(
     units: Mapping[int, torch.Tensor],
     ablate_one,
     min_effect: float,
+    baseline: tuple[Mapping[int, T.Replacement], Sequence] = ({}, ()),
 ) -> float:
     """Share of ``units`` (layer -> ids) whose mean-ablation alone moves the mean probability
-    difference by at least ``min_effect``; ``ablate_one(layer, unit)`` gives (replacements, hooks)."""
+    difference by at least ``min_effect`` from the ``baseline`` model ((replacements, hooks): the
+    spliced model for transcoder features, the real one for neurons); ``ablate_one(layer, unit)``
+    gives the (replacements, hooks) of the baseline with that one unit mean-ablated."""
     run = clean_run(model, prompts.prompt)
-    clean = mean_prob_diff(model, task, prompts, clean=run)
+    before = mean_prob_diff(model, task, prompts, *baseline, clean=run)
     flags = []
     for layer, ids in units.items():
         for unit in ids.tolist():
             value = mean_prob_diff(model, task, prompts, *ablate_one(layer, unit), clean=run)
-            flags.append(abs(clean - value) >= min_effect)
+            flags.append(abs(before - value) >= min_effect)
     return float(np.mean(flags)) if flags else float("nan")
 
 
@@ -976,53 +980,111 @@ def random_units(scores: Mapping[int, torch.Tensor], k: int, seed: int = 0) -> d
 # ----------------------------------------------------------------------------- blind case study
 
 
-def hypothesis_tokens(model: HookedTransformer, transcoder: Any, feature: int, k: int) -> set[str]:
-    """A hypothesis from circuit evidence alone: the ``k`` input tokens that drive the feature most
-    directly (its de-embedding), stripped and lower-cased."""
-    return {t.strip().lower() for t in T.de_embedding(model, transcoder, feature, k).token}
+@dataclass(frozen=True)
+class Hypothesis:
+    """What a feature should fire on, guessed from weights alone: tokens at its own position, and
+    tokens earlier in the context that attention heads move to it. Tokens are stripped and lower-cased."""
+
+    current: frozenset[str]
+    context: frozenset[str]
+
+    def describe(self) -> str:
+        """One line for a table or a rating card."""
+        here = ", ".join(sorted(self.current)) or "-"
+        return f"on: {here}" + (f" | after: {', '.join(sorted(self.context))}" if self.context else "")
 
 
-def hit_rate(contexts: pd.DataFrame, hypothesis: set[str]) -> float:
-    """Share of a feature's top contexts whose highlighted token is one of the hypothesis tokens."""
-    if contexts.empty:
+@torch.no_grad()
+def layer0_hypotheses(
+    model: HookedTransformer,
+    transcoders: Mapping[int, Any],
+    layer: int,
+    features: Sequence[int],
+    k_features: int = 3,
+    k_tokens: int = 4,
+) -> list[Hypothesis]:
+    """The paper's blind case-study method, from weights only, for ``features`` of ``layer``: the
+    layer-0 transcoder features that connect most strongly to a feature straight through the residual
+    stream (W_dec0[i] . W_enc[:, f]) name tokens at its own position, with the feature's own
+    de-embedding; those that connect most strongly through some attention head's OV circuit in layers
+    1..``layer`` (W_dec0[i] W_V W_O W_enc[:, f]) name tokens earlier in the context. Each layer-0
+    feature is read through its ``k_tokens`` top de-embedding tokens (``T.de_embedding``'s scores);
+    norms' scales are taken as constant."""
+    if layer < 1 or 0 not in transcoders:
+        raise ValueError("a layer-0 hypothesis needs a layer-0 transcoder and a feature in layer >= 1")
+    up, w_enc = transcoders[0], transcoders[layer].W_enc[:, list(features)].to(transcoders[0].W_dec)
+    emb = model.W_E / model.W_E.pow(2).mean(-1, keepdim=True).sqrt()
+
+    def words(encoder_columns: torch.Tensor) -> list[set[str]]:  # [d_model, n] -> each column's top tokens
+        top = (emb @ encoder_columns.to(emb)).topk(k_tokens, dim=0).indices.T
+        return [{model.to_string(int(t)).strip().lower() for t in row} for row in top]
+
+    def from_layer0(weights: torch.Tensor) -> list[set[str]]:  # [d_sae0, n] -> tokens of each column's top features
+        top = weights.topk(k_features, dim=0).indices.T
+        return [set().union(*words(up.W_enc[:, row])) for row in top]
+
+    direct = up.W_dec @ w_enc
+    through_heads = torch.stack([
+        up.W_dec @ torch.einsum("hmd,hdn,nf->hmf", block.attn.W_V, block.attn.W_O, w_enc).to(up.W_dec)
+        for block in model.blocks[1 : layer + 1]
+    ]).amax(dim=(0, 1))  # [d_sae0, n]: each layer-0 feature's strongest connection through any head
+    own = words(transcoders[layer].W_enc[:, list(features)])
+    return [Hypothesis(frozenset(here | mine), frozenset(before))
+            for here, mine, before in zip(from_layer0(direct), own, from_layer0(through_heads), strict=True)]
+
+
+def hypothesis_hits(model: HookedTransformer, tokens: torch.Tensor, acts: torch.Tensor, hypothesis: Hypothesis,
+                    k_contexts: int, window: int = 8) -> float:
+    """Share of the ``k_contexts`` tokens where a feature fires most (``acts`` [n_tokens], in
+    ``tokens``' flattened order) that the hypothesis predicts: the token itself is one of its
+    ``current`` tokens, or one of the ``window`` tokens before it is one of its ``context`` tokens."""
+    n_live = int((acts > 0).sum())
+    if n_live == 0:
         return float("nan")
-    return float(contexts.token.str.strip().str.lower().isin(hypothesis).mean())
+    words = lambda ids: {model.to_string(int(t)).strip().lower() for t in ids}  # noqa: E731
+    hits = []
+    for flat in torch.topk(acts, min(k_contexts, n_live)).indices.tolist():
+        b, p = divmod(flat, tokens.shape[1])
+        hits.append(bool(words(tokens[b, p : p + 1]) & hypothesis.current)
+                    or bool(words(tokens[b, max(p - window, 0) : p]) & hypothesis.context))
+    return float(np.mean(hits))
 
 
 def blind_scores(
     model: HookedTransformer,
-    transcoder: Any,
+    transcoders: Mapping[int, Any],
+    layer: int,
     acts: torch.Tensor,
     tokens: torch.Tensor,
     features: Sequence[int],
-    k_tokens: int,
     k_contexts: int,
 ) -> pd.DataFrame:
-    """Per feature: its own hypothesis's hit rate on its top contexts, and the null: the hit rate of
-    the next feature's hypothesis (features in a ring) on the same contexts."""
-    hyps = [hypothesis_tokens(model, transcoder, f, k_tokens) for f in features]
+    """Per feature of ``layer``: the hit rate of its own ``layer0_hypotheses`` on its top contexts, and
+    the null: the hit rate of the next feature's hypothesis (features in a ring) on the same contexts.
+    ``acts`` [n_tokens, d_sae] are the layer's feature activations on ``tokens``."""
+    hyps = layer0_hypotheses(model, transcoders, layer, features)
     rows = []
     for i, f in enumerate(features):
-        contexts = T.top_contexts(model, tokens, acts[:, f], k_contexts)
-        rows.append({"feature": f, "own": hit_rate(contexts, hyps[i]),
-                     "null": hit_rate(contexts, hyps[(i + 1) % len(features)]),
-                     "hypothesis": ", ".join(sorted(hyps[i]))[:120], "contexts": contexts})
+        rows.append({"layer": layer, "feature": f,
+                     "own": hypothesis_hits(model, tokens, acts[:, f], hyps[i], k_contexts),
+                     "null": hypothesis_hits(model, tokens, acts[:, f], hyps[(i + 1) % len(features)], k_contexts),
+                     "hypothesis": hyps[i].describe()[:160],
+                     "contexts": T.top_contexts(model, tokens, acts[:, f], k_contexts)})
     return pd.DataFrame(rows)
 
 
 def rating_sheet(cases: pd.DataFrame, model: HookedTransformer, transcoders: Mapping[int, Any], seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Feature cards for a class and their hidden key. ``cases`` has columns layer, feature, contexts
-    (a top_contexts table). Each card shows the circuit evidence (de-embedding and logit-effect
-    tokens) and the top contexts, with blank columns for the student's hypothesis and a 1-5 rating
-    of how well the contexts match it; the key maps cards back to (layer, feature)."""
+    """Feature cards for a class and their hidden key. ``cases`` has columns layer, feature, hypothesis
+    (``Hypothesis.describe``) and contexts (a top_contexts table). Each card shows the circuit evidence
+    (the weight-only hypothesis and the logit-effect tokens) and the top contexts, with blank columns
+    for the student's own hypothesis and a 1-5 rating of how well the contexts match it; the key maps
+    cards back to (layer, feature) and the code's hypothesis."""
     order = np.random.default_rng(seed).permutation(len(cases))
     cards, key = [], []
     for card, i in enumerate(order):
         row = cases.iloc[int(i)]
-        tc = transcoders[int(row.layer)]
-        de_emb = T.de_embedding(model, tc, int(row.feature), 8).token
-        effect = T.logit_effect(model, tc, int(row.feature), 8).token
-        cards.append({"card": card, "inputs_that_drive_it": " | ".join(de_emb), "outputs_it_promotes": " | ".join(effect),
+        effect = T.logit_effect(model, transcoders[int(row.layer)], int(row.feature), 8).token
+        cards.append({"card": card, "evidence_from_weights": row.hypothesis, "outputs_it_promotes": " | ".join(effect),
                       "hypothesis (write first)": "", "top_contexts (read after)": "\n".join(row.contexts.context),
                       "rating 1-5": ""})
         key.append({"card": card, "layer": int(row.layer), "feature": int(row.feature)})

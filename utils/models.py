@@ -19,6 +19,7 @@ import json
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
@@ -271,3 +272,16 @@ def model_summary(model: HookedTransformer) -> dict:
         "vocab": cfg.d_vocab,
         "parameters_M": round(sum(p.numel() for p in model.parameters()) / 1e6, 1),
     }
+
+
+def word_tokenizer(words: list[str], number_piece: str = r"\d") -> Any:
+    """A word-level tokenizer over ``words`` (plus "[UNK]" as id 0) that splits numbers into pieces
+    matching ``number_piece``, for tiny test models whose tokens must have names."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.WordLevel({t: i for i, t in enumerate(["[UNK]", *words])}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Whitespace(), pre_tokenizers.Split(Regex(number_piece), behavior="isolated")]
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]")
