@@ -11,8 +11,9 @@ its write (``blocks.L.hook_mlp_out``) through a sparse layer of features.
   keeps the real MLP write there (``replace_mlps``).
 * Activations: ``stream_activations`` runs the model only up to the last layer needed
   (``stop_at_layer``); ``cache_activations`` writes every layer's (input, target) once to disk
-  (float16 Arrow, sinks marked so that sae-lens skips them too); ``load_activations`` reads the
-  non-sink tokens back into RAM and ``epoch_batches`` serves globally shuffled batches, epoch after epoch.
+  (float16 Arrow, sinks marked so that sae-lens skips them too) and ``load_activations`` reads the
+  non-sink tokens back into RAM; ``collect_activations`` keeps them in RAM without the disk (when
+  sae-lens does not need them); ``epoch_batches`` serves globally shuffled batches, epoch after epoch.
 * Training: ``SparseTranscoder`` + ``TranscoderTrainer``: targets rescaled so that the median token's
   write has a fixed norm (so one ``l1`` suits every layer; folded back on export), MSE + L1 weighted
   by decoder norms, fused Adam with warm-up and a final linear decay, biases from the data mean, dead-feature resampling that stops early,
