@@ -263,6 +263,20 @@ def test_hypothesis_hits_count_the_token_or_an_earlier_context_token(worded):
     assert np.isnan(C.hypothesis_hits(model, tokens, torch.zeros_like(acts), hyp, 3))
 
 
+def test_the_blind_null_is_always_another_features_hypothesis(worded):
+    model, transcoders = worded
+    tokens = torch.randint(1, model.cfg.d_vocab, (4, 12), generator=torch.Generator().manual_seed(1))
+    _, cache = model.run_with_cache(tokens)
+    acts = {layer: transcoders[layer].encode(cache[f"blocks.{layer}.ln2.hook_normalized"]).reshape(-1, 24) for layer in (1, 2)}
+    cases = [(1, 3), (2, 7)]  # one feature per layer: the null must come from the other layer
+    table = C.blind_scores(model, transcoders, acts, tokens, cases, k_contexts=5)
+    other = C.layer0_hypotheses(model, transcoders, 2, [7])[0]
+    assert table.null[0] == C.hypothesis_hits(model, tokens, acts[1][:, 3], other, 5)
+    assert table.hypothesis[0] == C.layer0_hypotheses(model, transcoders, 1, [3])[0].describe()
+    with pytest.raises(ValueError, match="at least 2"):
+        C.blind_scores(model, transcoders, acts, tokens, cases[:1], 5)
+
+
 def test_targets_reached_from_two_parents_add_up(setup):
     model, transcoders, tokens, tr = setup
     a, b = C.feature_target(tr, transcoders, 2, 6, 7, 0.5), C.feature_target(tr, transcoders, 2, 6, 7, 1.5)

@@ -1053,23 +1053,29 @@ def hypothesis_hits(model: HookedTransformer, tokens: torch.Tensor, acts: torch.
 def blind_scores(
     model: HookedTransformer,
     transcoders: Mapping[int, Any],
-    layer: int,
-    acts: torch.Tensor,
+    acts: Mapping[int, torch.Tensor],
     tokens: torch.Tensor,
-    features: Sequence[int],
+    cases: Sequence[tuple[int, int]],
     k_contexts: int,
 ) -> pd.DataFrame:
-    """Per feature of ``layer``: the hit rate of its own ``layer0_hypotheses`` on its top contexts, and
-    the null: the hit rate of the next feature's hypothesis (features in a ring) on the same contexts.
-    ``acts`` [n_tokens, d_sae] are the layer's feature activations on ``tokens``."""
-    hyps = layer0_hypotheses(model, transcoders, layer, features)
+    """Per (layer, feature) of ``cases``: the hit rate of its own ``layer0_hypotheses`` on its top
+    contexts, and the null: the hit rate of the next case's hypothesis (cases in a ring, so never its
+    own) on the same contexts. ``acts[layer]`` [n_tokens, d_sae] are that layer's feature activations
+    on ``tokens``."""
+    if len(cases) < 2:
+        raise ValueError(f"a blind study needs at least 2 features (the null is another feature's hypothesis), got {len(cases)}")
+    hyps = {}
+    for layer in dict.fromkeys(layer for layer, _ in cases):
+        features = [f for lay, f in cases if lay == layer]
+        hyps |= {(layer, f): h for f, h in zip(features, layer0_hypotheses(model, transcoders, layer, features), strict=True)}
     rows = []
-    for i, f in enumerate(features):
+    for i, (layer, f) in enumerate(cases):
+        own, other = hyps[(layer, f)], hyps[cases[(i + 1) % len(cases)]]
         rows.append({"layer": layer, "feature": f,
-                     "own": hypothesis_hits(model, tokens, acts[:, f], hyps[i], k_contexts),
-                     "null": hypothesis_hits(model, tokens, acts[:, f], hyps[(i + 1) % len(features)], k_contexts),
-                     "hypothesis": hyps[i].describe()[:160],
-                     "contexts": T.top_contexts(model, tokens, acts[:, f], k_contexts)})
+                     "own": hypothesis_hits(model, tokens, acts[layer][:, f], own, k_contexts),
+                     "null": hypothesis_hits(model, tokens, acts[layer][:, f], other, k_contexts),
+                     "hypothesis": own.describe()[:160],
+                     "contexts": T.top_contexts(model, tokens, acts[layer][:, f], k_contexts)})
     return pd.DataFrame(rows)
 
 
