@@ -101,7 +101,7 @@ def trace(model: HookedTransformer, tokens: torch.Tensor, transcoders: Mapping[i
         values=stack("blocks.{}.attn.hook_v").repeat_interleave(repeat, dim=2),
         attn_out=stack("blocks.{}.hook_attn_out"),
         mlp_out=stack("blocks.{}.hook_mlp_out"),
-        sinks=T.model_sinks(model, tokens, cache[f"blocks.{T.sink_layer(model)}.hook_resid_pre"][0]),
+        sinks=T.model_sinks(model, tokens, cache[T.sink_hook(model)][0]),
     )
     for layer, tc in transcoders.items():
         acts = tc.encode(cache[mlp_hooks(layer)[0]][0]) * ~out.sinks[:, None]
@@ -994,6 +994,11 @@ class Hypothesis:
         return f"on: {here}" + (f" | after: {', '.join(sorted(self.context))}" if self.context else "")
 
 
+def token_word(model: HookedTransformer, token: int | torch.Tensor) -> str:
+    """A token as a word a hypothesis can name: decoded, stripped of spaces, lower-cased."""
+    return model.to_string(int(token)).strip().lower()
+
+
 @torch.no_grad()
 def layer0_hypotheses(
     model: HookedTransformer,
@@ -1009,15 +1014,15 @@ def layer0_hypotheses(
     de-embedding; those that connect most strongly through some attention head's OV circuit in layers
     1..``layer`` (W_dec0[i] W_V W_O W_enc[:, f]) name tokens earlier in the context. Each layer-0
     feature is read through its ``k_tokens`` top de-embedding tokens (``T.de_embedding``'s scores);
-    norms' scales are taken as constant."""
+    norms' scales are taken as constant. Tokens are read as ``token_word``s."""
     if layer < 1 or 0 not in transcoders:
         raise ValueError("a layer-0 hypothesis needs a layer-0 transcoder and a feature in layer >= 1")
     up, w_enc = transcoders[0], transcoders[layer].W_enc[:, list(features)].to(transcoders[0].W_dec)
-    emb = model.W_E / model.W_E.pow(2).mean(-1, keepdim=True).sqrt()
+    emb = T.rms_embeddings(model)
 
     def words(encoder_columns: torch.Tensor) -> list[set[str]]:  # [d_model, n] -> each column's top tokens
         top = (emb @ encoder_columns.to(emb)).topk(k_tokens, dim=0).indices.T
-        return [{model.to_string(int(t)).strip().lower() for t in row} for row in top]
+        return [{token_word(model, t) for t in row} for row in top]
 
     def from_layer0(weights: torch.Tensor) -> list[set[str]]:  # [d_sae0, n] -> tokens of each column's top features
         top = weights.topk(k_features, dim=0).indices.T
@@ -1041,7 +1046,7 @@ def hypothesis_hits(model: HookedTransformer, tokens: torch.Tensor, acts: torch.
     n_live = int((acts > 0).sum())
     if n_live == 0:
         return float("nan")
-    words = lambda ids: {model.to_string(int(t)).strip().lower() for t in ids}  # noqa: E731
+    words = lambda ids: {token_word(model, t) for t in ids}  # noqa: E731
     hits = []
     for flat in torch.topk(acts, min(k_contexts, n_live)).indices.tolist():
         b, p = divmod(flat, tokens.shape[1])
@@ -1084,7 +1089,7 @@ def rating_sheet(cases: pd.DataFrame, model: HookedTransformer, transcoders: Map
     (``Hypothesis.describe``) and contexts (a top_contexts table). Each card shows the circuit evidence
     (the weight-only hypothesis and the logit-effect tokens) and the top contexts, with blank columns
     for the student's own hypothesis and a 1-5 rating of how well the contexts match it; the key maps
-    cards back to (layer, feature) and the code's hypothesis."""
+    cards back to (layer, feature)."""
     order = np.random.default_rng(seed).permutation(len(cases))
     cards, key = [], []
     for card, i in enumerate(order):

@@ -16,8 +16,8 @@ its write (``blocks.L.hook_mlp_out``) through a sparse layer of features.
   sae-lens does not need them); ``epoch_batches`` serves globally shuffled batches, epoch after epoch.
 * Training: ``SparseTranscoder`` + ``TranscoderTrainer``: targets rescaled so that the median token's
   write has a fixed norm (so one ``l1`` suits every layer; folded back on export), MSE + L1 weighted
-  by decoder norms, fused Adam with warm-up and a final linear decay, biases from the data mean, dead-feature resampling that stops early,
-  checkpoints, NaN guard. ``train_transcoders`` trains many from one stream; ``train_all_layers``
+  by decoder norms, fused Adam with warm-up and a final linear decay, biases from the data mean,
+  dead-feature resampling that stops early, checkpoints, NaN guard. ``train_transcoders`` trains many from one stream; ``train_all_layers``
   trains one per layer and caches them on disk. ``train_sae_with_sae_lens`` trains the SAE baseline
   with sae-lens's own runner.
 * Export: transcoders are saved and loaded as sae-lens ``Transcoder`` objects, so
@@ -168,6 +168,11 @@ def massive_tokens(resid: torch.Tensor, exclude: torch.Tensor | None = None, fac
     return norms > factor * reference.median()
 
 
+def sink_hook(model: HookedTransformer) -> str:
+    """The hook whose activation ``model_sinks`` reads: the residual input of ``sink_layer``."""
+    return f"blocks.{sink_layer(model)}.hook_resid_pre"
+
+
 @torch.no_grad()
 def sink_resid(model: HookedTransformer, tokens: torch.Tensor) -> torch.Tensor:
     """The residual stream [..., pos, d] at the input of ``sink_layer`` (runs the model up to it)."""
@@ -203,7 +208,7 @@ def stream_activations(
         raise ValueError(
             f"layers must be a non-empty subset of 0..{model.cfg.n_layers - 1}, got {list(layers)}"
         )
-    sink_name = f"blocks.{sink_layer(model)}.hook_resid_pre"
+    sink_name = sink_hook(model)
     names = {sink_name, *(name for layer in layers for name in mlp_hooks(layer))}
     for tokens in token_batches:
         tokens = tokens.to(model.cfg.device)
@@ -752,6 +757,13 @@ def train_transcoders(
     return trainers
 
 
+def training_config(settings: Mapping[str, Any], **fields: Any) -> TranscoderTraining:
+    """A ``TranscoderTraining`` from the run's ``settings`` (keys that are not its fields, such as
+    the model or data fingerprint, are left out), with ``fields`` set on top."""
+    known = set(TranscoderTraining.__dataclass_fields__)
+    return TranscoderTraining(**{k: v for k, v in settings.items() if k in known} | fields)
+
+
 @torch.no_grad()
 def sweep_l1(
     model: HookedTransformer,
@@ -765,9 +777,7 @@ def sweep_l1(
     """Train one transcoder per (layer in ``acts``, l1) from the same batches and measure each on
     ``ev`` (non-sink tokens): L0, FVU, ΔCE, KL, fraction recovered, dead fraction. Returns that table
     and the trainers, keyed by (layer, l1)."""
-    fields = set(TranscoderTraining.__dataclass_fields__)
-    cfg = {k: v for k, v in settings.items() if k in fields and k != "l1"}
-    configs = {(layer, l1): (layer, TranscoderTraining(**cfg, l1=l1)) for layer in acts for l1 in l1s}
+    configs = {(layer, l1): (layer, training_config(settings, l1=l1)) for layer in acts for l1 in l1s}
     n_tokens = len(next(iter(acts.values()))[0])
     trainers = train_transcoders(
         epoch_batches(acts, batch_tokens, epochs, seed=int(settings.get("seed", 0))),
@@ -900,10 +910,8 @@ def train_all_layers(
                                 settings, batch_tokens, epochs)
         l1 = choose_l1(table, sweep.max_l0)
         done = {layer: tried[(layer, l1)].transcoder for layer in sweep.layers}
-    fields = set(TranscoderTraining.__dataclass_fields__)
-    cfg = {k: v for k, v in settings.items() if k in fields and k != "l1"}
     rest = [layer for layer in layers if layer not in done]
-    configs = {layer: (layer, TranscoderTraining(**cfg, l1=l1, checkpoint_dir=str(folder / f"ckpt{layer}"))) for layer in rest}
+    configs = {layer: (layer, training_config(settings, l1=l1, checkpoint_dir=str(folder / f"ckpt{layer}"))) for layer in rest}
     if rest:
         trainers = train_transcoders(
             epoch_batches({layer: acts[layer] for layer in rest}, batch_tokens, epochs, seed=seed),
@@ -1057,7 +1065,7 @@ def eval_set(
     """Run validation batches once and keep, for each of ``layers``, its residual input and its
     MLP's input and output, plus the clean next-token log-probabilities."""
     names = [n for layer in layers for n in (f"blocks.{layer}.hook_resid_pre", *mlp_hooks(layer))]
-    sink_name = f"blocks.{sink_layer(model)}.hook_resid_pre"
+    sink_name = sink_hook(model)
     parts: dict[str, list[torch.Tensor]] = {n: [] for n in ["tokens", "sinks", "logprobs", *names]}
     total_ce, count = 0.0, 0
     for tokens in token_batches:
@@ -1347,12 +1355,18 @@ def top_contexts(
     return pd.DataFrame(rows, columns=["activation", "token", "context"])
 
 
+def rms_embeddings(model: HookedTransformer) -> torch.Tensor:
+    """Every token embedding [d_vocab, d_model] scaled to unit RMS, as an MLP's RMS norm sees a token
+    read straight from the embedding (the norm's weight is folded into the model)."""
+    return model.W_E / model.W_E.pow(2).mean(-1, keepdim=True).sqrt()
+
+
 def de_embedding(
     model: HookedTransformer, transcoder: Any, feature: int, k: int = 10
 ) -> pd.DataFrame:
     """Input tokens that drive a transcoder feature directly: each embedding, scaled to unit RMS
-    (as the MLP's RMS norm would, its weight being folded), times the feature's encoder column."""
-    emb = model.W_E / model.W_E.pow(2).mean(-1, keepdim=True).sqrt()
+    (``rms_embeddings``), times the feature's encoder column."""
+    emb = rms_embeddings(model)
     scores = emb @ transcoder.W_enc[:, feature].to(emb)
     return _token_table(model, scores, k, "de-embedding score")
 
