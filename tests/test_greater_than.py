@@ -130,6 +130,27 @@ def test_a_run_resumed_from_the_clean_run_equals_a_full_run():
         circuits.answer_probs(model, task, prompts.prompt[:2], clean=run)
 
 
+def test_unit_scores_and_layer_effects_resumed_from_the_clean_run_equal_full_runs():
+    tokenizer = tiny_tokenizer(r"\d", list(G.DIGITS))
+    model = tiny_model(d_vocab=len(tokenizer), seed=1)
+    model.set_tokenizer(tokenizer)
+    task = circuits.greater_than_task(model)
+    prompts = G.greater_than_prompts([12, 32, 75])
+    run = circuits.clean_run(model, prompts.prompt)
+    neurons = circuits.mean_neuron_acts(model, prompts.prompt, [1])
+    tcs = {1: T.random_transcoder(model.cfg.d_model, 16, seed=1)}
+    features = circuits.mean_feature_acts(model, prompts.prompt, tcs)
+    for means, dictionaries in ((neurons, None), (features, tcs)):
+        full = circuits.unit_scores(model, task, prompts, means, dictionaries)
+        resumed = circuits.unit_scores(model, task, prompts, means, dictionaries, clean=run)
+        assert set(full) == {1} and bool(full[1].abs().sum() > 0)
+        for layer in full:
+            torch.testing.assert_close(resumed[layer], full[layer], atol=1e-6, rtol=1e-4)
+    effects = circuits.layer_effects(model, task, prompts, [0, 1])
+    resumed = circuits.layer_effects(model, task, prompts, [0, 1], clean=run)
+    torch.testing.assert_close(torch.tensor(resumed.values), torch.tensor(effects.values))
+
+
 def test_precision_at_k_measures_each_ablation_from_its_own_baseline():
     tokenizer = tiny_tokenizer(r"\d", list(G.DIGITS))
     model = tiny_model(d_vocab=len(tokenizer), seed=1)

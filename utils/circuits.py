@@ -594,11 +594,11 @@ PRESETS = {
         "ctx": 128,
         "n_train_tokens": 24_576,
         "epochs": 4,
-        "n_eval_tokens": 1_024,
-        "d_sae": 1_152,
+        "n_eval_tokens": 768,
+        "d_sae": 768,
         "batch_tokens": 512,
         "l1_grid": [0.02, 0.03, 0.05],
-        "sweep_layers": [5, 15, 25],
+        "sweep_layers": [10, 20],
         "max_l0": 100.0,
         "n_prompts": 40,
         "n_traced": 4,
@@ -682,6 +682,20 @@ def first_edited_layer(replacements: Mapping[int, Any], fwd_hooks: Sequence, n_l
     return min(layers, default=n_layers)
 
 
+def run_start(
+    model: HookedTransformer, prompts: Sequence[str], clean: CleanRun | None, layer: int
+) -> tuple[torch.Tensor, torch.Tensor, tuple[int, torch.Tensor] | None]:
+    """Tokens, attention sinks and where a run of ``prompts`` edited from block ``layer`` on starts:
+    (layer, its clean residual input) from ``clean``, or None (embed the tokens) without ``clean`` or
+    for an edit outside the blocks (``layer`` -1)."""
+    if clean is None:
+        tokens = prompt_tokens(model, prompts)
+        return tokens, T.model_sinks(model, tokens), None
+    if clean.prompts != tuple(prompts):
+        raise ValueError("clean was made for other prompts; pass clean_run(model, these prompts)")
+    return clean.tokens, clean.sinks, ((layer, clean.resid[layer]) if layer >= 0 else None)
+
+
 @torch.no_grad()
 def answer_probs(
     model: HookedTransformer,
@@ -695,15 +709,7 @@ def answer_probs(
     prompt, with MLP writes replaced by ``replacements`` (not at sinks) and extra ``fwd_hooks``. With
     ``clean`` (``clean_run`` of the same prompts) the run starts at the first edited layer."""
     replacements = replacements or {}
-    if clean is None:
-        tokens = prompt_tokens(model, prompts)
-        sinks, start = T.model_sinks(model, tokens), None
-    elif clean.prompts != tuple(prompts):
-        raise ValueError("clean was made for other prompts; pass clean_run(model, these prompts)")
-    else:
-        tokens, sinks = clean.tokens, clean.sinks
-        layer = first_edited_layer(replacements, fwd_hooks, model.cfg.n_layers)
-        start = (layer, clean.resid[layer]) if layer >= 0 else None
+    tokens, sinks, start = run_start(model, prompts, clean, first_edited_layer(replacements, fwd_hooks, model.cfg.n_layers))
     hooks = T.replace_mlps(replacements, sinks) + list(fwd_hooks)
     last = torch.full((len(tokens),), tokens.shape[1] - 1)
     probs = logits_at(model, tokens, last, hooks, start).softmax(-1)
@@ -732,17 +738,23 @@ def mean_write_fn(mean: torch.Tensor) -> T.Replacement:
 def mean_writes(model: HookedTransformer, prompts: Sequence[str], layers: Iterable[int]) -> MeanActs:
     """Each MLP's write averaged over the prompts, per position ([pos, d_model])."""
     names = {mlp_hooks(layer)[1]: layer for layer in layers}
-    _, cache = model.run_with_cache(prompt_tokens(model, prompts), names_filter=lambda n: n in names)
+    _, cache = model.run_with_cache(prompt_tokens(model, prompts), names_filter=lambda n: n in names,
+                                    stop_at_layer=max(names.values(), default=0) + 1)
     return {layer: cache[name].mean(0) for name, layer in names.items()}
 
 
 def layer_effects(
-    model: HookedTransformer, task: GreaterThan, prompts: pd.DataFrame, layers: Sequence[int]
+    model: HookedTransformer,
+    task: GreaterThan,
+    prompts: pd.DataFrame,
+    layers: Sequence[int],
+    clean: CleanRun | None = None,
 ) -> pd.Series:
     """Per layer: clean mean probability difference minus the one with that MLP mean-ablated
-    (replaced by its mean over prompts; sinks keep the real write). Large = the layer carries the task."""
+    (replaced by its mean over prompts; sinks keep the real write). Large = the layer carries the task.
+    ``clean``: the prompts' ``clean_run``, if one is at hand."""
     means = mean_writes(model, prompts.prompt, layers)
-    run = clean_run(model, prompts.prompt)
+    run = clean or clean_run(model, prompts.prompt)
     clean = mean_prob_diff(model, task, prompts, clean=run)
     effects = {
         layer: clean - mean_prob_diff(model, task, prompts, {layer: mean_write_fn(means[layer])}, clean=run)
@@ -755,7 +767,8 @@ def layer_effects(
 def mean_feature_acts(model: HookedTransformer, prompts: Sequence[str], transcoders: Mapping[int, Any]) -> MeanActs:
     """Each transcoder feature's activation averaged over prompts, per position ([pos, d_sae])."""
     names = {mlp_hooks(layer)[0]: layer for layer in transcoders}
-    _, cache = model.run_with_cache(prompt_tokens(model, prompts), names_filter=lambda n: n in names)
+    _, cache = model.run_with_cache(prompt_tokens(model, prompts), names_filter=lambda n: n in names,
+                                    stop_at_layer=max(names.values(), default=0) + 1)
     return {layer: transcoders[layer].encode(cache[name]).mean(0) for name, layer in names.items()}
 
 
@@ -763,7 +776,8 @@ def mean_feature_acts(model: HookedTransformer, prompts: Sequence[str], transcod
 def mean_neuron_acts(model: HookedTransformer, prompts: Sequence[str], layers: Iterable[int]) -> MeanActs:
     """Each MLP neuron's (post-activation) value averaged over prompts, per position ([pos, d_mlp])."""
     names = {f"blocks.{layer}.mlp.hook_post": layer for layer in layers}
-    _, cache = model.run_with_cache(prompt_tokens(model, prompts), names_filter=lambda n: n in names)
+    _, cache = model.run_with_cache(prompt_tokens(model, prompts), names_filter=lambda n: n in names,
+                                    stop_at_layer=max(names.values(), default=0) + 1)
     return {layer: cache[name].mean(0) for name, layer in names.items()}
 
 
@@ -811,12 +825,13 @@ def unit_scores(
     prompts: pd.DataFrame,
     means: MeanActs,
     transcoders: Mapping[int, Any] | None = None,
+    clean: CleanRun | None = None,
 ) -> dict[int, torch.Tensor]:
     """Per unit: mean over prompts of |sum over positions of (a - mean a) x gradient of the
     probability difference|, the first-order effect of mean-ablating it. Units are transcoder
     features (transcoders spliced, sinks real) or, without transcoders, the MLP neurons of the
-    layers in ``means``."""
-    tokens = prompt_tokens(model, prompts.prompt)
+    layers in ``means``. With ``clean`` the run starts at the first of those layers."""
+    tokens, sinks, start = run_start(model, prompts.prompt, clean, min(means))
     store: dict[int, torch.Tensor] = {}
 
     def keep_grad(act: torch.Tensor, layer: int) -> torch.Tensor:
@@ -829,15 +844,15 @@ def unit_scores(
             layer: (lambda x, real, tc=tc, layer=layer: tc.decode(keep_grad(tc.encode(x), layer)))
             for layer, tc in transcoders.items()
         }
-        hooks = T.replace_mlps(fns, T.model_sinks(model, tokens))
+        hooks = T.replace_mlps(fns, sinks)
     else:
         hooks = [
             (f"blocks.{layer}.mlp.hook_post", lambda act, hook, layer=layer: keep_grad(act, layer))
             for layer in means
         ]
     with torch.enable_grad():
-        logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
-        probs = logits[:, -1].softmax(-1)[:, list(task.answer_ids)]
+        last = torch.full((len(tokens),), tokens.shape[1] - 1)
+        probs = logits_at(model, tokens, last, hooks, start).softmax(-1)[:, list(task.answer_ids)]
         task.probability_difference(probs.cpu(), prompts).mean().backward()
     return {
         layer: ((a - means[layer].to(a)) * a.grad).sum(1).abs().mean(0).detach().cpu()
@@ -1018,24 +1033,21 @@ def layer0_hypotheses(
     if layer < 1 or 0 not in transcoders:
         raise ValueError("a layer-0 hypothesis needs a layer-0 transcoder and a feature in layer >= 1")
     up, w_enc = transcoders[0], transcoders[layer].W_enc[:, list(features)].to(transcoders[0].W_dec)
-    emb = T.rms_embeddings(model)
-
-    def words(encoder_columns: torch.Tensor) -> list[set[str]]:  # [d_model, n] -> each column's top tokens
-        top = (emb @ encoder_columns.to(emb)).topk(k_tokens, dim=0).indices.T
-        return [{token_word(model, t) for t in row} for row in top]
-
-    def from_layer0(weights: torch.Tensor) -> list[set[str]]:  # [d_sae0, n] -> tokens of each column's top features
-        top = weights.topk(k_features, dim=0).indices.T
-        return [set().union(*words(up.W_enc[:, row])) for row in top]
-
+    n, k = len(features), k_features
     direct = up.W_dec @ w_enc
     through_heads = torch.stack([
-        up.W_dec @ torch.einsum("hmd,hdn,nf->hmf", block.attn.W_V, block.attn.W_O, w_enc).to(up.W_dec)
+        up.W_dec @ (block.attn.W_V @ (block.attn.W_O @ w_enc.to(block.attn.W_O))).to(up.W_dec)
         for block in model.blocks[1 : layer + 1]
     ]).amax(dim=(0, 1))  # [d_sae0, n]: each layer-0 feature's strongest connection through any head
-    own = words(transcoders[layer].W_enc[:, list(features)])
-    return [Hypothesis(frozenset(here | mine), frozenset(before))
-            for here, mine, before in zip(from_layer0(direct), own, from_layer0(through_heads), strict=True)]
+    near, far = (weights.topk(k, dim=0).indices.T.flatten() for weights in (direct, through_heads))  # [n * k] each
+    emb = T.rms_embeddings(model)
+    columns = torch.cat([w_enc, up.W_enc[:, near], up.W_enc[:, far]], dim=1)  # everything read, in one product
+    top = (emb @ columns.to(emb)).topk(k_tokens, dim=0).indices.T.tolist()
+    words = [{token_word(model, t) for t in row} for row in top]
+    own, here, before = words[:n], words[n : n + n * k], words[n + n * k :]
+    return [Hypothesis(frozenset(set().union(own[i], *here[i * k : (i + 1) * k])),
+                       frozenset(set().union(*before[i * k : (i + 1) * k])))
+            for i in range(n)]
 
 
 def hypothesis_hits(model: HookedTransformer, tokens: torch.Tensor, acts: torch.Tensor, hypothesis: Hypothesis,

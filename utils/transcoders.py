@@ -117,7 +117,7 @@ PRESETS = {
 DENSE_THRESHOLD = 0.1  # a feature active on more than this fraction of tokens is "dense"
 HIGHLIGHT = ("[[", "]]")  # how a context marks the token a feature fires on
 CHECKPOINT_NAME = "last_good"
-TRAINER_VERSION = 5  # bump when a change to the trainer changes what it learns, so trained caches are rebuilt
+TRAINER_VERSION = 6  # bump when a change to the trainer changes what it learns, so trained caches are rebuilt
 SINK_ID = -1  # how a cached ``token_ids`` column marks an attention-sink position (sae-lens skips it)
 MANIFEST = "manifest.json"
 Pair = tuple[torch.Tensor, torch.Tensor]
@@ -432,8 +432,12 @@ class SparseTranscoder(nn.Module):
         return self.W_enc.shape[1]
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Feature activations [..., d_sae]."""
-        return torch.relu((x - self.b_pre) @ self.W_enc + self.b_enc)
+        """Feature activations [..., d_sae].
+
+        Written as x W_enc + (b_enc - b_pre W_enc): the same map, but the pre-bias's gradient is a
+        vector-matrix product rather than a sixth batch-sized matrix product (~14% of a training step).
+        """
+        return torch.relu(x @ self.W_enc + (self.b_enc - self.b_pre @ self.W_enc))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Predicted MLP output from feature activations."""
@@ -1038,8 +1042,9 @@ class EvalSet:
     ``resid_pre`` / ``x`` / ``y`` hold each layer's input residual stream [batch, pos, d] and the
     MLP's normalised input and write [n_tokens, d] (every token, in ``tokens``' flattened order);
     ``keep`` [n_tokens] is False at attention sinks, which every metric leaves out.
-    ``clean_logprobs`` [batch, pos, vocab] (float16) are the unmodified model's, for KL;
-    ``clean_ce`` is its mean next-token cross-entropy (computed in float32).
+    ``clean_probs`` [batch, pos - 1, vocab] (float32) are the unmodified model's next-token
+    probabilities and ``clean_neg_entropy`` [batch, pos - 1] their sum of p log p, for KL;
+    ``clean_ce`` is its mean next-token cross-entropy.
     """
 
     tokens: torch.Tensor
@@ -1047,8 +1052,10 @@ class EvalSet:
     resid_pre: dict[int, torch.Tensor]
     x: dict[int, torch.Tensor]
     y: dict[int, torch.Tensor]
-    clean_logprobs: torch.Tensor
+    clean_probs: torch.Tensor
+    clean_neg_entropy: torch.Tensor
     clean_ce: float
+    zero_ablated: dict[int, dict[str, float]] = field(default_factory=dict, repr=False)  # ce_baselines' runs, per layer
 
     @property
     def keep(self) -> torch.Tensor:
@@ -1066,17 +1073,19 @@ def eval_set(
     MLP's input and output, plus the clean next-token log-probabilities."""
     names = [n for layer in layers for n in (f"blocks.{layer}.hook_resid_pre", *mlp_hooks(layer))]
     sink_name = sink_hook(model)
-    parts: dict[str, list[torch.Tensor]] = {n: [] for n in ["tokens", "sinks", "logprobs", *names]}
+    parts: dict[str, list[torch.Tensor]] = {n: [] for n in ["tokens", "sinks", "probs", "neg_entropy", *names]}
     total_ce, count = 0.0, 0
     for tokens in token_batches:
         tokens = tokens.to(model.cfg.device)
         logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names or n == sink_name)
-        logprobs = logits.float().log_softmax(-1)
-        total_ce -= float(logprobs[:, :-1].gather(-1, tokens[:, 1:, None]).sum())
+        logprobs = logits[:, :-1].float().log_softmax(-1)
+        total_ce -= float(logprobs.gather(-1, tokens[:, 1:, None]).sum())
         count += tokens[:, 1:].numel()
+        probs = logprobs.exp()
         parts["tokens"].append(tokens)
         parts["sinks"].append(model_sinks(model, tokens, cache[sink_name]))
-        parts["logprobs"].append(logprobs.half())
+        parts["probs"].append(probs)
+        parts["neg_entropy"].append(torch.einsum("btv,btv->bt", probs, logprobs))
         for n in names:
             parts[n].append(cache[n])
     cat = {n: torch.cat(v) for n, v in parts.items()}
@@ -1087,7 +1096,8 @@ def eval_set(
         resid_pre={layer: cat[f"blocks.{layer}.hook_resid_pre"] for layer in layers},
         x={layer: cat[mlp_hooks(layer)[0]].reshape(-1, d) for layer in layers},
         y={layer: cat[mlp_hooks(layer)[1]].reshape(-1, d) for layer in layers},
-        clean_logprobs=cat["logprobs"],
+        clean_probs=cat["probs"],
+        clean_neg_entropy=cat["neg_entropy"],
         clean_ce=total_ce / count,
     )
 
@@ -1175,8 +1185,9 @@ def replaced_losses(
         total_ce += float(
             -logprobs.gather(-1, tokens[:, 1:, None].to(logprobs.device)).sum()
         )
-        clean = ev.clean_logprobs[lo : lo + batch_size, :-1].float().to(logprobs.device)
-        total_kl += float((clean.exp() * (clean - logprobs)).sum())
+        # KL(p || q) = sum p log p - sum p log q, one dot product per token
+        cross = torch.einsum("btv,btv->bt", ev.clean_probs[lo : lo + batch_size].to(logprobs.device), logprobs)
+        total_kl += float((ev.clean_neg_entropy[lo : lo + batch_size].to(logprobs.device) - cross).double().sum())
         count += tokens[:, 1:].numel()
     return {"ce": total_ce / count, "kl": total_kl / count}
 
@@ -1241,8 +1252,11 @@ def dictionary_metrics(
 
 
 def ce_baselines(model: HookedTransformer, ev: EvalSet, layer: int) -> dict[str, float]:
-    """Clean CE and CE with MLP ``layer`` zero-ablated at non-sink positions (and that KL)."""
-    zero = replaced_losses(model, ev, {layer: zero_fn})
+    """Clean CE and CE with MLP ``layer`` zero-ablated at non-sink positions (and that KL); the
+    zero-ablated run of ``model`` (the one ``ev`` was made with) is kept on ``ev`` for later calls."""
+    if layer not in ev.zero_ablated:
+        ev.zero_ablated[layer] = replaced_losses(model, ev, {layer: zero_fn})
+    zero = ev.zero_ablated[layer]
     return {"clean": ev.clean_ce, "zero": zero["ce"], "zero_kl": zero["kl"]}
 
 
