@@ -754,10 +754,10 @@ def layer_effects(
     (replaced by its mean over prompts; sinks keep the real write). Large = the layer carries the task.
     ``clean``: the prompts' ``clean_run``, if one is at hand."""
     means = mean_writes(model, prompts.prompt, layers)
-    run = clean or clean_run(model, prompts.prompt)
-    clean = mean_prob_diff(model, task, prompts, clean=run)
+    run = clean if clean is not None else clean_run(model, prompts.prompt)
+    unedited = mean_prob_diff(model, task, prompts, clean=run)
     effects = {
-        layer: clean - mean_prob_diff(model, task, prompts, {layer: mean_write_fn(means[layer])}, clean=run)
+        layer: unedited - mean_prob_diff(model, task, prompts, {layer: mean_write_fn(means[layer])}, clean=run)
         for layer in tqdm(layers, desc="mean-ablating each MLP")
     }
     return pd.Series(effects, name="effect")
