@@ -1,3 +1,5 @@
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -203,6 +205,55 @@ def test_circuit_figure_keeps_at_most_25_nodes_and_merges_errors_per_layer(setup
     fig, ax = plt.subplots()
     drawn = C.plot_circuit(graph, ax, [str(int(t)) for t in tokens], "test", max_nodes=10)
     assert len(drawn) == len(shown) and all(len(label) <= 10 for label in drawn.label)
+    plt.close(fig)
+
+
+def crowded_graph(n_pos: int = 10) -> "C.Graph":
+    """A circuit whose nodes pile up at the last position, as real ones do: several features per
+    layer there, heads reading it, biases, errors and a root."""
+    graph = C.Graph()
+    last = n_pos - 1
+    rows = [{"kind": "target", "layer": 30, "pos": last, "unit": -1, "src": None, "attribution": 1.0},
+            {"kind": "embed", "layer": -1, "pos": 0, "unit": 5, "src": None, "attribution": 0.2}]  # 30 layers tall
+    for layer in (26, 27, 28):
+        rows += [{"kind": "feature", "layer": layer, "pos": last, "unit": 100 * layer + i, "src": None, "attribution": 0.3}
+                 for i in range(3)]
+        rows += [{"kind": "head", "layer": layer, "pos": last, "unit": i, "src": last, "attribution": 0.2} for i in range(2)]
+        rows += [{"kind": "tc_bias", "layer": layer, "pos": last, "unit": -1, "src": None, "attribution": 0.1},
+                 {"kind": "tc_error", "layer": layer, "pos": last, "unit": -1, "src": None, "attribution": 0.1}]
+    rows += [{"kind": "head", "layer": 27, "pos": last, "unit": 7, "src": 2, "attribution": 0.2}]
+    for row in rows:
+        graph.nodes[C.node_id(row) if row["kind"] != "target" else "root"] = row
+    graph.edges = [{"parent": "root", "child": name, "attribution": node["attribution"]}
+                   for name, node in graph.nodes.items() if name != "root"]
+    return graph
+
+
+def test_circuit_labels_do_not_overlap_at_the_notebooks_size():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.transforms import Bbox
+
+    graph = crowded_graph()
+    shown = C.circuit_nodes(graph)
+    spots, centres = C.circuit_layout(shown, 10)
+    assert len(centres) == 11 and centres == sorted(centres)
+    for a, b in itertools.combinations(spots.values(), 2):  # no two nodes closer than a unit or a layer
+        assert abs(a[0] - b[0]) >= 1 - 1e-9 or abs(a[1] - b[1]) >= 1 - 1e-9
+    fig, ax = plt.subplots(figsize=(13, 11))  # the notebook's circuit figure
+    C.plot_circuit(graph, ax, [f"tok{i}" for i in range(10)], "crowded")
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in ax.texts]
+    assert len(boxes) == len(shown)
+    assert not [(i, j) for i, j in itertools.combinations(range(len(boxes)), 2) if boxes[i].overlaps(boxes[j])]
+    radius = 4 * fig.dpi / 72  # a marker of size 60 pt^2 is about 8 pt across
+    markers = [Bbox.from_extents(x - radius, y - radius, x + radius, y + radius)
+               for x, y in ax.transData.transform([spots[name] for name in shown.name])]
+    covered = [(i, j) for i, j in itertools.permutations(range(len(boxes)), 2) if boxes[i].overlaps(markers[j])]
+    assert not covered  # no label lies on another node
     plt.close(fig)
 
 

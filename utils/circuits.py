@@ -423,33 +423,52 @@ def circuit_edges(graph: Graph, shown: pd.DataFrame) -> pd.DataFrame:
     return edges.groupby(["parent", "child"], as_index=False).attribution.sum()
 
 
+HEAD_ROW_KINDS = ("head", "embed", "attn_bias")  # drawn at their layer; the other kinds half a layer above
+
+
+def circuit_layout(shown: pd.DataFrame, n_pos: int) -> tuple[dict[str, tuple[float, float]], list[float]]:
+    """Where ``plot_circuit`` draws each node of ``shown`` (name -> (x, y)) and the centre of each
+    column (the ``n_pos`` token positions, then the error column). A column has two lanes, heads
+    (at their layer) on the left and MLP terms (half a layer up) on the right, so nodes one above
+    the other in a lane are a whole layer apart; nodes sharing a spot sit side by side, one unit
+    apart, and a column is as wide as its lanes need."""
+    top = float(shown.layer.max()) + 1.5
+
+    def spot(row) -> tuple[int, str, float]:
+        if row.kind == "target":
+            return int(row.pos), "root", top
+        column = n_pos if row.kind == "error" else int(row.src if row.kind == "head" else row.pos)
+        lane = "heads" if row.kind in HEAD_ROW_KINDS else "mlp"
+        return column, lane, float(row.layer) + (0.0 if lane == "heads" else 0.5)
+
+    by_spot: dict[tuple[int, str, float], list[str]] = {}
+    for row in shown.itertuples():
+        by_spot.setdefault(spot(row), []).append(row.name)
+    lanes = {(column, lane): 0 for column in range(n_pos + 1) for lane in ("heads", "mlp")}
+    for (column, lane, _), names in by_spot.items():
+        if lane != "root":
+            lanes[(column, lane)] = max(lanes[(column, lane)], len(names))
+    widths = [max(1, lanes[(c, "heads")] + lanes[(c, "mlp")]) for c in range(n_pos + 1)]
+    lefts = np.cumsum([0, *widths[:-1]])
+    centres = [float(left + width / 2) for left, width in zip(lefts, widths, strict=True)]
+    where = {}
+    for (column, lane, y), names in by_spot.items():
+        used = lanes[(column, "heads")] + lanes[(column, "mlp")]
+        first = {"heads": 0, "mlp": lanes[(column, "heads")], "root": (used - len(names)) / 2}[lane]
+        start = lefts[column] + (widths[column] - used) / 2 + first  # lanes centred in the column
+        for i, name in enumerate(names):
+            where[name] = (float(start + i + 0.5), y)
+    return where, centres
+
+
 def plot_circuit(graph: Graph, ax, token_labels: Sequence[str], title: str, max_nodes: int = MAX_NODES) -> pd.DataFrame:
     """A layered circuit: one column per token position (plus one for the per-layer error nodes),
     one row per layer (a head at its layer and the source position it reads, MLP features half a
-    layer above, the root on top), at
-    most ``max_nodes`` nodes with short labels, edge width by |attribution| (blue raises the root,
-    red lowers it). Returns the nodes shown."""
+    layer above, the root on top; see ``circuit_layout``), at most ``max_nodes`` nodes with short
+    labels, edge width by |attribution| (blue raises the root, red lowers it). Returns the nodes shown."""
     shown = circuit_nodes(graph, max_nodes)
     n_pos = len(token_labels)
-    top = float(shown.layer.max()) + 1.5
-
-    def place(row) -> tuple[float, float]:
-        if row.kind == "target":
-            return float(row.pos), top
-        x = float(n_pos) if row.kind == "error" else float(row.src if row.kind == "head" else row.pos)
-        lift = 0.5 if row.kind in ("feature", "tc_bias", "mlp", "error") else 0.0
-        return x, float(row.layer) + lift
-
-    spots = {row.name: place(row) for row in shown.itertuples()}
-    # nodes sharing a spot are spread sideways so their labels do not overlap
-    by_spot: dict[tuple[float, float], list[str]] = {}
-    for name, spot in spots.items():
-        by_spot.setdefault(spot, []).append(name)
-    for (x, y), names in by_spot.items():
-        step = min(0.3, 0.9 / len(names))
-        for i, name in enumerate(names):
-            spots[name] = (x + step * (i - (len(names) - 1) / 2), y)
-    rank = {name: i for names in by_spot.values() for i, name in enumerate(names)}
+    spots, centres = circuit_layout(shown, n_pos)
     edges = circuit_edges(graph, shown)
     biggest = float(edges.attribution.abs().max()) if len(edges) else 1.0
     for e in edges.itertuples():
@@ -459,13 +478,11 @@ def plot_circuit(graph: Graph, ax, token_labels: Sequence[str], title: str, max_
     for row in shown.itertuples():
         x, y = spots[row.name]
         ax.scatter([x], [y], s=60, color="0.2" if row.kind != "error" else "tab:orange", zorder=2)
-        above = rank[row.name] % 2 == 0  # neighbours' labels alternate above and below
-        text = ax.annotate(row.label, (x, y), fontsize=8, xytext=(0, 6 if above else -13), textcoords="offset points",
-                           ha="center", zorder=3)
+        text = ax.annotate(row.label, (x, y), fontsize=8, xytext=(0, 6), textcoords="offset points", ha="center", zorder=3)
         text.set_path_effects([patheffects.withStroke(linewidth=2.5, foreground="white")])
-    ax.set_xticks(list(range(n_pos)) + [n_pos], [repr(t)[1:-1] for t in token_labels] + ["errors"], rotation=60, fontsize=8)
-    ax.set_xlim(-0.7, n_pos + 0.7)
-    ax.set_ylim(-1.7, top + 2)
+    ax.set_xticks(centres, [repr(t)[1:-1] for t in token_labels] + ["errors"], rotation=60, fontsize=8)
+    ax.set_xlim(-0.3, centres[-1] + 0.8)
+    ax.set_ylim(-1.7, float(shown.layer.max()) + 3.5)
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("token position (input token)")
     ax.set_ylabel("layer (heads at the layer, MLP features +0.5)")
