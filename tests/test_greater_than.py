@@ -26,6 +26,15 @@ def llama_like():
     return tiny_tokenizer(r"\d", list(G.DIGITS))
 
 
+@pytest.fixture(scope="module")
+def digit_years():
+    """A tiny model that writes years as single digits, its greater-than task and three prompts."""
+    tokenizer = tiny_tokenizer(r"\d", list(G.DIGITS))  # a fresh one: set_tokenizer changes it
+    model = tiny_model(d_vocab=len(tokenizer), seed=1)
+    model.set_tokenizer(tokenizer)
+    return model, circuits.greater_than_task(model), G.greater_than_prompts([12, 32, 75])
+
+
 def test_the_year_split_is_read_from_the_tokenizer(gpt2_like, llama_like):
     assert G.year_split(gpt2_like) == "two_digit" and G.year_split(llama_like) == "digits"
     assert gpt2_like.convert_ids_to_tokens(G.answer_tokens(gpt2_like, "two_digit"))[32] == "32"
@@ -104,12 +113,8 @@ def test_start_years_spread_over_every_decade():
         G.spread_starts(81)
 
 
-def test_a_run_resumed_from_the_clean_run_equals_a_full_run():
-    tokenizer = tiny_tokenizer(r"\d", list(G.DIGITS))  # a fresh one: set_tokenizer changes it
-    model = tiny_model(d_vocab=len(tokenizer), seed=1)
-    model.set_tokenizer(tokenizer)
-    task = circuits.greater_than_task(model)
-    prompts = G.greater_than_prompts([12, 32, 75])
+def test_a_run_resumed_from_the_clean_run_equals_a_full_run(digit_years):
+    model, task, prompts = digit_years
     run = circuits.clean_run(model, prompts.prompt)
     means = circuits.mean_writes(model, prompts.prompt, [1])
     neurons = circuits.mean_neuron_acts(model, prompts.prompt, [1])
@@ -130,12 +135,8 @@ def test_a_run_resumed_from_the_clean_run_equals_a_full_run():
         circuits.answer_probs(model, task, prompts.prompt[:2], clean=run)
 
 
-def test_unit_scores_and_layer_effects_resumed_from_the_clean_run_equal_full_runs():
-    tokenizer = tiny_tokenizer(r"\d", list(G.DIGITS))
-    model = tiny_model(d_vocab=len(tokenizer), seed=1)
-    model.set_tokenizer(tokenizer)
-    task = circuits.greater_than_task(model)
-    prompts = G.greater_than_prompts([12, 32, 75])
+def test_unit_scores_and_layer_effects_resumed_from_the_clean_run_equal_full_runs(digit_years):
+    model, task, prompts = digit_years
     run = circuits.clean_run(model, prompts.prompt)
     neurons = circuits.mean_neuron_acts(model, prompts.prompt, [1])
     tcs = {1: T.random_transcoder(model.cfg.d_model, 16, seed=1)}
@@ -151,12 +152,8 @@ def test_unit_scores_and_layer_effects_resumed_from_the_clean_run_equal_full_run
     torch.testing.assert_close(torch.tensor(resumed.values), torch.tensor(effects.values))
 
 
-def test_precision_at_k_measures_each_ablation_from_its_own_baseline():
-    tokenizer = tiny_tokenizer(r"\d", list(G.DIGITS))
-    model = tiny_model(d_vocab=len(tokenizer), seed=1)
-    model.set_tokenizer(tokenizer)
-    task = circuits.greater_than_task(model)
-    prompts = G.greater_than_prompts([12, 32, 75])
+def test_precision_at_k_measures_each_ablation_from_its_own_baseline(digit_years):
+    model, task, prompts = digit_years
     means = circuits.mean_writes(model, prompts.prompt, [1])
     baseline = ({1: circuits.mean_write_fn(means[1])}, ())  # far from the real model
     units = {1: torch.tensor([0, 1])}
