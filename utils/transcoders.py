@@ -17,9 +17,9 @@ its write (``blocks.L.hook_mlp_out``) through a sparse layer of features.
 * Training: ``SparseTranscoder`` + ``TranscoderTrainer``: targets rescaled so that the median token's
   write has a fixed norm (so one ``l1`` suits every layer; folded back on export), MSE + L1 weighted
   by decoder norms, fused Adam with warm-up and a final linear decay, biases from the data mean,
-  dead-feature resampling that stops early, checkpoints, NaN guard. ``train_transcoders`` trains many from one stream; ``train_all_layers``
-  trains one per layer and caches them on disk. ``train_sae_with_sae_lens`` trains the SAE baseline
-  with sae-lens's own runner.
+  dead-feature resampling that stops early, checkpoints, NaN guard. ``train_transcoders`` trains many
+  from one stream; ``train_all_layers`` trains one per layer and caches them on disk.
+  ``train_sae_with_sae_lens`` trains the SAE baseline with sae-lens's own runner.
 * Export: transcoders are saved and loaded as sae-lens ``Transcoder`` objects, so
   ``HookedSAETransformer.add_sae`` can splice them.
 * Metrics and interpretation: L0, FVU, spliced CE and KL, fraction recovered, dead/dense fractions,
@@ -1070,7 +1070,7 @@ def eval_set(
     token_batches: Iterable[torch.Tensor],
 ) -> EvalSet:
     """Run validation batches once and keep, for each of ``layers``, its residual input and its
-    MLP's input and output, plus the clean next-token log-probabilities."""
+    MLP's input and output, plus the clean next-token probabilities and their sum of p log p."""
     names = [n for layer in layers for n in (f"blocks.{layer}.hook_resid_pre", *mlp_hooks(layer))]
     sink_name = sink_hook(model)
     parts: dict[str, list[torch.Tensor]] = {n: [] for n in ["tokens", "sinks", "probs", "neg_entropy", *names]}
