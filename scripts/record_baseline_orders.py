@@ -4,10 +4,15 @@ On one machine (a GPU makes it minutes; two CPU cores take hours): SPRINT's late
 with long-context KV-cache generation (dense, 25% of attentions removed, 25% of MLPs removed, interleaved
 repeats); the refit diagnostic; then, for each calibration seed, every method's pruning order with its
 measured cumulative pruning time and the evaluation of the pruned model at each target (perplexity,
-cloze accuracy, templated probes). Every method runs on the same machine, so pruning times compare like
-with like. The file records the machine, date, git commit, parameters and calibration hashes.
+cloze accuracy, templated probes). The file records the machine, date, git commit, parameters and
+calibration hashes.
 
     python scripts/record_baseline_orders.py --device cuda --out data/pruning/runs.json
+
+A recording can be spread over several sessions (``--resume``, and ``--methods`` to choose what this one
+records). Each session times a dense forward pass over the first seed's calibration tokens; the notebook
+puts every run's pruning time on the first session's machine by the ratio of those passes, and each run
+names the session that timed it.
 """
 
 from __future__ import annotations
@@ -65,16 +70,20 @@ def record(args: argparse.Namespace) -> None:
     else:
         latency_raw = partial["latency"]
         print(f"resuming {args.out}: {sum(map(len, partial['runs'].values()))} runs already recorded", flush=True)
-    sessions = [*(partial or {}).get("sessions", []), machine()]  # one entry per start or resume
+    calib, _ = pruning.calibration_split(model, params["n_calib_windows"], params["calib_ctx"], params["calib_seeds"][0], params["source"])
+    here = {**machine(), "reference_pass_s": pruning.reference_pass_s(model, calib)}
+    print(f"dense pass over {calib.numel()} calibration tokens: {here['reference_pass_s']:.2f} s", flush=True)
+    sessions = [*(partial or {}).get("sessions", []), here]  # one entry per start or resume
     earlier_s = (partial or {}).get("wall_s", 0.0)
     provenance = lambda: {"machine": sessions[0], "sessions": sessions, "wall_s": earlier_s + time.perf_counter() - started}  # noqa: E731
     save_partial = lambda partial: write(args.out, {**partial, **provenance()})  # noqa: E731
     payload = pruning.record_runs(model, latency_raw, pruning.Protocol.from_params(params), on_progress=save_partial,
-                                  resume=partial)
+                                  resume=partial, methods=args.methods, session=len(sessions) - 1)
     sessions[-1] = {**sessions[-1], "finished_utc": machine()["date_utc"], "load_average_at_end": os.getloadavg()}
     payload.update(provenance())
     write(args.out, payload)
-    print(f"wrote {args.out}: {payload['wall_s']:.0f} s of recording in {len(sessions)} session(s); ridge {payload['ridge']}")
+    state = "complete" if payload["complete"] else "partial: continue it with --resume"
+    print(f"wrote {args.out} ({state}): {payload['wall_s']:.0f} s of recording in {len(sessions)} session(s); ridge {payload['ridge']}")
 
 
 def main() -> None:
@@ -88,6 +97,8 @@ def main() -> None:
     parser.add_argument("--scale", default="default", choices=list(pruning.PRESETS))
     parser.add_argument("--resume", action="store_true",
                         help="continue the partial recording in --out (same protocol) instead of starting afresh")
+    parser.add_argument("--methods", nargs="+", choices=[*pruning.SPRINT_VARIANTS, *pruning.BASELINE_METHODS],
+                        help="record only these methods now (for every seed); the file stays partial until all are in")
     parser.add_argument("--diagnostic-windows", type=int, nargs="+", default=[16, 32, 64],
                         help="calibration sizes (windows of the preset's length) of the refit diagnostic")
     args = parser.parse_args()

@@ -1,4 +1,5 @@
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -187,6 +188,18 @@ def test_nll_and_js_by_hand():
     assert pruning.js_divergence(p, p) == pytest.approx(0.0, abs=1e-6)
 
 
+@pytest.mark.parametrize("rows", [1, 3, 32])
+def test_chunked_losses_equal_the_whole_tensor_formulas(rows):
+    gen = torch.Generator().manual_seed(0)
+    p, q = 3 * torch.randn(2, 5, 11, generator=gen), 3 * torch.randn(2, 5, 11, generator=gen)
+    logp, logq = p.log_softmax(-1), q.log_softmax(-1)
+    logm = torch.log((logp.exp() + logq.exp()) / 2)
+    whole = float((0.5 * (logp.exp() * (logp - logm)).sum(-1) + 0.5 * (logq.exp() * (logq - logm)).sum(-1)).mean())
+    assert pruning.js_divergence(p, q, rows=rows) == pytest.approx(whole, rel=1e-5)
+    tokens = torch.randint(0, 11, (2, 5), generator=gen)
+    assert pruning.mean_nll(p, tokens) == pytest.approx(float(-logp[:, :-1].gather(-1, tokens[:, 1:, None]).mean()), rel=1e-6)
+
+
 def test_block_influence_by_hand(tiny, calib):
     cp = pruning.Checkpoints(tiny, calib)
     cp.resid = [torch.tensor([[[1.0, 0.0]]]), None, torch.tensor([[[0.0, 1.0]]]), None, torch.tensor([[[0.0, 2.0]]])]
@@ -304,3 +317,40 @@ def test_resumable_continues_only_a_partial_recording_of_the_same_protocol():
         pruning.resumable({**partial, "complete": True}, protocol)
     with pytest.raises(ValueError, match="another protocol"):
         pruning.resumable({**partial, "protocol": {**protocol.__dict__, "calib_ctx": 64}}, protocol)
+
+
+def test_a_recording_made_in_two_sessions_equals_one_made_at_once(deep, calib, monkeypatch):
+    """``methods`` records a subset (the payload stays partial); resuming adds the rest, each run keeps its
+    session, the orders are those of an uninterrupted recording and the partial file names what is missing."""
+    monkeypatch.setattr(pruning, "calibration_split", lambda model, n, ctx, seed, source="shipped": (calib + seed, calib))
+    monkeypatch.setattr(pruning, "eval_data", lambda model, protocol, seed=0: SimpleNamespace(tasks={}))
+    monkeypatch.setattr(pruning, "quality", lambda model, data, kept: {"perplexity": 1.0})
+    monkeypatch.setattr("utils.evaluation.task_table", lambda model, tasks: [])
+    protocol = pruning.Protocol([1.1], 3, 10, [0, 1], 8, 8, 1, 1, 8, ["sprint", "shortgpt", "sleb"], 2, [1.0], [])
+    latency_raw = {"samples_s": {"dense": [1.0], "attn_removed": [0.9], "mlp_removed": [0.9]}, "n_removed": 1,
+                   "layers": [1], "prompt_len": 4, "new_tokens": 2}
+    record = lambda **kw: pruning.record_runs(deep, latency_raw, protocol, ridge=1.0, **kw)  # noqa: E731
+    whole = record()
+    first = record(methods=["shortgpt"])
+    assert not first["complete"] and [list(r) for r in first["runs"].values()] == [["shortgpt"], ["shortgpt"]]
+    with pytest.raises(ValueError, match=r"missing, per calibration seed: \{0: \['sprint', 'sleb'\]"):
+        pruning.check_recorded(first, protocol, first["calibration_hashes"])
+    with pytest.raises(ValueError, match="not in the protocol"):
+        record(resume=first, methods=["finercut"])
+    resumed = record(resume=first, session=1)
+    assert resumed["complete"] and whole["complete"]
+    for seed, runs in resumed["runs"].items():
+        assert list(runs) == protocol.methods  # protocol order, whatever order they were recorded in
+        assert {m: r["order"] for m, r in runs.items()} == {m: r["order"] for m, r in whole["runs"][seed].items()}
+        assert {m: r["session"] for m, r in runs.items()} == {"sprint": 1, "shortgpt": 0, "sleb": 1}
+
+
+def test_pruning_times_of_later_sessions_are_put_on_the_first_machine():
+    latency = pruning.LatencyModel(1.0, {"attn": 0.05, "mlp": 0.05}, 4)
+    step = {"pruned": [0, 2], "time_s": 10.0, "estimate": 1.5}
+    payload = {"sessions": [{"reference_pass_s": 2.0}, {"reference_pass_s": 4.0}],
+               "runs": {"0": {"a": {"steps": [step], "session": 0}, "b": {"steps": [step], "session": 1}}}}
+    assert pruning.time_scales(payload) == {0: 1.0, 1: 0.5}
+    rows = pruning.snapshot_rows(payload, latency, [1.1])
+    assert [(r["method"], r["pruning_time_s"], r["session"]) for r in rows] == [("a", 10.0, 0), ("b", 5.0, 1)]
+    assert pruning.time_scales({"sessions": [{"reference_pass_s": 2.0}, {}]}) == {0: 1.0, 1: 1.0}  # unknown: unscaled

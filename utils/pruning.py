@@ -72,6 +72,7 @@ SPRINT_VARIANTS = {  # name: (latency-aware, tunability-aware)
     "sprint_no_both": (False, False),
 }
 SPEEDUP_FORMULAS = ("paper", "overhead")
+JS_CHUNK_ROWS = 32  # positions per chunk of the JS divergence (measured fastest on a 2-core CPU)
 
 
 # ----------------------------------------------------------------------------- latency model
@@ -562,16 +563,21 @@ def sprint(
 
 def mean_nll(logits: torch.Tensor, tokens: torch.Tensor) -> float:
     """Mean next-token negative log-likelihood (nats) of ``tokens`` under ``logits``."""
-    logp = logits[:, :-1].log_softmax(-1)
-    return float(-logp.gather(-1, tokens[:, 1:, None]).mean())
+    scored = logits[:, :-1]
+    return float((scored.logsumexp(-1) - scored.gather(-1, tokens[:, 1:, None]).squeeze(-1)).mean())
 
 
-def js_divergence(p_logits: torch.Tensor, q_logits: torch.Tensor) -> float:
-    """Mean (over positions) Jensen-Shannon divergence (nats) between two logit tensors' distributions."""
-    logp, logq = p_logits.log_softmax(-1), q_logits.log_softmax(-1)
-    logm = torch.logsumexp(torch.stack([logp, logq]), 0) - torch.log(torch.tensor(2.0))
-    kl = lambda a: (a.exp() * (a - logm)).sum(-1)
-    return float((0.5 * kl(logp) + 0.5 * kl(logq)).mean())
+def js_divergence(p_logits: torch.Tensor, q_logits: torch.Tensor, rows: int = JS_CHUNK_ROWS) -> float:
+    """Mean (over positions) Jensen-Shannon divergence (nats) between two logit tensors' distributions.
+
+    Computed ``rows`` positions at a time, so the intermediates stay in cache (5x faster over 2,048 x 49K)."""
+    p2, q2 = p_logits.reshape(-1, p_logits.shape[-1]), q_logits.reshape(-1, q_logits.shape[-1])
+    total = 0.0
+    for start in range(0, p2.shape[0], rows):
+        logp, logq = p2[start : start + rows].log_softmax(-1), q2[start : start + rows].log_softmax(-1)
+        logm = torch.logaddexp(logp, logq) - math.log(2.0)
+        total += float((logp.exp() * (logp - logm) + logq.exp() * (logq - logm)).sum())
+    return 0.5 * total / p2.shape[0]
 
 
 def greedy(
@@ -857,6 +863,7 @@ def quality(model: HookedTransformer, data: EvalData, kept_tasks: Sequence[str])
 def record_runs(
     model: HookedTransformer, latency_raw: dict, protocol: Protocol, ridge: float | None = None,
     on_progress: Callable[[dict], None] | None = None, resume: dict | None = None,
+    methods: Sequence[str] | None = None, session: int = 0,
 ) -> dict:
     """Everything notebook 04 compares: the refit diagnostic (first seed), then for each calibration seed
     every method's order, measured cumulative pruning time and quality at each target.
@@ -865,6 +872,8 @@ def record_runs(
     ``on_progress(partial payload)`` is called after every method (e.g. to save partial work).
     ``resume``, a partial payload of the same protocol, is continued: its latency model, diagnostic,
     ridge and finished methods are kept and only the missing (seed, method) runs are made.
+    ``methods`` limits this call to those methods (the payload stays partial until every one is recorded);
+    each run keeps ``session``, the index of the recording session (machine) that timed it.
     """
     from utils.evaluation import task_table
 
@@ -887,20 +896,44 @@ def record_runs(
                    "diagnostic": diagnostic, "diagnostic_summary": summary, "ridge": chosen, "runs": {}}
     latency = latency_from_raw(latency_raw, model.cfg.n_layers)
     on_step = lambda m: quality(m, data, kept)  # noqa: E731
+    unknown = set(methods or ()) - set(protocol.methods)
+    if unknown:
+        raise ValueError(f"methods {sorted(unknown)} are not in the protocol's {protocol.methods}")
     for seed in protocol.calib_seeds:
         calib, _ = calibration_split(model, protocol.n_calib_windows, protocol.calib_ctx, seed, protocol.source)
         digest = tokens_hash(calib)
         if payload["calibration_hashes"].setdefault(str(seed), digest) != digest:
             raise ValueError(f"cannot resume: seed {seed}'s calibration tokens differ from the partial recording's")
         runs = payload["runs"].setdefault(str(seed), {})
-        for name in tqdm([m for m in protocol.methods if m not in runs], desc=f"seed {seed}"):
+        todo = [m for m in protocol.methods if m not in runs and (methods is None or m in methods)]
+        for name in tqdm(todo, desc=f"seed {seed}"):
             result = run_method(name, model, calib, latency, protocol.targets, originals, protocol.top_k, chosen, on_step)
-            runs[name] = {"order": result.order, "total_time_s": result.total_time_s, "steps": result.steps}
+            runs[name] = {"order": result.order, "total_time_s": result.total_time_s, "steps": result.steps, "session": session}
             if on_progress:
                 on_progress(payload)
-        payload["runs"][str(seed)] = {name: runs[name] for name in protocol.methods}  # protocol order, also when resumed
-    payload["complete"] = True
+        payload["runs"][str(seed)] = {name: runs[name] for name in protocol.methods if name in runs}  # protocol order
+    payload["complete"] = all(len(payload["runs"][str(s)]) == len(protocol.methods) for s in protocol.calib_seeds)
     return payload
+
+
+def reference_pass_s(model: HookedTransformer, tokens: torch.Tensor, repeats: int = 3) -> float:
+    """Median wall time of a dense forward pass over ``tokens``: the speed of the machine that times runs."""
+    tokens = tokens.to(model.cfg.device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model(tokens)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def time_scales(payload: dict) -> dict[int, float]:
+    """Per recording session: the factor that puts its pruning times on the first session's machine
+    (ratio of their timed dense passes); 1 for a recording made in one session."""
+    passes = [s.get("reference_pass_s") for s in payload.get("sessions", [])]
+    if not passes or None in passes:
+        return {i: 1.0 for i in range(max(len(passes), 1))}
+    return {i: passes[0] / p for i, p in enumerate(passes)}
 
 
 def resumable(partial: dict, protocol: Protocol) -> dict:
@@ -916,7 +949,10 @@ def resumable(partial: dict, protocol: Protocol) -> dict:
 def check_recorded(payload: dict, protocol: Protocol, hashes: dict[str, str]) -> None:
     """Raise if loaded runs are partial, or were recorded with another protocol or other calibration tokens."""
     if not payload.get("complete", True):
-        raise ValueError("the recorded runs are partial (the recording stopped early); re-run scripts/record_baseline_orders.py")
+        missing = {s: [m for m in payload["protocol"]["methods"] if m not in payload["runs"].get(str(s), {})]
+                   for s in payload["protocol"]["calib_seeds"]}
+        raise ValueError(f"the recorded runs are partial (missing, per calibration seed: {missing}); continue them with "
+                         f"`python scripts/record_baseline_orders.py --out {RECORDED_RUNS} --resume`")
     ignored = ("diagnostic_windows", "diagnostic_candidates")  # the diagnostic does not change the runs
     recorded = Protocol.from_params(payload["protocol"])
     diff = {k: (v, getattr(protocol, k)) for k, v in recorded.__dict__.items() if k not in ignored and getattr(protocol, k) != v}
@@ -930,10 +966,12 @@ def check_recorded(payload: dict, protocol: Protocol, hashes: dict[str, str]) ->
 
 def snapshot_rows(payload: dict, latency: LatencyModel, targets: Sequence[float]) -> list[dict]:
     """One row per seed, method and target: the first recorded step whose estimate reaches the target,
-    with both speed-up formulas, the pruning time to that step and its quality."""
-    rows = []
+    with both speed-up formulas, the pruning time to that step (on the first recording session's machine,
+    see ``time_scales``) and its quality."""
+    rows, scales = [], time_scales(payload)
     for seed, methods in payload["runs"].items():
         for name, run in methods.items():
+            scale = scales[run.get("session", 0)]
             for target in targets:
                 step = next((s for s in run["steps"] if s["estimate"] >= target), None)
                 if step is None:
@@ -942,7 +980,7 @@ def snapshot_rows(payload: dict, latency: LatencyModel, targets: Sequence[float]
                 rows.append({"seed": int(seed), "method": name, "target": target,
                              "speedup_paper": latency.paper_speedup(step["pruned"]),
                              "speedup_overhead": latency.speedup(step["pruned"]) if latency.remaining_s(step["pruned"]) > 0 else float("nan"),
-                             "pruning_time_s": step["time_s"],
+                             "pruning_time_s": scale * step["time_s"], "session": run.get("session", 0),
                              **{k: v for k, v in step.items() if k not in ("pruned", "time_s", "estimate")},
                              "n_attn": kinds.count("attn"), "n_mlp": kinds.count("mlp"), "pruned": sorted(step["pruned"])})
     return rows
@@ -995,6 +1033,10 @@ def load_or_record(
     raw, where = recorded["latency"], recorded["machine"]["gpu"] or recorded["machine"]["cpu"]
     note = (f"LOADED, not computed in this run: runs and latency model from {RECORDED_RUNS}, recorded on {where} "
             f"({recorded['machine']['date_utc']}, latency {raw['prompt_len']}+{raw['new_tokens']} tokens on that device)")
+    scales = time_scales(recorded)
+    if len(scales) > 1:
+        note += (f"; runs timed in {len(scales)} sessions, their pruning times put on the first session's machine by "
+                 f"the ratio of timed dense passes (factors {', '.join(f'{s:.2f}' for s in scales.values())})")
     return latency_from_raw(raw, model.cfg.n_layers), raw, recorded, note
 
 
