@@ -570,7 +570,8 @@ def mean_nll(logits: torch.Tensor, tokens: torch.Tensor) -> float:
 def js_divergence(p_logits: torch.Tensor, q_logits: torch.Tensor, rows: int = JS_CHUNK_ROWS) -> float:
     """Mean (over positions) Jensen-Shannon divergence (nats) between two logit tensors' distributions.
 
-    Computed ``rows`` positions at a time, so the intermediates stay in cache (5x faster over 2,048 x 49K)."""
+    Computed ``rows`` positions at a time, so the intermediates stay in cache (over 2,048 x 49K: 2.7x faster on
+    one thread, 5x on two)."""
     p2, q2 = p_logits.reshape(-1, p_logits.shape[-1]), q_logits.reshape(-1, q_logits.shape[-1])
     total = 0.0
     for start in range(0, p2.shape[0], rows):
@@ -912,8 +913,14 @@ def record_runs(
             if on_progress:
                 on_progress(payload)
         payload["runs"][str(seed)] = {name: runs[name] for name in protocol.methods if name in runs}  # protocol order
-    payload["complete"] = all(len(payload["runs"][str(s)]) == len(protocol.methods) for s in protocol.calib_seeds)
+    payload["complete"] = not any(missing_runs(payload).values())
     return payload
+
+
+def missing_runs(payload: dict) -> dict[int, list[str]]:
+    """Per calibration seed of a recording's protocol: the methods it has no run for yet."""
+    protocol = payload["protocol"]
+    return {s: [m for m in protocol["methods"] if m not in payload["runs"].get(str(s), {})] for s in protocol["calib_seeds"]}
 
 
 def reference_pass_s(model: HookedTransformer, tokens: torch.Tensor, repeats: int = 3) -> float:
@@ -949,9 +956,7 @@ def resumable(partial: dict, protocol: Protocol) -> dict:
 def check_recorded(payload: dict, protocol: Protocol, hashes: dict[str, str]) -> None:
     """Raise if loaded runs are partial, or were recorded with another protocol or other calibration tokens."""
     if not payload.get("complete", True):
-        missing = {s: [m for m in payload["protocol"]["methods"] if m not in payload["runs"].get(str(s), {})]
-                   for s in payload["protocol"]["calib_seeds"]}
-        raise ValueError(f"the recorded runs are partial (missing, per calibration seed: {missing}); continue them with "
+        raise ValueError(f"the recorded runs are partial (missing, per calibration seed: {missing_runs(payload)}); continue them with "
                          f"`python scripts/record_baseline_orders.py --out {RECORDED_RUNS} --resume`")
     ignored = ("diagnostic_windows", "diagnostic_candidates")  # the diagnostic does not change the runs
     recorded = Protocol.from_params(payload["protocol"])
