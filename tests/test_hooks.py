@@ -67,3 +67,45 @@ def test_splicing_the_mlp_itself_is_exact(tiny, tokens):
     assert torch.equal(out, tiny(tokens))
     zero = tiny.run_with_hooks(tokens, fwd_hooks=hooks.splice(s, torch.zeros_like))
     torch.testing.assert_close(zero, tiny.run_with_hooks(tokens, fwd_hooks=hooks.zero_ablate([s])))
+
+
+def test_attached_removes_only_its_own_hooks_so_interventions_nest(tiny, tokens):
+    s = Sublayer(0, "mlp")
+    base = tiny(tokens)
+    with hooks.attached(tiny, hooks.zero_ablate([s])):
+        zeroed = tiny(tokens)
+        store = {}
+        with hooks.attached(tiny, hooks.capture([s.out_hook], store)):
+            assert torch.equal(tiny(tokens), zeroed)
+        assert torch.count_nonzero(store[s.out_hook]) == 0
+        assert torch.equal(tiny(tokens), zeroed)  # the inner exit left the outer hook in place
+    assert torch.equal(tiny(tokens), base)
+    assert not any(p.fwd_hooks for p in tiny.hook_dict.values())
+
+
+def test_attached_rejects_an_unknown_hook_point_and_leaves_nothing_behind(tiny, tokens):
+    with pytest.raises(KeyError, match="no hook point 'blocks.0.hook_nope'"):
+        with hooks.attached(tiny, hooks.capture([hooks.resid_pre(0), "blocks.0.hook_nope"], {})):
+            pass
+    assert not any(p.fwd_hooks for p in tiny.hook_dict.values())
+
+
+def test_replace_writes_with_the_real_write_is_exact_and_keep_real_guards_positions(tiny, tokens):
+    s = Sublayer(1, "attn")
+    base = tiny(tokens)
+    assert torch.equal(hooks.run(tiny, tokens, hooks.replace_writes({s: lambda x, real: real})), base)
+    everywhere = torch.ones(tokens.shape, dtype=torch.bool)
+    zero = {s: lambda x, real: torch.zeros_like(real)}
+    assert torch.equal(hooks.run(tiny, tokens, hooks.replace_writes(zero, keep_real=everywhere)), base)
+    assert torch.equal(
+        hooks.run(tiny, tokens, hooks.replace_writes(zero)), hooks.run(tiny, tokens, hooks.zero_ablate([s]))
+    )
+
+
+def test_hook_names_are_the_models_own():
+    assert hooks.resid_pre(3) == "blocks.3.hook_resid_pre"
+    assert hooks.attn_scores(2) == "blocks.2.attn.hook_attn_scores"
+    assert hooks.attn_point(2, "v") == "blocks.2.attn.hook_v"
+    assert hooks.mlp_post(1) == "blocks.1.mlp.hook_post"
+    assert hooks.norm_scale(4, "mlp") == "blocks.4.ln2.hook_scale"
+    assert hooks.norm_scale(None) == "ln_final.hook_scale"

@@ -1,19 +1,31 @@
-"""Hook factories shared by the notebooks: capture, ablate, skip, block attention edges, splice.
+"""Every intervention on a model, in one vocabulary: name, capture, ablate, replace, skip, block.
 
-Every factory returns ``fwd_hooks``: a list of ``(hook_name, fn)`` pairs for
-``model.run_with_hooks(tokens, fwd_hooks=...)`` or the context manager ``model.hooks(fwd_hooks)``.
-Lists compose by concatenation. ``skip`` is the exception: skipping must not compute the sublayer
-at all, so it is a context manager that flips the blocks' skip flags (see ``utils.sublayers``).
+Hook names are built here (``name``, ``resid_pre``, ``attn_scores`` ...; a sublayer's write is
+``Sublayer.out_hook``) and nowhere else. Every factory returns ``fwd_hooks``: a list of
+``(hook_name, fn)`` pairs. Lists compose by concatenation, and are applied by the context manager
+``attached(model, fwd_hooks)`` (or the one-call ``run``), which adds exactly those hooks and, on
+exit, removes exactly those hooks: hooks that somebody else added stay, so interventions nest.
+``skip`` is the exception: skipping must not compute the sublayer at all, so it is a context
+manager that flips the blocks' skip flags (see ``utils.sublayers``).
 
     store = {}
-    logits = model.run_with_hooks(tokens, fwd_hooks=capture(["blocks.3.hook_mlp_out"], store))
-    with model.hooks(zero_ablate([Sublayer(3, "mlp")])):
+    logits = run(model, tokens, capture([Sublayer(3, "mlp").out_hook], store))
+    with attached(model, zero_ablate([Sublayer(3, "mlp")])):
         ablated = model(tokens)
+    with attached(model, replace_writes({Sublayer(5, "mlp"): lambda x, real: transcoder(x)})):
+        spliced = model(tokens)
+
+Public names: ``attached``, ``run``, ``capture``, ``zero_ablate``, ``mean_ablate``,
+``sublayer_means``, ``replace_writes``, ``splice``, ``block_attention``, ``edge_mask``, ``skip``,
+and the name builders ``name``, ``resid_pre``, ``resid_mid``, ``resid_post``, ``attn_scores``,
+``attn_point``, ``mlp_post``, ``norm_scale``, ``sublayer_input_hook``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
 
 import torch
 from transformer_lens import HookedTransformer
@@ -22,13 +34,27 @@ from utils.sublayers import Sublayer, skipping
 
 Hook = tuple[str, Callable]
 FwdHooks = list[Hook]
+# fn(normalised input the sublayer reads, its real write) -> the write that replaces it
+Replacement = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 __all__ = [
     "FwdHooks",
+    "Replacement",
+    "attached",
+    "attn_point",
+    "attn_scores",
     "block_attention",
     "capture",
     "edge_mask",
     "mean_ablate",
+    "mlp_post",
+    "name",
+    "norm_scale",
+    "replace_writes",
+    "resid_mid",
+    "resid_post",
+    "resid_pre",
+    "run",
     "sublayer_input_hook",
     "sublayer_means",
     "skip",
@@ -37,6 +63,80 @@ __all__ = [
 ]
 
 skip = skipping  # `with skip(model, [Sublayer(3, "mlp")]): ...` — the sublayer is never computed
+
+
+# --------------------------------------------------------------------------------- hook names
+def name(layer: int, point: str) -> str:
+    """The hook ``point`` of block ``layer``: ``name(3, "mlp.hook_post")`` -> ``blocks.3.mlp.hook_post``."""
+    return f"blocks.{layer}.{point}"
+
+
+def resid_pre(layer: int) -> str:
+    """The residual stream entering block ``layer``."""
+    return name(layer, "hook_resid_pre")
+
+
+def resid_mid(layer: int) -> str:
+    """The residual stream between block ``layer``'s attention and its MLP."""
+    return name(layer, "hook_resid_mid")
+
+
+def resid_post(layer: int) -> str:
+    """The residual stream leaving block ``layer``."""
+    return name(layer, "hook_resid_post")
+
+
+def attn_scores(layer: int) -> str:
+    """Block ``layer``'s pre-softmax attention scores, [batch, head, dst, src]."""
+    return name(layer, "attn.hook_attn_scores")
+
+
+def attn_point(layer: int, point: str) -> str:
+    """An attention hook of block ``layer``: ``attn_point(2, "v")`` -> ``blocks.2.attn.hook_v``."""
+    return name(layer, f"attn.hook_{point}")
+
+
+def mlp_post(layer: int) -> str:
+    """Block ``layer``'s MLP neurons after the activation, [batch, pos, d_mlp]."""
+    return name(layer, "mlp.hook_post")
+
+
+def norm_scale(layer: int | None, kind: str = "attn") -> str:
+    """The scale of the norm in front of ``layer``'s ``kind`` sublayer; ``layer=None``: the final norm."""
+    if layer is None:
+        return "ln_final.hook_scale"
+    return name(layer, f"ln{1 if kind == 'attn' else 2}.hook_scale")
+
+
+# --------------------------------------------------------------------------------- applying hooks
+@contextmanager
+def attached(model: HookedTransformer, fwd_hooks: Iterable[Hook]) -> Iterator[HookedTransformer]:
+    """Add ``fwd_hooks`` to ``model`` for the ``with`` block; on exit remove exactly those hooks.
+
+    Unlike ``model.hooks()``, which resets every temporary hook of the model, hooks added by an
+    outer block stay in place, so interventions nest. Looking up each point by name also avoids
+    walking every module of the model, which matters for a hook on one point in a hot loop.
+    """
+    points = model.mod_dict
+    added: list[tuple[Any, Any]] = []
+    try:
+        for hook_name, fn in fwd_hooks:
+            if hook_name not in points:
+                raise KeyError(f"the model has no hook point {hook_name!r}")
+            point = points[hook_name]
+            point.add_hook(fn, dir="fwd")
+            added.append((point, point.fwd_hooks[-1]))
+        yield model
+    finally:
+        for point, handle in reversed(added):
+            handle.hook.remove()
+            point.fwd_hooks.remove(handle)
+
+
+def run(model: HookedTransformer, inputs: Any, fwd_hooks: Iterable[Hook], **kwargs: Any) -> Any:
+    """``model(inputs, **kwargs)`` with ``fwd_hooks`` attached for that one call."""
+    with attached(model, fwd_hooks):
+        return model(inputs, **kwargs)
 
 
 def capture(names: Iterable[str], store: dict[str, torch.Tensor]) -> FwdHooks:
@@ -112,12 +212,38 @@ def block_attention(
             raise ValueError("a destination position has every source blocked; keep at least one")
         return scores
 
-    return [(f"blocks.{layer}.attn.hook_attn_scores", knock_out) for layer in layers]
+    return [(attn_scores(layer), knock_out) for layer in layers]
 
 
 def sublayer_input_hook(s: Sublayer) -> str:
     """Name of the hook holding the normalised input that sublayer ``s`` reads."""
-    return f"blocks.{s.layer}.ln{1 if s.kind == 'attn' else 2}.hook_normalized"
+    return name(s.layer, f"ln{1 if s.kind == 'attn' else 2}.hook_normalized")
+
+
+def replace_writes(
+    replacements: Mapping[Sublayer, Replacement], keep_real: torch.Tensor | None = None
+) -> FwdHooks:
+    """Hooks that replace each sublayer ``s``'s write by ``fn(its normalised input, its real write)``.
+
+    ``keep_real`` ([batch, pos] bool) marks positions where the real write stays (attention sinks,
+    say). A transcoder replaces MLP 5 with ``{Sublayer(5, "mlp"): lambda x, real: tc(x)}``; an SAE
+    with ``lambda x, real: sae(real)``.
+    """
+    hooks: FwdHooks = []
+    for s, fn in replacements.items():
+        seen: dict[str, torch.Tensor] = {}
+
+        def remember(act: torch.Tensor, hook, seen=seen) -> None:
+            seen["input"] = act
+
+        def replace(act: torch.Tensor, hook, seen=seen, fn=fn) -> torch.Tensor:
+            new = fn(seen.pop("input"), act).to(act.dtype)
+            if keep_real is None:
+                return new
+            return torch.where(keep_real[..., None].to(act.device), act, new)
+
+        hooks += [(sublayer_input_hook(s), remember), (s.out_hook, replace)]
+    return hooks
 
 
 def splice(s: Sublayer, fn: Callable[[torch.Tensor], torch.Tensor]) -> FwdHooks:
@@ -125,12 +251,4 @@ def splice(s: Sublayer, fn: Callable[[torch.Tensor], torch.Tensor]) -> FwdHooks:
 
     This is how a transcoder replaces an MLP: ``splice(Sublayer(5, "mlp"), transcoder)``.
     """
-    seen: dict[str, torch.Tensor] = {}
-
-    def remember(act: torch.Tensor, hook) -> None:
-        seen["input"] = act
-
-    def replace(act: torch.Tensor, hook) -> torch.Tensor:
-        return fn(seen.pop("input")).to(act.dtype)
-
-    return [(sublayer_input_hook(s), remember), (s.out_hook, replace)]
+    return replace_writes({s: lambda x, real: fn(x)})
