@@ -6,8 +6,25 @@ import pytest
 import torch
 
 from utils import circuits as C
+from utils import hooks
 from utils import transcoders as T
 from utils.models import tiny_model, word_tokenizer
+from utils.sublayers import Sublayer
+
+
+def mlp_input(layer: int) -> str:
+    """The hook a transcoder on MLP ``layer`` reads."""
+    return hooks.sublayer_input_hook(Sublayer(layer, "mlp"))
+
+
+def spliced(replacements) -> hooks.FwdHooks:
+    """Hooks replacing MLP ``layer``'s write by ``fn(its input, its real write)`` for each (layer, fn)."""
+    return hooks.replace_writes({Sublayer(layer, "mlp"): fn for layer, fn in replacements.items()})
+
+
+def predicted_by(transcoders) -> dict:
+    """Each MLP's replacement by its transcoder's prediction, every feature active."""
+    return {layer: (lambda x, real, tc=tc: tc.decode(tc.encode(x))) for layer, tc in transcoders.items()}
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +41,7 @@ def setup():
 def test_contributions_add_up_to_a_feature_pre_activation(setup):
     model, transcoders, tokens, tr = setup
     _, cache = model.run_with_cache(tokens[None])
-    x = cache["blocks.2.ln2.hook_normalized"][0]
+    x = cache[mlp_input(2)][0]
     tc = transcoders[2]
     pre = (x - tc.b_pre) @ tc.W_enc + tc.b_enc
     for pos, feature in ((7, 3), (4, 10), (0, 1)):
@@ -59,7 +76,7 @@ def test_head_attribution_equals_the_heads_output_on_v(setup):
         for head in range(model.cfg.n_heads):
             rows = table[(table.kind == "head") & (table.layer == layer) & (table.unit == head)]
             actual = (
-                cache[f"blocks.{layer}.attn.hook_z"][0, 8, head]
+                cache[hooks.attn_point(layer, "z")][0, 8, head]
                 @ model.blocks[layer].attn.W_O[head]
                 @ v
             )
@@ -143,23 +160,20 @@ def test_keeping_units_against_their_mean_ablation(setup):
     model, transcoders, tokens, tr = setup
     batch = torch.stack([tokens, tokens.roll(1)])
     _, cache = model.run_with_cache(batch)
-    f_means = {layer: tc.encode(cache[f"blocks.{layer}.ln2.hook_normalized"]).mean(0) for layer, tc in transcoders.items()}
-    spliced = model.run_with_hooks(batch, fwd_hooks=T.replace_mlps({layer: T.transcoder_fn(tc) for layer, tc in transcoders.items()}))
+    f_means = {layer: tc.encode(cache[mlp_input(layer)]).mean(0) for layer, tc in transcoders.items()}
     everything = {layer: torch.arange(48) for layer in transcoders}
-    kept = model.run_with_hooks(batch, fwd_hooks=T.replace_mlps(C.features_kept(transcoders, f_means, everything)))
-    torch.testing.assert_close(kept, spliced)
+    kept = hooks.run(model, batch, spliced(C.features_kept(transcoders, f_means, everything)))
+    torch.testing.assert_close(kept, hooks.run(model, batch, spliced(predicted_by(transcoders))))
     store = {}
-    model.run_with_hooks(
-        batch,
-        fwd_hooks=T.replace_mlps(C.features_kept(transcoders, f_means, {}))
-        + [("blocks.2.hook_mlp_out", lambda a, hook: store.setdefault("out", a))],
-    )  # no feature kept: every feature at its mean over the batch, identical for both rows
-    torch.testing.assert_close(store["out"][0], store["out"][1])
-    torch.testing.assert_close(store["out"][0], transcoders[2].decode(f_means[2]))
-    n_means = {layer: cache[f"blocks.{layer}.mlp.hook_post"].mean(0) for layer in range(3)}
+    mlp2 = Sublayer(2, "mlp").out_hook
+    hooks.run(model, batch, spliced(C.features_kept(transcoders, f_means, {})) + hooks.capture([mlp2], store))
+    # no feature kept: every feature at its mean over the batch, identical for both rows
+    torch.testing.assert_close(store[mlp2][0], store[mlp2][1])
+    torch.testing.assert_close(store[mlp2][0], transcoders[2].decode(f_means[2]))
+    n_means = {layer: cache[hooks.mlp_post(layer)].mean(0) for layer in range(3)}
     neurons = {layer: torch.arange(model.cfg.d_mlp) for layer in range(3)}
-    torch.testing.assert_close(model.run_with_hooks(batch, fwd_hooks=C.neurons_kept(n_means, neurons)), model(batch))
-    none = model.run_with_hooks(batch, fwd_hooks=C.neurons_kept(n_means, {}))
+    torch.testing.assert_close(hooks.run(model, batch, C.neurons_kept(n_means, neurons)), model(batch))
+    none = hooks.run(model, batch, C.neurons_kept(n_means, {}))
     assert not torch.allclose(none, model(batch))
 
 
@@ -318,7 +332,7 @@ def test_the_blind_null_is_always_another_features_hypothesis(worded):
     model, transcoders = worded
     tokens = torch.randint(1, model.cfg.d_vocab, (4, 12), generator=torch.Generator().manual_seed(1))
     _, cache = model.run_with_cache(tokens)
-    acts = {layer: transcoders[layer].encode(cache[f"blocks.{layer}.ln2.hook_normalized"]).reshape(-1, 24) for layer in (1, 2)}
+    acts = {layer: transcoders[layer].encode(cache[mlp_input(layer)]).reshape(-1, 24) for layer in (1, 2)}
     cases = [(1, 3), (2, 7)]  # one feature per layer: the null must come from the other layer
     table = C.blind_scores(model, transcoders, acts, tokens, cases, k_contexts=5)
     other = C.layer0_hypotheses(model, transcoders, 2, [7])[0]

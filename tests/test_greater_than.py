@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from utils import circuits
+from utils import circuits, hooks
 from utils import greater_than as G
 from utils import transcoders as T
 from utils.models import tiny_model, word_tokenizer
@@ -122,15 +122,15 @@ def test_a_run_resumed_from_the_clean_run_equals_a_full_run(digit_years):
         ({}, ()),
         ({1: circuits.mean_write_fn(means[1])}, ()),
         ({}, circuits.neurons_kept(neurons, {1: torch.tensor([0, 3])})),
-        ({}, [("hook_embed", lambda act, hook: act * 0.5)]),  # outside the blocks: from the tokens
+        ({}, [(model.hook_embed.name, lambda act, hook: act * 0.5)]),  # outside the blocks: from the tokens
     ]
-    for replacements, hooks in edits:
-        full = circuits.answer_probs(model, task, prompts.prompt, replacements, hooks)
-        resumed = circuits.answer_probs(model, task, prompts.prompt, replacements, hooks, clean=run)
+    for replacements, extra in edits:
+        full = circuits.answer_probs(model, task, prompts.prompt, replacements, extra)
+        resumed = circuits.answer_probs(model, task, prompts.prompt, replacements, extra, clean=run)
         torch.testing.assert_close(resumed, full)
-    assert circuits.first_edited_layer({2: None}, [("blocks.1.mlp.hook_post", None)], 4) == 1
+    assert circuits.first_edited_layer({2: None}, [(hooks.mlp_post(1), None)], 4) == 1
     assert circuits.first_edited_layer({}, [], 4) == 4
-    assert circuits.first_edited_layer({2: None}, [("hook_embed", None)], 4) == -1
+    assert circuits.first_edited_layer({2: None}, [(model.hook_embed.name, None)], 4) == -1
     with pytest.raises(ValueError, match="other prompts"):
         circuits.answer_probs(model, task, prompts.prompt[:2], clean=run)
 
@@ -159,5 +159,5 @@ def test_precision_at_k_measures_each_ablation_from_its_own_baseline(digit_years
     units = {1: torch.tensor([0, 1])}
     unchanged = circuits.precision_at_k(model, task, prompts, units, lambda layer, unit: baseline, 1e-6, baseline)
     assert unchanged == 0.0  # ablating nothing beyond the baseline moves nothing
-    zeroed = circuits.precision_at_k(model, task, prompts, units, lambda layer, unit: ({1: T.zero_fn}, ()), 1e-6, baseline)
+    zeroed = circuits.precision_at_k(model, task, prompts, units, lambda layer, unit: ({1: lambda x, real: torch.zeros_like(real)}, ()), 1e-6, baseline)
     assert zeroed == 1.0

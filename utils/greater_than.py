@@ -10,7 +10,13 @@ token after the start year. What that next token is depends on the tokenizer:
   paper; the probability difference is p(YY > start) - p(YY <= start).
 
 ``year_split`` reads which one a tokenizer uses and ``GreaterThan.for_tokenizer`` builds the task
-for it, so a notebook never has to be told.
+for it, so a notebook never has to be told. Running a model on the task, edited or not, is
+``utils.circuits.runs``.
+
+Public names: ``GreaterThan``, ``greater_than_prompts``, ``spread_starts``, ``probability_difference``
+(with its two variants ``prob_diff`` and ``year_prob_diff``), ``later_earlier``,
+``later_earlier_years``, ``year_split``, ``answer_tokens``, ``GT_TEMPLATE``, ``DIGITS``, ``TWO_DIGITS``,
+``YearSplit``.
 """
 
 from __future__ import annotations
@@ -21,6 +27,23 @@ from typing import Literal
 
 import pandas as pd
 import torch
+
+__all__ = [
+    "DIGITS",
+    "GT_TEMPLATE",
+    "TWO_DIGITS",
+    "GreaterThan",
+    "YearSplit",
+    "answer_tokens",
+    "greater_than_prompts",
+    "later_earlier",
+    "later_earlier_years",
+    "prob_diff",
+    "probability_difference",
+    "spread_starts",
+    "year_prob_diff",
+    "year_split",
+]
 
 GT_TEMPLATE = "The war lasted from the year 17{start:02d} to the year 17"
 DIGITS = "0123456789"
