@@ -38,6 +38,7 @@ def training_throughput(
 ) -> tuple[float, float]:
     """Best-of-``repeats`` tokens/s of our trainer and of sae-lens's SAETrainer on the same batches
     (the two alternate, so a busy machine slows both alike)."""
+    # sae-lens takes ~1.5 s to import and only this comparison needs it: imported here, not at the top
     from sae_lens import StandardTrainingSAE, StandardTrainingSAEConfig
     from sae_lens.config import SAETrainerConfig
     from sae_lens.training.sae_trainer import SAETrainer

@@ -1,12 +1,16 @@
+import dataclasses
+
 import pandas as pd
 import pytest
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
+from utils import hooks
 from utils import transcoders as T
-from utils.hooks import splice
 from utils.models import tiny_model
 from utils.sublayers import Sublayer
+
+MLP0, MLP1 = Sublayer(0, "mlp"), Sublayer(1, "mlp")
 
 
 def relu_model(seed: int = 0) -> HookedTransformer:
@@ -112,7 +116,7 @@ def test_sink_mask_marks_position_zero_and_special_tokens():
 def test_tokens_with_a_massive_residual_stream_are_sinks(tiny, tokens):
     resid = T.sink_resid(tiny, tokens)
     _, cache = tiny.run_with_cache(tokens)
-    torch.testing.assert_close(resid, cache[f"blocks.{T.sink_layer(tiny)}.hook_resid_pre"])
+    torch.testing.assert_close(resid, cache[hooks.resid_pre(T.sink_layer(tiny))])
     plain = T.model_sinks(tiny, tokens)
     assert torch.equal(plain, T.sink_mask(tokens, T.special_token_ids(tiny)))  # a random model has none
     assert torch.equal(T.model_sinks(tiny, tokens, resid), plain)
@@ -127,12 +131,17 @@ def test_splicing_keeps_the_real_write_at_sinks(tiny, tokens):
     tc = T.SparseTranscoder(32, 40, 32, seed=1)
     sinks = T.sink_mask(tokens)
     store = {}
-    keep = ("blocks.1.hook_mlp_out", lambda act, hook: store.setdefault("out", act))
     _, cache = tiny.run_with_cache(tokens)
-    tiny.run_with_hooks(tokens, fwd_hooks=T.splice_all({1: tc}, sinks=sinks) + [keep])
-    real, out = cache["blocks.1.hook_mlp_out"], store["out"]
+    hooks.run(tiny, tokens, T.replace_mlps({1: T.transcoder_fn(tc)}, sinks) + hooks.capture([MLP1.out_hook], store))
+    real, out = cache[MLP1.out_hook], store[MLP1.out_hook]
     torch.testing.assert_close(out[sinks], real[sinks])
-    torch.testing.assert_close(out[~sinks], tc(cache["blocks.1.ln2.hook_normalized"])[~sinks])
+    torch.testing.assert_close(out[~sinks], tc(cache[hooks.sublayer_input_hook(MLP1)])[~sinks])
+    # with a feature mask, only the kept features write (the output bias stays)
+    keep = torch.zeros(tc.d_sae, dtype=torch.bool)
+    keep[:5] = True
+    x = cache[hooks.sublayer_input_hook(MLP1)]
+    masked = T.transcoder_fn(tc, keep)(x, real)
+    torch.testing.assert_close(masked, tc.decode(tc.encode(x) * keep))
 
 
 def test_out_scale_is_folded_into_the_export():
@@ -216,7 +225,7 @@ def test_splicing_a_transcoder_equal_to_the_mlp_reproduces_the_logits():
     model = relu_model()
     tokens = windows(model)
     tc = exact_transcoder(model.blocks[1].mlp)
-    spliced = model.run_with_hooks(tokens, fwd_hooks=splice(Sublayer(1, "mlp"), tc))
+    spliced = hooks.run(model, tokens, hooks.splice(MLP1, tc))
     torch.testing.assert_close(spliced, model(tokens), atol=1e-5, rtol=1e-5)
     # ... and the same through sae-lens: exported Transcoder spliced by HookedSAETransformer
     wrapped = T.sae_transformer(model)
@@ -233,14 +242,14 @@ def test_save_load_round_trip_through_sae_lens(tmp_path, tiny, tokens):
         tc.b_dec.normal_()
     T.save_transcoder(tc, layer=1, folder=tmp_path / "tc", model_name="tiny")
     loaded = T.load_transcoder(tmp_path / "tc")
-    assert loaded.cfg.metadata.hook_name == "blocks.1.ln2.hook_normalized"
-    assert loaded.cfg.metadata.hook_name_out == "blocks.1.hook_mlp_out"
+    assert loaded.cfg.metadata.hook_name == hooks.sublayer_input_hook(MLP1)
+    assert loaded.cfg.metadata.hook_name_out == MLP1.out_hook
     assert loaded.cfg.apply_b_dec_to_input is False
     x = torch.randn(20, 32)
     torch.testing.assert_close(loaded(x), tc(x), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(loaded.encode(x), tc.encode(x), atol=1e-5, rtol=1e-5)
     # HookedSAETransformer splices the loaded transcoder exactly where our splice hook does
-    ours = tiny.run_with_hooks(tokens, fwd_hooks=splice(Sublayer(1, "mlp"), tc))
+    ours = hooks.run(tiny, tokens, hooks.splice(MLP1, tc))
     wrapped = T.sae_transformer(tiny)
     wrapped.add_sae(loaded)
     torch.testing.assert_close(wrapped(tokens), ours, atol=1e-5, rtol=1e-5)
@@ -269,8 +278,8 @@ def test_stream_stops_early_and_matches_the_full_forward(tiny):
     ((out_tokens, sinks, pairs),) = list(T.stream_activations(tiny, [0], [tokens]))
     _, cache = tiny.run_with_cache(tokens)
     assert torch.equal(sinks, T.model_sinks(tiny, tokens))
-    torch.testing.assert_close(pairs[0][0], cache["blocks.0.ln2.hook_normalized"])
-    torch.testing.assert_close(pairs[0][1], cache["blocks.0.hook_mlp_out"])
+    torch.testing.assert_close(pairs[0][0], cache[hooks.sublayer_input_hook(MLP0)])
+    torch.testing.assert_close(pairs[0][1], cache[MLP0.out_hook])
     with pytest.raises(ValueError, match="layers"):
         next(T.stream_activations(tiny, [5], [tokens]))
 
@@ -298,7 +307,7 @@ def test_disk_cache_round_trip_without_sinks(tmp_path, tiny):
     sinks = T.model_sinks(tiny, tokens)
     _, cache = tiny.run_with_cache(tokens)
     torch.testing.assert_close(
-        acts[1][1].float(), cache["blocks.1.hook_mlp_out"][~sinks], atol=1e-2, rtol=1e-2
+        acts[1][1].float(), cache[MLP1.out_hook][~sinks], atol=1e-2, rtol=1e-2
     )
     collected = T.collect_activations(tiny, [0, 1], [tokens[:4], tokens[4:]])  # the same, without the disk
     assert torch.equal(collected[1][0], acts[1][0]) and torch.equal(collected[1][1], acts[1][1])
@@ -307,7 +316,7 @@ def test_disk_cache_round_trip_without_sinks(tmp_path, tiny):
     chunks = list(T.cached_chunks(folder, [1], epochs=1, windows_per_chunk=8))
     _, cache = tiny.run_with_cache(tokens)
     torch.testing.assert_close(
-        chunks[0][1][1].float(), cache["blocks.1.hook_mlp_out"], atol=1e-2, rtol=1e-2
+        chunks[0][1][1].float(), cache[MLP1.out_hook], atol=1e-2, rtol=1e-2
     )
     with pytest.raises(ValueError, match="cache_activations"):
         next(T.cached_chunks(folder, [3]))
@@ -321,9 +330,9 @@ def test_losses_from_a_cached_layer_equal_the_full_model(tiny):
     assert clean["kl"] == pytest.approx(0.0, abs=1e-5)
     assert ev.clean_ce == pytest.approx(clean["ce"], abs=1e-5)
     zero = T.replaced_losses(tiny, ev, {1: T.zero_fn})
-    hooks = T.replace_mlps({1: T.zero_fn}, T.model_sinks(tiny, tokens))
-    zero_logits = tiny.run_with_hooks(tokens, fwd_hooks=hooks)
-    full_zero = float(tiny.run_with_hooks(tokens, return_type="loss", fwd_hooks=hooks))
+    zeroed = T.replace_mlps({1: T.zero_fn}, T.model_sinks(tiny, tokens))
+    zero_logits = hooks.run(tiny, tokens, zeroed)
+    full_zero = float(hooks.run(tiny, tokens, zeroed, return_type="loss"))
     clean_lp, zero_lp = (lg[:, :-1].log_softmax(-1) for lg in (tiny(tokens), zero_logits))
     full_kl = float((clean_lp.exp() * (clean_lp - zero_lp)).sum(-1).mean())
     assert zero["ce"] == pytest.approx(full_zero, abs=1e-5) and zero["kl"] == pytest.approx(full_kl, rel=1e-4)
@@ -342,7 +351,7 @@ def test_metrics_of_the_exact_transcoder():
     x = ev.x[1][ev.keep]
     assert m["l0"] == pytest.approx(float(((x @ mlp.W_in + mlp.b_in).relu() > 0).sum(-1).float().mean()))
     with pytest.raises(ValueError, match="kind"):
-        T.replacement_hooks(None, 1, "mlp")
+        T.dictionary_fn(None, "mlp")
 
 
 def test_layer_quality_reports_every_layer_and_the_totals(tiny):
@@ -408,7 +417,7 @@ def test_sae_lens_runner_trains_from_the_shared_cache(tmp_path, tiny):
         cached_activations=folder,
         batch_tokens=32,
     )
-    assert sae.cfg.metadata.hook_name == "blocks.1.hook_mlp_out"
+    assert sae.cfg.metadata.hook_name == MLP1.out_hook
     assert sae.W_dec.shape == (16, 32) and torch.isfinite(sae.W_dec).all()
 
 
@@ -425,9 +434,9 @@ def test_the_resampling_pool_keeps_only_the_most_recent_tokens():
 def test_all_layers_train_in_one_pass_and_are_reused(tmp_path):
     model = tiny_model(n_layers=2, seed=4)
     windows_ = torch.randint(0, model.cfg.d_vocab, (8, 16), generator=torch.Generator().manual_seed(0))
-    settings = {"d_sae": 24, "l1": 1e-3, "seed": 0, "tokens": 128}
+    settings = T.LayerSettings(d_sae=24, l1=1e-3, seed=0, data=T.fingerprint([windows_]))
     first = T.train_all_layers(model, [0, 1], [windows_[:4], windows_[4:]], tmp_path, settings, batch_tokens=32).transcoders
-    assert set(first) == {0, 1} and first[1].cfg.metadata.hook_name == "blocks.1.ln2.hook_normalized"
+    assert set(first) == {0, 1} and first[1].cfg.metadata.hook_name == hooks.sublayer_input_hook(MLP1)
     assert not (tmp_path / "activations").exists()  # activations stay in RAM
 
     def untouched():
@@ -443,18 +452,20 @@ def test_a_sweep_keeps_the_chosen_transcoders_as_those_the_main_run_would_train(
     model = tiny_model(n_layers=2, seed=4)
     windows_ = torch.randint(0, model.cfg.d_vocab, (8, 16), generator=torch.Generator().manual_seed(0))
     ev = T.eval_set(model, [0, 1], [windows_[:2]])
-    settings = {"d_sae": 24, "seed": 0, "resample_every": 2, "decay_fraction": 0.3}
+    settings = T.LayerSettings(d_sae=24, seed=0, resample_every=2, decay_fraction=0.3)
     sweep = T.L1Sweep(grid=[1e-3, 0.3], layers=[1], max_l0=1e6, ev=ev)
     swept = T.train_all_layers(model, [0, 1], [windows_[:4], windows_[4:]], tmp_path / "a", settings, 32, 2, sweep)
     assert set(swept.sweep.l1) == {1e-3, 0.3} and swept.l1 == T.choose_l1(swept.sweep, 1e6)
     plain = T.train_all_layers(model, [0, 1], [windows_[:4], windows_[4:]], tmp_path / "b",
-                               {**settings, "l1": swept.l1}, 32, 2)
+                               dataclasses.replace(settings, l1=swept.l1), 32, 2)
     for layer in (0, 1):  # layer 1 came from the sweep, layer 0 from the main run
         torch.testing.assert_close(swept.transcoders[layer].W_dec, plain.transcoders[layer].W_dec)
     again = T.train_all_layers(model, [0, 1], [], tmp_path / "a", settings, 32, 2, sweep)
     pd.testing.assert_frame_equal(again.sweep, swept.sweep, check_dtype=False)
     with pytest.raises(ValueError, match="no 'l1'"):
-        T.train_all_layers(model, [0, 1], [], tmp_path / "c", {**settings, "l1": 0.1}, 32, 2, sweep)
+        T.train_all_layers(model, [0, 1], [], tmp_path / "c", dataclasses.replace(settings, l1=0.1), 32, 2, sweep)
+    with pytest.raises(ValueError, match="no 'l1'"):
+        T.train_all_layers(model, [0, 1], [], tmp_path / "c", settings, 32, 2)  # no l1 and no sweep
 
 
 def test_fingerprint_tells_data_apart():
@@ -477,3 +488,19 @@ def test_rating_difference_is_a_permutation_test():
     assert out["difference"] == 1.0 and out["p_value"] < 0.01 and out["n"] == 20
     same = T.rating_difference({c: float(c % 2) for c in range(20)}, key, "a", "b", n_perm=500)
     assert same["p_value"] > 0.5
+
+
+def test_a_misspelt_setting_is_rejected_with_the_closest_fields(tmp_path):
+    with pytest.raises(TypeError, match=r"TranscoderTraining has no field 'warmup' \(did you mean 'warmup_steps'\?\)"):
+        T.TranscoderTraining(d_sae=4, l1=0.1, warmup=10)
+    model = tiny_model(n_layers=2, seed=4)
+    # a mapping is read as LayerSettings, so a typo fails before any training, naming the key
+    with pytest.raises(TypeError, match=r"LayerSettings has no field 'lrr' \(did you mean 'lr'"):
+        T.train_all_layers(model, [0], [], tmp_path, {"d_sae": 8, "l1": 0.1, "lrr": 1e-3}, 32)
+    with pytest.raises(TypeError, match=r"'tokens'; its fields: d_sae, l1, lr"):  # no close match: the list
+        T.LayerSettings(d_sae=8, tokens=128)
+    with pytest.raises(ValueError, match="checkpoint_dir"):
+        T.LayerSettings(d_sae=8, checkpoint_dir="x")
+    with pytest.raises(ValueError, match="decay_fraction"):  # TranscoderTraining's checks hold too
+        T.LayerSettings(d_sae=8, decay_fraction=2.0)
+    assert T.LayerSettings(d_sae=8, lr=0.01, model="m").training(l1=0.5) == T.TranscoderTraining(d_sae=8, l1=0.5, lr=0.01)

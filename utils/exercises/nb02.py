@@ -13,6 +13,8 @@ import torch
 from utils.checks import Case, check
 from utils.transcoders import SparseTranscoder, transcoder_loss
 
+__all__ = ["check_transcoder_forward", "check_transcoder_loss"]
+
 
 def _reference_forward(x, w_enc, b_enc, b_pre, w_dec, b_dec):
     tc = SparseTranscoder(w_enc.shape[0], w_enc.shape[1], w_dec.shape[1])
