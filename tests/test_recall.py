@@ -1,11 +1,16 @@
+import importlib
+import pkgutil
+
 import pandas as pd
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
+from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformers import PreTrainedTokenizerFast
 
-from utils import hooks, recall
+from utils import hooks, prompts, recall
 from utils.models import tiny_model
+from utils.sublayers import Sublayer
 
 WORDS = ["<pad>"] + (
     "the of is in a capital city country france paris germany berlin italy rome spain madrid "
@@ -49,6 +54,17 @@ def make_facts(model, rows):
     located, skipped = recall.locate_subjects(model, frame)
     assert skipped == 0
     return located
+
+
+def test_the_package_reexports_every_public_name_of_its_modules():
+    modules = [m.name for m in pkgutil.iter_modules(recall.__path__)]
+    assert {"facts", "knockout", "enrichment", "extraction", "heads", "harness"} <= set(modules)
+    for name in modules:
+        module = importlib.import_module(f"utils.recall.{name}")
+        assert module.__doc__ and module.__all__, name
+        for public in module.__all__:
+            assert public in recall.__all__ and getattr(recall, public) is getattr(module, public)
+    assert recall.project is prompts.project  # as callers such as utils.tuned_lens import it
 
 
 PROMPTS = [
@@ -114,10 +130,11 @@ def test_blocking_no_edges_and_resuming_is_exact(word_model):
     _, cache = word_model.run_with_cache(tokens)
     nothing = torch.zeros(1, n, n, dtype=torch.bool)
     for start in range(word_model.cfg.n_layers):
-        resumed = word_model.run_with_hooks(
-            cache[f"blocks.{start}.hook_resid_pre"],
+        resumed = hooks.run(
+            word_model,
+            cache[hooks.resid_pre(start)],
+            hooks.block_attention(range(word_model.cfg.n_layers), nothing),
             start_at_layer=start,
-            fwd_hooks=hooks.block_attention(range(word_model.cfg.n_layers), nothing),
         )
         assert torch.equal(resumed, word_model(tokens))
 
@@ -220,10 +237,10 @@ def test_ov_circuit_respects_grouped_query_heads():
     model = tiny_model(n_layers=1, n_heads=4, n_key_value_heads=2)
     tokens = torch.tensor([[5]])  # one position: each head's z is exactly its value vector
     _, cache = model.run_with_cache(tokens)
-    x = cache["blocks.0.ln1.hook_normalized"][0, 0]
+    x = cache[hooks.sublayer_input_hook(Sublayer(0, "attn"))][0, 0]
     for head in range(4):
         w_v, b_v, w_o = recall.ov_circuit(model, 0, head)
-        torch.testing.assert_close(x @ w_v + b_v, cache["blocks.0.attn.hook_z"][0, 0, head])
+        torch.testing.assert_close(x @ w_v + b_v, cache[hooks.attn_point(0, "z")][0, 0, head])
         torch.testing.assert_close(
             w_v, model.blocks[0].attn.W_V[head]
         )  # TransformerLens's expanded view
@@ -334,16 +351,17 @@ def test_enrichment_knockout_equals_full_runs_with_zeroed_sublayers(word_model):
         for start in table.index:
             store = {}
             fwd = hooks.zero_ablate(
-                [recall.Sublayer(layer, kind) for layer in range(start, start + 2)]
+                [Sublayer(layer, kind) for layer in range(start, start + 2)]
             )
             rates = []
             for row in facts.itertuples():
-                word_model.run_with_hooks(
+                hooks.run(
+                    word_model,
                     word_model.to_tokens(row.prompt),
-                    fwd_hooks=fwd + hooks.capture(["blocks.2.hook_resid_post"], store),
+                    fwd + hooks.capture([hooks.resid_post(2)], store),
                 )
                 logits = recall.project(
-                    word_model, store["blocks.2.hook_resid_post"][0, row.subj_tok_end - 1]
+                    word_model, store[hooks.resid_post(2)][0, row.subj_tok_end - 1]
                 )
                 rates.append(
                     float(recall.attributes_rate(logits, masks[row.Index], eligible, 40, 10))
@@ -444,8 +462,6 @@ def test_peak_statistics_pick_each_positions_best_layer():
 
 @pytest.mark.parametrize("norm", ["RMSPre", "LNPre", "LN"])
 def test_head_top_tokens_read_each_head_like_project(norm):
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
     cfg = HookedTransformerConfig(n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=64, d_vocab=97, n_ctx=16,
                                   act_fn="gelu", normalization_type=norm, seed=0)
     model = HookedTransformer(cfg)
@@ -460,8 +476,6 @@ def test_head_top_tokens_read_each_head_like_project(norm):
 
 @pytest.mark.parametrize("norm", ["RMSPre", "LNPre"])
 def test_head_readout_ranks_tokens_like_project(norm):
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
     cfg = HookedTransformerConfig(n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=64, d_vocab=97, n_ctx=16,
                                   act_fn="gelu", normalization_type=norm, seed=0)
     model = HookedTransformer(cfg)
@@ -473,8 +487,6 @@ def test_head_readout_ranks_tokens_like_project(norm):
 
 
 def test_head_readout_refuses_a_norm_with_weights():
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
     cfg = HookedTransformerConfig(n_layers=1, d_model=16, n_heads=2, d_head=8, d_vocab=11, n_ctx=8,
                                   attn_only=True, normalization_type="LN", seed=0)
     model = HookedTransformer(cfg)
@@ -502,10 +514,10 @@ def test_blocked_extraction_reruns_the_last_position_exactly(word_model, layers)
         tokens = word_model.to_tokens(row.prompt, prepend_bos=word_model.cfg.default_prepend_bos)
         n = tokens.shape[1]
         mask = recall.knockout_mask(n, n - 1, row.subj_tok_start, row.subj_tok_end, "subject")
-        with word_model.hooks(hooks.block_attention(layers, mask)):
+        with hooks.attached(word_model, hooks.block_attention(layers, mask)):
             _, cache = word_model.run_with_cache(tokens)
-        for kind, hook in (("attn", "hook_attn_out"), ("mlp", "hook_mlp_out")):
-            expected = [int(recall.project(word_model, cache[f"blocks.{layer}.{hook}"][0, -1]).argmax()) for layer in range(3)]
+        for kind in ("attn", "mlp"):
+            expected = [int(recall.project(word_model, cache[Sublayer(layer, kind).out_hook][0, -1]).argmax()) for layer in range(3)]
             assert top[f"{kind}_blocked"][row.Index].tolist() == expected
     changed = (top["attn_blocked"] != top["attn"]) | (top["mlp_blocked"] != top["mlp"])
     assert not changed[:, : layers[0]].any() and changed.any()  # below the cut nothing moves; above, something does
