@@ -20,6 +20,8 @@ import time
 import torch
 
 from utils import pruning
+from utils.data import token_batches
+from utils.models import load_model, tiny_model
 
 FIXED_LATENCY = pruning.LatencyModel(1.0, {"attn": 0.025, "mlp": 0.025}, 30, "overhead")
 
@@ -41,14 +43,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     if args.tiny:
-        from utils.models import tiny_model
-
         model = tiny_model(n_layers=8, d_model=64, d_mlp=128, seed=0)
         calib = torch.randint(0, model.cfg.d_vocab, (args.windows, args.ctx), generator=torch.Generator().manual_seed(0))
     else:
-        from utils.data import token_batches
-        from utils.models import load_model
-
         model = load_model()
         calib = torch.cat(list(token_batches(model, "train", args.windows * args.ctx, args.ctx, 64)))
     originals = pruning.original_down_projections(model)
@@ -61,8 +58,8 @@ def main() -> None:
     print(f"BlockPruner  {t_greedy:8.1f} s  pruned {len(greedy.order)} sublayers")
     print(f"pruning time ratio BlockPruner / SPRINT: {t_greedy / t_sprint:.1f}x (paper: up to 22.41x vs second best)")
 
-    scratch, t_scratch = timed(lambda: pruning.sprint(model, calib, FIXED_LATENCY, [args.target], use_cache=False))
-    pruning.restore(model, originals)
+    scratch, t_scratch = timed(lambda: pruning.run_sprint(model, calib, FIXED_LATENCY, [args.target], use_cache=False))
+    pruning.restore_dense(model, originals)
     same_order = scratch.order == sprint.order
     a, b = sprint.snapshots[args.target].tuned, scratch.snapshots[args.target].tuned
     max_diff = max((float((a[k] - b[k]).abs().max()) for k in a), default=0.0) if a.keys() == b.keys() else float("inf")

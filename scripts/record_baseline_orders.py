@@ -5,7 +5,8 @@ with long-context KV-cache generation (dense, 25% of attentions removed, 25% of 
 repeats); the refit diagnostic; then, for each calibration seed, every method's pruning order with its
 measured cumulative pruning time and the evaluation of the pruned model at each target (perplexity,
 cloze accuracy, templated probes). The file records the machine, date, git commit, parameters and
-calibration hashes.
+calibration hashes, and a SHA-256 checksum of its content that the notebook checks on load (with the
+file's schema: every seed × method of its protocol).
 
     python scripts/record_baseline_orders.py --device cuda --out data/pruning/runs.json
 
@@ -45,13 +46,14 @@ def machine() -> dict:
             "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "git_commit": commit}
 
 
-def write(path: str, payload: dict) -> None:
-    """Write ``payload`` as JSON atomically."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=1) + "\n")
-    tmp.replace(out)
+def protocol_of(sizes: dict, diagnostic_windows: list[int]) -> pruning.RecordingProtocol:
+    """What this script records: a scale preset's sizes, every method, SPRINT's top-k 5, the shipped corpus."""
+    return pruning.RecordingProtocol(
+        targets=sizes["targets"], n_calib_windows=sizes["n_calib_windows"], calib_ctx=sizes["calib_ctx"],
+        calib_seeds=sizes["calib_seeds"], n_val_tokens=sizes["n_val_tokens"], val_ctx=sizes["val_ctx"],
+        n_task_items=sizes["n_task_items"], n_cloze_items=sizes["n_cloze_items"], cloze_ctx=sizes["cloze_ctx"],
+        methods=list(pruning.METHODS), top_k=5, ridge_grid=sizes["ridge_grid"],
+        diagnostic_windows=diagnostic_windows, diagnostic_candidates=0, source="shipped")
 
 
 def record(args: argparse.Namespace) -> None:
@@ -59,29 +61,28 @@ def record(args: argparse.Namespace) -> None:
     torch.set_grad_enabled(False)
     torch.set_num_threads(args.threads)
     model = load_model(args.model, device=args.device)
-    params = {**pruning.PRESETS["default"], **pruning.PRESETS[args.scale], "source": "shipped",
-              "methods": [*pruning.SPRINT_VARIANTS, *pruning.BASELINE_METHODS], "top_k": 5,
-              "diagnostic_windows": args.diagnostic_windows, "diagnostic_candidates": 0}
+    sizes = {**pruning.PRESETS["default"], **pruning.PRESETS[args.scale]}
+    protocol = protocol_of(sizes, args.diagnostic_windows)
     started = time.perf_counter()
-    partial = json.loads(Path(args.out).read_text()) if args.resume and Path(args.out).is_file() else None
+    partial = pruning.read_runs(args.out) if args.resume and Path(args.out).is_file() else None  # checksum and schema checked
     if partial is None:
-        _, latency_raw = pruning.measure_latency_model(model, params["latency_prompt_len"], params["latency_new_tokens"], args.repeats)
+        _, latency_raw = pruning.measure_latency_model(model, sizes["latency_prompt_len"], sizes["latency_new_tokens"], args.repeats)
         print("latency", json.dumps(latency_raw["samples_s"]), f"{time.perf_counter() - started:.0f} s", flush=True)
     else:
         latency_raw = partial["latency"]
         print(f"resuming {args.out}: {sum(map(len, partial['runs'].values()))} runs already recorded", flush=True)
-    calib, _ = pruning.calibration_split(model, params["n_calib_windows"], params["calib_ctx"], params["calib_seeds"][0], params["source"])
+    calib, _ = pruning.calibration_split(model, protocol.n_calib_windows, protocol.calib_ctx, protocol.calib_seeds[0], protocol.source)
     here = {**machine(), "reference_pass_s": pruning.reference_pass_s(model, calib)}
     print(f"dense pass over {calib.numel()} calibration tokens: {here['reference_pass_s']:.2f} s", flush=True)
     sessions = [*(partial or {}).get("sessions", []), here]  # one entry per start or resume
     earlier_s = (partial or {}).get("wall_s", 0.0)
     provenance = lambda: {"machine": sessions[0], "sessions": sessions, "wall_s": earlier_s + time.perf_counter() - started}  # noqa: E731
-    save_partial = lambda partial: write(args.out, {**partial, **provenance()})  # noqa: E731
-    payload = pruning.record_runs(model, latency_raw, pruning.Protocol.from_params(params), on_progress=save_partial,
+    save_partial = lambda partial: pruning.write_runs(args.out, {**partial, **provenance()})  # noqa: E731
+    payload = pruning.record_runs(model, latency_raw, protocol, on_progress=save_partial,
                                   resume=partial, methods=args.methods, session=len(sessions) - 1)
     sessions[-1] = {**sessions[-1], "finished_utc": machine()["date_utc"], "load_average_at_end": os.getloadavg()}
     payload.update(provenance())
-    write(args.out, payload)
+    pruning.write_runs(args.out, payload)
     state = "complete" if payload["complete"] else "partial: continue it with --resume"
     print(f"wrote {args.out} ({state}): {payload['wall_s']:.0f} s of recording in {len(sessions)} session(s); ridge {payload['ridge']}")
 
@@ -97,7 +98,7 @@ def main() -> None:
     parser.add_argument("--scale", default="default", choices=list(pruning.PRESETS))
     parser.add_argument("--resume", action="store_true",
                         help="continue the partial recording in --out (same protocol) instead of starting afresh")
-    parser.add_argument("--methods", nargs="+", choices=[*pruning.SPRINT_VARIANTS, *pruning.BASELINE_METHODS],
+    parser.add_argument("--methods", nargs="+", choices=pruning.METHODS,
                         help="record only these methods now (for every seed); the file stays partial until all are in")
     parser.add_argument("--diagnostic-windows", type=int, nargs="+", default=[16, 32, 64],
                         help="calibration sizes (windows of the preset's length) of the refit diagnostic")

@@ -1,3 +1,4 @@
+import json
 import math
 import random
 
@@ -87,6 +88,7 @@ def test_multiple_choice_on_the_embedded_model(embedded):
 
 @pytest.mark.skipif(not evaluation.LM_EVAL_AVAILABLE, reason="lm-eval not installed")
 def test_lm_eval_adapter_loglikelihoods_equal_the_models_own(embedded):
+    # lm-eval is an optional heavy dependency: imported only by the tests that run when it is installed
     from lm_eval.api.instance import Instance
 
     lm = evaluation.HookedLM(embedded, batch_size=4)
@@ -109,8 +111,7 @@ def test_lm_eval_adapter_loglikelihoods_equal_the_models_own(embedded):
 @pytest.mark.skipif(not evaluation.LM_EVAL_AVAILABLE, reason="lm-eval not installed")
 def test_lm_eval_runs_the_adapter_on_a_local_task_file(embedded, tmp_path, monkeypatch):
     """lm-eval's own evaluator, offline, on a two-item multiple-choice task written to a local file."""
-    import json
-
+    # lm-eval is an optional heavy dependency: imported only by the tests that run when it is installed
     import lm_eval
     from lm_eval.tasks import TaskManager
 

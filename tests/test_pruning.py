@@ -1,12 +1,19 @@
+import json
 import math
+import re
+from dataclasses import asdict
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from utils import pruning
-from utils.hooks import zero_ablate
-from utils.sublayers import Sublayer, set_skipped, sublayer
+from utils import hooks, pruning
+from utils.models import tiny_model
+from utils.pruning import recorded_runs
+from utils.sublayers import Sublayer, set_skipped, skipped_now, sublayer
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -17,8 +24,6 @@ def calib(tiny):
 @pytest.fixture
 def deep():
     """A 4-layer tiny model (8 sublayers) so that pruning loops take several steps."""
-    from utils.models import tiny_model
-
     torch.set_grad_enabled(False)
     return tiny_model(n_layers=4, seed=3)
 
@@ -31,7 +36,7 @@ def test_skipping_nothing_is_the_original_model(tiny, tokens):
 
 @pytest.mark.parametrize("index", [0, 1, 2, 3])
 def test_skipping_a_sublayer_equals_zeroing_its_write(tiny, tokens, index):
-    zeroed = tiny.run_with_hooks(tokens, fwd_hooks=zero_ablate([sublayer(index)]))
+    zeroed = hooks.run(tiny, tokens, hooks.zero_ablate([sublayer(index)]))
     set_skipped(tiny, [index])
     try:
         skipped = tiny(tokens)
@@ -47,8 +52,8 @@ def test_checkpoints_match_the_models_own_residuals(tiny, calib):
         logits, cache = tiny.run_with_cache(calib)
     finally:
         set_skipped(tiny, [])
-    expected = [cache["blocks.0.hook_resid_pre"], cache["blocks.0.hook_resid_mid"], cache["blocks.0.hook_resid_post"],
-                cache["blocks.1.hook_resid_mid"], cache["blocks.1.hook_resid_post"]]
+    expected = [cache[hooks.resid_pre(0)], cache[hooks.resid_mid(0)], cache[hooks.resid_post(0)],
+                cache[hooks.resid_mid(1)], cache[hooks.resid_post(1)]]
     assert len(cp.resid) == 5
     for got, want in zip(cp.resid, expected, strict=False):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
@@ -73,25 +78,25 @@ def test_least_squares_never_increases_its_error(ridge):
 
 def test_tuning_lowers_sprint_sensitivity(deep, calib):
     originals = pruning.original_down_projections(deep)
-    state = pruning.Sprint(pruning.Checkpoints(deep, calib), ridge=0.0)
+    state = pruning.SprintScorer(pruning.Checkpoints(deep, calib), ridge=0.0)
     try:
         cand = state.tuned(2)  # layer 1's attention; the next MLP is sublayer 3
         assert cand.next_mlp == 3
         assert cand.tuned_sensitivity <= cand.sensitivity + 1e-6
         assert state.tuned(7).tuned_sensitivity == state.tuned(7).sensitivity  # the last MLP: nothing to tune
     finally:
-        pruning.restore(deep, originals)
+        pruning.restore_dense(deep, originals)
 
 
 def test_sensitivity_is_relative_l1_after_the_next_mlp(deep, calib):
-    state = pruning.Sprint(pruning.Checkpoints(deep, calib), ridge=0.1)
+    state = pruning.SprintScorer(pruning.Checkpoints(deep, calib), ridge=0.1)
     set_skipped(deep, [4])
     try:
         _, cache = deep.run_with_cache(calib)
     finally:
         set_skipped(deep, [])
     dense = pruning.Checkpoints(deep, calib).resid[6]  # after layer 2's MLP (sublayer 5)
-    expected = pruning.relative_l1(dense, cache["blocks.2.hook_resid_post"])
+    expected = pruning.relative_l1(dense, cache[hooks.resid_post(2)])
     assert state.untuned(4).sensitivity == pytest.approx(expected, rel=1e-4)
 
 
@@ -105,10 +110,10 @@ def test_relative_l1_by_hand():
 def test_checkpointed_and_from_scratch_sprint_agree(deep, calib, aware, tune):
     latency = pruning.LatencyModel(1.0, {"attn": 0.05, "mlp": 0.08}, 4, "overhead")
     originals = pruning.original_down_projections(deep)
-    fast = pruning.sprint(deep, calib, latency, [1.3], aware, tune, top_k=2, ridge=0.1)
-    pruning.restore(deep, originals)
-    slow = pruning.sprint(deep, calib, latency, [1.3], aware, tune, top_k=2, ridge=0.1, use_cache=False)
-    pruning.restore(deep, originals)
+    fast = pruning.run_sprint(deep, calib, latency, [1.3], aware, tune, top_k=2, ridge=0.1)
+    pruning.restore_dense(deep, originals)
+    slow = pruning.run_sprint(deep, calib, latency, [1.3], aware, tune, top_k=2, ridge=0.1, use_cache=False)
+    pruning.restore_dense(deep, originals)
     assert fast.order == slow.order
     assert fast.snapshots[1.3].pruned == slow.snapshots[1.3].pruned
     for layer, weight in fast.snapshots[1.3].tuned.items():
@@ -120,16 +125,16 @@ def test_cached_scores_equal_fresh_scores_after_a_commit(deep, calib):
     latency = pruning.LatencyModel(1.0, {"attn": 0.05, "mlp": 0.08}, 4, "overhead")
     originals = pruning.original_down_projections(deep)
     try:
-        state = pruning.Sprint(pruning.Checkpoints(deep, calib), ridge=0.1)
+        state = pruning.SprintScorer(pruning.Checkpoints(deep, calib), ridge=0.1)
         state.scores(latency, top_k=3, tune=True)
         state.commit(state.tuned(4))
         cached = [(s, c.index) for s, c in state.scores(latency, top_k=3, tune=True)]
-        fresh_state = pruning.Sprint(pruning.Checkpoints(deep, calib), ridge=0.1)
+        fresh_state = pruning.SprintScorer(pruning.Checkpoints(deep, calib), ridge=0.1)
         fresh = [(s, c.index) for s, c in fresh_state.scores(latency, top_k=3, tune=True)]
         assert [i for _, i in cached] == [i for _, i in fresh]
         assert [s for s, _ in cached] == pytest.approx([s for s, _ in fresh], rel=1e-4)
     finally:
-        pruning.restore(deep, originals)
+        pruning.restore_dense(deep, originals)
 
 
 def test_latency_model_bookkeeping():
@@ -137,10 +142,8 @@ def test_latency_model_bookkeeping():
 
     class FakeTimer:
         def __call__(self, model, prompt, new_tokens):
-            kinds = {s.kind for s in pruning.skipped_now(model)}
+            kinds = {s.kind for s in skipped_now(model)}
             return fake[kinds.pop()] if kinds else fake[()]
-
-    from utils.models import tiny_model
 
     model = tiny_model(n_layers=8)
     latency, raw = pruning.measure_latency_model(model, 4, 2, repeats=3, timer=FakeTimer(), formula="overhead")
@@ -227,17 +230,17 @@ def test_greedy_baselines_pick_the_least_harmful_unit(deep, calib):
     assert result.order[0] == min(losses, key=losses.get)
     sleb = pruning.run_method("sleb", deep, calib, latency, [1.05], originals)
     assert sleb.order[0] // 2 not in (0, 3)  # first and last blocks are kept
-    assert pruning.skipped_now(deep) == []
+    assert skipped_now(deep) == []
 
 
 def test_apply_and_restore_snapshot(deep, calib):
     originals = pruning.original_down_projections(deep)
     weight = torch.ones_like(originals[2])
-    pruning.apply(deep, pruning.Snapshot([0, 5], {2: weight}, 1.2, 0.1), originals)
-    assert [s.index for s in pruning.skipped_now(deep)] == [0, 5]
+    pruning.apply_snapshot(deep, pruning.Snapshot([0, 5], {2: weight}, 1.2, 0.1), originals)
+    assert [s.index for s in skipped_now(deep)] == [0, 5]
     assert torch.equal(deep.blocks[2].mlp.W_out, weight)
-    pruning.restore(deep, originals)
-    assert pruning.skipped_now(deep) == [] and torch.equal(deep.blocks[2].mlp.W_out, originals[2])
+    pruning.restore_dense(deep, originals)
+    assert skipped_now(deep) == [] and torch.equal(deep.blocks[2].mlp.W_out, originals[2])
 
 
 def test_unknown_method_is_named(deep, calib):
@@ -247,8 +250,6 @@ def test_unknown_method_is_named(deep, calib):
 
 def test_refit_improves_held_out_error_on_a_tiny_model():
     """With many more calibration tokens than hidden units the refit generalises; with fewer it overfits."""
-    from utils.models import tiny_model
-
     model = tiny_model(n_layers=3, d_mlp=16, seed=5)
     gen = torch.Generator().manual_seed(0)
     many = torch.randint(0, model.cfg.d_vocab, (64, 32), generator=gen)  # 128 tokens per hidden unit
@@ -263,11 +264,11 @@ def test_refit_improves_held_out_error_on_a_tiny_model():
     assert summary[(8, 0.0)]["tuned/untuned in-sample"] < 1e-3  # an exact in-sample fit ...
     assert summary[(8, 0.0)]["tuned/untuned held-out"] > summary[(many.numel(), 0.0)]["tuned/untuned held-out"]
     assert pruning.choose_ridge(pruning.diagnostic_summary(rows), many.numel()) in (0.0, 0.01)
-    assert pruning.skipped_now(model) == []
+    assert skipped_now(model) == []
 
 
 def test_cached_tuned_scores_compete(deep, calib):
-    state = pruning.Sprint(pruning.Checkpoints(deep, calib), ridge=0.1)
+    state = pruning.SprintScorer(pruning.Checkpoints(deep, calib), ridge=0.1)
     tuned = state.tuned(6)  # tuned score of a candidate outside the top-k
     ranked = dict((c.index, s) for s, c in state.scores(None, top_k=1, tune=True))
     assert ranked[6] == pytest.approx(tuned.tuned_sensitivity)
@@ -278,7 +279,7 @@ def test_steps_record_metrics_only_where_a_target_is_reached(deep, calib):
     originals = pruning.original_down_projections(deep)
     calls = []
     result = pruning.run_method("sprint", deep, calib, latency, [1.1, 1.3], originals, 2, 0.1,
-                                on_step=lambda m: calls.append(len(pruning.skipped_now(m))) or {"probe": 1.0})
+                                on_step=lambda m: calls.append(len(skipped_now(m))) or {"probe": 1.0})
     with_metrics = [s for s in result.steps if "probe" in s]
     assert len(with_metrics) == len(calls) <= 2 and calls == [len(s["pruned"]) for s in with_metrics]
     assert [s["time_s"] for s in result.steps] == sorted(s["time_s"] for s in result.steps)
@@ -296,44 +297,66 @@ def test_paired_advantage_signs():
     assert ppl.estimate == pytest.approx(math.log(2.0))
 
 
+def default_protocol(methods: list[str]) -> pruning.RecordingProtocol:
+    """The protocol of notebook 04 at default scale with ``methods``."""
+    d = pruning.PRESETS["default"]
+    return pruning.RecordingProtocol(
+        targets=d["targets"], n_calib_windows=d["n_calib_windows"], calib_ctx=d["calib_ctx"], calib_seeds=d["calib_seeds"],
+        n_val_tokens=d["n_val_tokens"], val_ctx=d["val_ctx"], n_task_items=d["n_task_items"], n_cloze_items=d["n_cloze_items"],
+        cloze_ctx=d["cloze_ctx"], methods=methods, top_k=5, ridge_grid=d["ridge_grid"],
+        diagnostic_windows=d["diagnostic_windows"], diagnostic_candidates=d["diagnostic_candidates"], source=d["source"])
+
+
+def test_protocol_takes_named_values_and_names_close_matches():
+    protocol = default_protocol(["sprint"])
+    assert pruning.RecordingProtocol(**asdict(protocol)) == protocol
+    with pytest.raises(TypeError, match=r"no field 'n_calib_window' \(did you mean 'n_calib_windows'\?\)"):
+        pruning.RecordingProtocol(**{**asdict(protocol), "n_calib_window": 3})
+    with pytest.raises(TypeError, match="positional"):
+        pruning.RecordingProtocol([1.1], 3)
+
+
 def test_check_recorded_names_the_mismatch():
-    params = {**pruning.PRESETS["default"], "methods": ["sprint"], "top_k": 5}
-    protocol = pruning.Protocol.from_params(params)
-    payload = {"protocol": {**protocol.__dict__, "calib_ctx": 64}, "calibration_hashes": {"0": "a"}}
-    with pytest.raises(ValueError, match="calib_ctx.*recompute_baselines=True"):
+    protocol = default_protocol(["sprint"])
+    runs = {str(s): {"sprint": {}} for s in protocol.calib_seeds}
+    payload = {"protocol": {**asdict(protocol), "calib_ctx": 64}, "calibration_hashes": {"0": "a"}, "runs": runs}
+    with pytest.raises(pruning.RecordedRunsError, match="runs.json: .*calib_ctx.*recompute_baselines=True"):
         pruning.check_recorded(payload, protocol, {"0": "a"})
-    payload["protocol"] = {**protocol.__dict__, "diagnostic_candidates": 0}  # the diagnostic does not matter
-    with pytest.raises(ValueError, match="hash"):
+    payload["protocol"] = {**asdict(protocol), "diagnostic_candidates": 0}  # the diagnostic does not matter
+    with pytest.raises(pruning.RecordedRunsError, match="hash"):
         pruning.check_recorded(payload, protocol, {"0": "b"})
     pruning.check_recorded(payload, protocol, {"0": "a"})
 
 
 def test_resumable_continues_only_a_partial_recording_of_the_same_protocol():
-    protocol = pruning.Protocol.from_params({**pruning.PRESETS["default"], "methods": ["sprint", "sleb"], "top_k": 5})
-    partial = {"complete": False, "protocol": dict(protocol.__dict__), "runs": {"0": {"sprint": {"order": [3]}}}}
+    protocol = default_protocol(["sprint", "sleb"])
+    partial = {"complete": False, "protocol": asdict(protocol), "runs": {"0": {"sprint": {"order": [3]}}}}
     resumed = pruning.resumable(partial, protocol)
     assert resumed == partial and resumed is not partial  # a copy: the caller's dict is never changed
+    every_run = {str(s): {"sprint": {}, "sleb": {}} for s in protocol.calib_seeds}
     with pytest.raises(ValueError, match="complete"):
-        pruning.resumable({**partial, "complete": True}, protocol)
+        pruning.resumable({**partial, "runs": every_run}, protocol)
     with pytest.raises(ValueError, match="another protocol"):
-        pruning.resumable({**partial, "protocol": {**protocol.__dict__, "calib_ctx": 64}}, protocol)
+        pruning.resumable({**partial, "protocol": {**asdict(protocol), "calib_ctx": 64}}, protocol)
 
 
 def test_a_recording_made_in_two_sessions_equals_one_made_at_once(deep, calib, monkeypatch):
     """``methods`` records a subset (the payload stays partial); resuming adds the rest, each run keeps its
     session, the orders are those of an uninterrupted recording and the partial file names what is missing."""
-    monkeypatch.setattr(pruning, "calibration_split", lambda model, n, ctx, seed, source="shipped": (calib + seed, calib))
-    monkeypatch.setattr(pruning, "eval_data", lambda model, protocol, seed=0: SimpleNamespace(tasks={}))
-    monkeypatch.setattr(pruning, "quality", lambda model, data, kept: {"perplexity": 1.0})
-    monkeypatch.setattr("utils.evaluation.task_table", lambda model, tasks: [])
-    protocol = pruning.Protocol([1.1], 3, 10, [0, 1], 8, 8, 1, 1, 8, ["sprint", "shortgpt", "sleb"], 2, [1.0], [])
+    monkeypatch.setattr(recorded_runs, "calibration_split", lambda model, n, ctx, seed, source="shipped": (calib + seed, calib))
+    monkeypatch.setattr(recorded_runs, "eval_data", lambda model, protocol, seed=0: SimpleNamespace(tasks={}))
+    monkeypatch.setattr(recorded_runs, "quality_metrics", lambda model, data, kept: {"perplexity": 1.0})
+    monkeypatch.setattr(recorded_runs, "task_table", lambda model, tasks: [])
+    protocol = pruning.RecordingProtocol(
+        targets=[1.1], n_calib_windows=3, calib_ctx=10, calib_seeds=[0, 1], n_val_tokens=8, val_ctx=8, n_task_items=1,
+        n_cloze_items=1, cloze_ctx=8, methods=["sprint", "shortgpt", "sleb"], top_k=2, ridge_grid=[1.0], diagnostic_windows=[])
     latency_raw = {"samples_s": {"dense": [1.0], "attn_removed": [0.9], "mlp_removed": [0.9]}, "n_removed": 1,
                    "layers": [1], "prompt_len": 4, "new_tokens": 2}
     record = lambda **kw: pruning.record_runs(deep, latency_raw, protocol, ridge=1.0, **kw)  # noqa: E731
     whole = record()
     first = record(methods=["shortgpt"])
     assert not first["complete"] and [list(r) for r in first["runs"].values()] == [["shortgpt"], ["shortgpt"]]
-    with pytest.raises(ValueError, match=r"missing, per calibration seed: \{0: \['sprint', 'sleb'\]"):
+    with pytest.raises(ValueError, match=r"missing, per calibration seed: \{0: \['sprint', 'sleb'\].*--resume"):
         pruning.check_recorded(first, protocol, first["calibration_hashes"])
     with pytest.raises(ValueError, match="not in the protocol"):
         record(resume=first, methods=["finercut"])
@@ -354,3 +377,82 @@ def test_pruning_times_of_later_sessions_are_put_on_the_first_machine():
     rows = pruning.snapshot_rows(payload, latency, [1.1])
     assert [(r["method"], r["pruning_time_s"], r["session"]) for r in rows] == [("a", 10.0, 0), ("b", 5.0, 1)]
     assert pruning.time_scales({"sessions": [{"reference_pass_s": 2.0}, {}]}) == {0: 1.0, 1: 1.0}  # unknown: unscaled
+
+
+# ----------------------------------------------------------------------------- the shipped runs.json, damaged
+
+
+@pytest.fixture(scope="module")
+def shipped() -> dict:
+    """The shipped recording, as stored."""
+    return json.loads((ROOT / pruning.RECORDED_RUNS).read_text())
+
+
+def _load(root: Path, payload: dict) -> tuple:
+    """``load_or_record`` of the runs under ``root``, with the protocol and hashes they were recorded with."""
+    model = SimpleNamespace(cfg=SimpleNamespace(n_layers=30))  # only its layer count is read once the file is checked
+    protocol = pruning.RecordingProtocol(**payload["protocol"])
+    return pruning.load_or_record(model, protocol, payload["calibration_hashes"], False, 512, 128, 3, root)
+
+
+def _ship(tmp_path: Path, text: str) -> Path:
+    """``tmp_path`` as a repository root whose runs file holds ``text``."""
+    path = tmp_path / pruning.RECORDED_RUNS
+    path.parent.mkdir(parents=True)
+    path.write_text(text)
+    return tmp_path
+
+
+REBUILD = r"python scripts/record_baseline_orders\.py --out data/pruning/runs\.json"
+
+
+def test_the_shipped_runs_pass_their_checksum_and_schema(shipped):
+    assert shipped[pruning.CHECKSUM_KEY] == pruning.content_checksum(shipped)
+    assert pruning.schema_problems(shipped) == []
+    latency, raw, recorded, note = _load(ROOT, shipped)
+    assert recorded == shipped and note.startswith("LOADED")
+
+
+@pytest.mark.parametrize("cut", [0, 1, 1000, -2])
+def test_a_truncated_or_empty_runs_file_names_itself_and_its_rebuild(tmp_path, shipped, cut):
+    text = (ROOT / pruning.RECORDED_RUNS).read_text()
+    root = _ship(tmp_path, text[:cut])
+    with pytest.raises(pruning.RecordedRunsError, match=rf"{re.escape(str(tmp_path))}/data/pruning/runs\.json .*{REBUILD}"):
+        _load(root, shipped)
+
+
+def test_a_runs_file_with_a_seed_removed_is_refused(tmp_path, shipped):
+    damaged = json.loads(json.dumps(shipped))
+    del damaged["runs"]["2"]
+    root = _ship(tmp_path, json.dumps(damaged, indent=1))
+    with pytest.raises(pruning.RecordedRunsError, match=rf"runs\.json does not match its checksum.*{REBUILD}"):
+        _load(root, shipped)
+    # even with its checksum updated, the schema check finds the seed's runs missing and says how to add them
+    pruning.write_runs(root / pruning.RECORDED_RUNS, damaged)
+    with pytest.raises(pruning.RecordedRunsError, match=rf"runs\.json: .*missing, per calibration seed: .*2: \['sprint'.*{REBUILD} --resume"):
+        _load(root, shipped)
+
+
+def test_a_runs_file_with_an_edited_number_is_refused(tmp_path, shipped):
+    edited = json.loads(json.dumps(shipped))
+    edited["runs"]["0"]["sprint"]["steps"][-1]["cloze_acc"] += 0.01
+    root = _ship(tmp_path, json.dumps(edited, indent=1))
+    with pytest.raises(pruning.RecordedRunsError, match=rf"does not match its checksum.*{REBUILD}"):
+        _load(root, shipped)
+
+
+def test_write_runs_round_trips_and_the_schema_names_what_is_wrong(tmp_path, shipped):
+    path = tmp_path / "runs.json"
+    pruning.write_runs(path, shipped)
+    assert pruning.read_runs(path) == shipped
+    assert path.read_text() == (ROOT / pruning.RECORDED_RUNS).read_text()  # the shipped file is what the writer writes
+    broken = json.loads(json.dumps(shipped))
+    broken["runs"]["0"]["sprint"]["steps"] = []
+    broken["protocol"]["n_calib_window"] = broken["protocol"].pop("n_calib_windows")
+    assert pruning.schema_problems(broken) == ["protocol: RecordingProtocol has no field 'n_calib_window' (did you mean "
+                                               f"'n_calib_windows'?); its fields are {list(asdict(default_protocol([])))}"]
+    broken["protocol"] = shipped["protocol"]
+    assert pruning.schema_problems(broken) == ["runs['0']['sprint'].steps is not a non-empty list"]
+    pruning.write_runs(path, broken)
+    with pytest.raises(pruning.RecordedRunsError, match=r"runs\.json is not a valid recording: runs\['0'\]\['sprint'\]\.steps"):
+        pruning.read_runs(path)

@@ -3,6 +3,8 @@
 An item is a document cut just before the last word of its last complete sentence; the model must
 produce that whole word greedily (every token of it the argmax). Unlike templated probes, this asks
 for general language-model quality on the held-out split of the corpus.
+
+Public names: ``ClozeItem``, ``last_word_items``, ``cloze_correct``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from dataclasses import dataclass
 from transformer_lens import HookedTransformer
 
 from utils.evaluation import encode_pair, token_loglikelihoods
+
+__all__ = ["ClozeItem", "cloze_correct", "last_word_items"]
 
 # a word of >= 3 letters after a space, ending a sentence (followed by whitespace or the end)
 LAST_WORD = re.compile(r"(?<= )([A-Za-z]{3,})[.!?](?=\s|$)")

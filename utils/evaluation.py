@@ -5,8 +5,13 @@
   Requests that need the same forward pass (e.g. single-token choices after one context) share it.
 * ``multiple_choice(model, items)``: acc and acc_norm (log-likelihood per character, as lm-eval).
 * ``perplexity(model, batches)``: exp of the mean next-token NLL over token windows.
-* ``evaluate(...)``: all of it for one model state, as one flat dict.
+* ``task_table(model, tasks)``: which templated tasks the dense model does clearly above chance
+  (``accuracy_needed``), so that only those are used to compare pruned models.
 * ``HookedLM``: an ``lm_eval.api.model.LM`` around a HookedTransformer (needs ``pip install lm-eval``).
+
+Public names: ``loglikelihoods``, ``token_loglikelihoods``, ``encode_pair``, ``multiple_choice``,
+``perplexity``, ``accuracy_needed``, ``task_table``, ``HookedLM``, ``LM_EVAL_AVAILABLE``,
+``CHANCE_MARGIN_SE``.
 """
 
 from __future__ import annotations
@@ -18,6 +23,19 @@ import torch
 from transformer_lens import HookedTransformer
 
 from utils.tasks import MCItem, chance_level
+
+__all__ = [
+    "CHANCE_MARGIN_SE",
+    "LM_EVAL_AVAILABLE",
+    "HookedLM",
+    "accuracy_needed",
+    "encode_pair",
+    "loglikelihoods",
+    "multiple_choice",
+    "perplexity",
+    "task_table",
+    "token_loglikelihoods",
+]
 
 CHANCE_MARGIN_SE = 2.0  # a task is kept if the dense accuracy beats chance by this many standard errors
 
@@ -44,7 +62,7 @@ def encode_pair(model: HookedTransformer, context: str, continuation: str) -> tu
 def token_loglikelihoods(
     model: HookedTransformer, pairs: Sequence[tuple[list[int], list[int]]], batch_size: int = 32
 ) -> list[tuple[float, bool]]:
-    """(sum log p(continuation | context), continuation is greedy) for token-id pairs."""
+    """(sum log p(continuation | context), continuation is greedy) for token-id pairs (context ids, continuation ids)."""
     if any(not cont for _, cont in pairs):
         raise ValueError("every continuation needs at least one token")
     need: dict[tuple[int, ...], int] = {}  # each distinct input -> how many final positions are scored
@@ -118,19 +136,6 @@ def task_table(model: HookedTransformer, tasks: dict[str, list[MCItem]]) -> list
         reason = "kept" if kept else f"dropped: dense acc {scores['acc']:.2f} <= chance + {CHANCE_MARGIN_SE} SE = {needed:.2f}"
         rows.append({"task": name, "items": len(items), "chance": chance, **scores, "needed": needed, "kept": kept, "reason": reason})
     return rows
-
-
-def evaluate(
-    model: HookedTransformer, val_batches: Sequence[torch.Tensor], tasks: dict[str, list[MCItem]]
-) -> dict[str, float]:
-    """Perplexity, per-task acc/acc_norm and their averages for the model's current state."""
-    out: dict[str, float] = {"perplexity": perplexity(model, val_batches)}
-    for name, items in tasks.items():
-        scores = multiple_choice(model, items)
-        out[f"{name}/acc"], out[f"{name}/acc_norm"] = scores["acc"], scores["acc_norm"]
-    out["avg_acc"] = sum(out[f"{t}/acc"] for t in tasks) / len(tasks) if tasks else float("nan")
-    out["avg_acc_norm"] = sum(out[f"{t}/acc_norm"] for t in tasks) / len(tasks) if tasks else float("nan")
-    return out
 
 
 # ----------------------------------------------------------------------------- lm-eval adapter

@@ -3,15 +3,21 @@
 ``check_fit_down_projection`` compares the learner's refit with ``utils.pruning.fit_down_projection``
 on tiny random problems (with and without ridge, leading batch dimensions) and on a real window of
 the tiny model. ``check_relative_l1`` compares the sensitivity with ``utils.pruning.relative_l1``.
+
+Public names: ``check_fit_down_projection``, ``check_relative_l1``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
 from utils.checks import Case, check
 from utils.models import tiny_model
-from utils.pruning import Checkpoints, Sprint, fit_down_projection, refit_data, relative_l1
+from utils.pruning import Checkpoints, SprintScorer, fit_down_projection, refit_data, relative_l1
+
+__all__ = ["check_fit_down_projection", "check_relative_l1"]
 
 
 def _tiny_window() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -19,7 +25,7 @@ def _tiny_window() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     model = tiny_model()
     tokens = torch.randint(0, model.cfg.d_vocab, (6, 16), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
-        data = refit_data(Sprint(Checkpoints(model, tokens), 0.0), 0)
+        data = refit_data(SprintScorer(Checkpoints(model, tokens), 0.0), 0)
     return data.hidden, data.y - data.rest, data.w0
 
 
@@ -38,7 +44,7 @@ def _refit_cases() -> list[Case]:
     ]
 
 
-def check_fit_down_projection(fn) -> None:
+def check_fit_down_projection(fn: Callable[..., torch.Tensor]) -> None:
     """Check ``fn(x, target, w0, ridge)`` against the reference refit."""
     check("Exercise 4.1 fit_down_projection", fn, fit_down_projection, _refit_cases(), atol=1e-4, rtol=1e-3)
 
@@ -56,6 +62,6 @@ def _l1_cases() -> list[Case]:
     ]
 
 
-def check_relative_l1(fn) -> None:
+def check_relative_l1(fn: Callable[[torch.Tensor, torch.Tensor], float]) -> None:
     """Check ``fn(y, y_hat)`` against SPRINT's relative L1 sensitivity."""
     check("Exercise 4.2 relative_l1", fn, relative_l1, _l1_cases())
