@@ -28,6 +28,7 @@ import torch
 
 from utils.outputs import REPO_ROOT
 from utils.paths import cache_dir
+from utils.prose import PROSE_SOURCE, prose_texts
 
 DATA_ROOT = REPO_ROOT / "data"
 FACTS_PATH = DATA_ROOT / "facts" / "facts.csv"
@@ -258,9 +259,12 @@ def _online_texts(source: str) -> Iterator[str]:
 
 
 def corpus_texts(split: str = "train", source: str = "shipped") -> Iterator[str]:
-    """Texts of a corpus: the shipped one (by split), a local json/jsonl file or folder, or an online one (streamed)."""
+    """Texts of a corpus: the shipped one (by split), the human-written ``"prose"`` (utils.prose, by split),
+    a local json/jsonl file or folder, or an online one (streamed)."""
     if source == "shipped":
         return (d["text"] for d in corpus_documents(split))
+    if source == PROSE_SOURCE:
+        return prose_texts(split)
     if Path(source).suffix in (".json", ".jsonl") or Path(source).is_dir():
         return _local_texts(Path(source), split)
     return _online_texts(source)
