@@ -1,73 +1,22 @@
-"""Unit tests of utils.ode_experiments (models, benchmarks, runner, comparisons) on tiny models (CPU, seconds)."""
+"""Unit tests of utils.ode_experiments (notebook 05's harness: presets, configs, runner, tables) on
+tiny models (CPU, seconds). The parts it runs have their own tests: test_ode_models,
+test_ode_benchmarks, test_ode_comparisons."""
 
+import re
+from pathlib import Path
+
+import nbformat
 import pandas as pd
 import pytest
 import torch
 
+from tests.test_ode_benchmarks import small_lm_benchmark
 from tests.test_ode_blocks import TINY, one_thread  # noqa: F401  (the thread-count fixture)
 from utils import ode_blocks as ob
 from utils import ode_experiments as ex
 from utils.training import TrainConfig
 
-
-def test_vit_and_lm_shapes():
-    cfg = ob.ODEConfig(**TINY)
-    vit = ex.TinyViT(cfg, image_size=8, channels=1, patch=2, n_classes=10)
-    assert vit(torch.rand(3, 1, 8, 8)).shape == (3, 10)
-    lm = ex.CharLM(cfg, vocab_size=20, ctx=12)
-    assert lm(torch.randint(0, 20, (3, 12))).shape == (3, 12, 20)
-    with pytest.raises(ValueError, match="exceeds the context"):
-        lm(torch.randint(0, 20, (1, 13)))
-    with pytest.raises(ValueError, match="not divisible by patch"):
-        ex.TinyViT(cfg, image_size=8, channels=1, patch=3, n_classes=10)
-
-
-def test_digits_splits_are_disjoint_and_complete():
-    bench = ex.digits_benchmark(seed=0)
-    sizes = {k: len(v) for k, v in bench.labels.items()}
-    assert sum(sizes.values()) == 1797 and min(sizes.values()) > 200
-    train = bench.images["train"]
-    assert train.shape[1:] == (1, 8, 8)
-    assert abs(float(train.mean())) < 1e-5 and abs(float(train.std()) - 1) < 1e-5
-
-
-def test_char_benchmark_vocabulary_and_unknown_characters():
-    bench = ex.char_benchmark("abcabcabc" * 20, "abz" * 20, ctx=8)
-    assert bench.vocab == ex.UNKNOWN_CHAR + "abc"
-    assert int(bench.ids["validation"][2]) == 0  # 'z' is unknown
-    assert len(bench.ids["validation"]) + len(bench.ids["test"]) == 60
-    with pytest.raises(ValueError, match="too short"):
-        ex.char_benchmark("abc", "abc", ctx=8)
-    with pytest.raises(ValueError, match="lm_source must be"):
-        ex.lm_benchmark("wikipedia", 100, 100, 8)
-
-
-def test_synthetic_text_is_seeded():
-    assert (
-        ex.synthetic_text(500, seed=3)
-        == ex.synthetic_text(500, seed=3)
-        != ex.synthetic_text(500, seed=4)
-    )
-    assert len(ex.synthetic_text(500)) == 500
-
-
-def test_unknown_image_dataset_is_refused():
-    with pytest.raises(ValueError, match="image_source must be one of"):
-        ex.image_benchmark("mnist")
-
-
-def test_cifar100_offline_gives_a_clear_error(monkeypatch, tmp_path):
-    from utils.data import DataUnavailableError
-
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path))
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets"))
-    with pytest.raises(DataUnavailableError, match="image_source='digits'"):
-        ex.cifar100_benchmark()
-
-
-def small_lm_benchmark() -> ex.CharBenchmark:
-    return ex.lm_benchmark("synthetic", 4000, 1200, ctx=16)
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "05_neural_ode_layers.ipynb"
 
 
 def test_runner_caches_runs_and_compare_reports_noise():
@@ -90,79 +39,6 @@ def test_runner_caches_runs_and_compare_reports_noise():
     comparison = family["parallel"]
     assert 0.0 <= comparison["p_value"] <= 1.0 and comparison["p_holm"] == comparison["p_value"]
     assert comparison["n"] == 2 and comparison["low"] <= comparison["gain"] <= comparison["high"]
-    with pytest.raises(ValueError, match="at least 2 seeds"):
-        ex.paired_comparison(
-            runs[runs.seed == 0], ex.Variant("sequential"), ex.Variant("parallel"), "metric", False
-        )
-
-
-def paired_runs(gains: dict[str, list[float]]) -> pd.DataFrame:
-    """Runs of a baseline at 0.5 and of each variant at 0.5 + its per-seed gains."""
-    rows = [{"kind": "parallel", "share": 1, "seed": s, "metric": 0.5} for s in range(8)]
-    for kind, values in gains.items():
-        rows += [
-            {"kind": kind, "share": 1, "seed": s, "metric": 0.5 + g} for s, g in enumerate(values)
-        ]
-    return pd.DataFrame(rows)
-
-
-def test_comparisons_are_paired_by_seed():
-    # seed-to-seed swings are large, but each seed moves by exactly +0.01: a paired test sees it
-    base = [0.1 * s for s in range(8)]
-    rows = [{"kind": "parallel", "share": 1, "seed": s, "metric": b} for s, b in enumerate(base)]
-    rows += [{"kind": "rk2", "share": 1, "seed": s, "metric": b + 0.01} for s, b in enumerate(base)]
-    family = ex.compare_family(
-        pd.DataFrame(rows), ex.Variant("parallel"), [ex.Variant("rk2")], "metric", True
-    )
-    assert family["rk2"]["p_value"] == 0.0 and family["rk2"]["gain"] == pytest.approx(0.01)
-    lower = ex.compare_family(
-        pd.DataFrame(rows), ex.Variant("parallel"), [ex.Variant("rk2")], "metric", False
-    )
-    assert lower["rk2"]["gain"] == pytest.approx(-0.01)  # lower is better: the gain changes sign
-
-
-def test_verdict_rule_uses_holm_across_a_family():
-    noisy = [0.02, -0.012, 0.03, 0.0, 0.025, 0.005, 0.015, 0.02]
-    runs = paired_runs(
-        {"rk2": noisy, "rk4": [-0.05 + 0.001 * s for s in range(8)], "strang": [0.0] * 8}
-    )
-    family = ex.compare_family(
-        runs,
-        ex.Variant("parallel"),
-        [ex.Variant(k) for k in ("strang", "rk2", "rk4")],
-        "metric",
-        True,
-    )
-    assert all(c["p_holm"] >= c["p_value"] for c in family.values())
-    assert (
-        family["rk2"]["p_value"] < 0.05 < family["rk2"]["p_holm"]
-    )  # significant alone, not after Holm
-    assert ex.verdict(family["rk2"]).startswith("within noise (n=8")
-    assert ex.verdict(family["rk4"]).startswith("fails (n=8")
-    assert ex.verdict(family["strang"]).startswith("within noise")
-    assert ex.family_verdict(family) == ("rk4", ex.verdict(family["rk4"]))
-    assert ex.verdict({**family["rk2"], "n": 3}).startswith("too few: n=3")
-
-
-def test_seeds_needed_reaches_the_power_and_a_floor():
-    n = ex.seeds_needed(effect=0.01, sd=0.01)
-    assert n >= ex.MIN_SEEDS
-    assert ex.stats.paired_power(0.01, 0.01, n) >= ex.POWER
-    assert ex.seeds_needed(effect=1.0, sd=0.01) == ex.MIN_SEEDS
-
-
-def test_corpus_loader_joins_documents_and_truncates(monkeypatch):
-    import utils.data
-
-    docs = {
-        "train": ["first doc.", "second doc.", "third doc."],
-        "validation": ["held out text."] * 4,
-    }
-    monkeypatch.setattr(utils.data, "corpus_texts", lambda split="train": iter(docs[split]))
-    assert ex.corpus_text("train", 15) == "first doc.\nseco"
-    bench = ex.lm_benchmark("corpus", 1000, 40, ctx=4)
-    assert len(bench.ids["train"]) == len("\n".join(docs["train"]))
-    assert len(bench.ids["validation"]) + len(bench.ids["test"]) == 40
 
 
 def test_runs_do_not_depend_on_the_number_of_worker_processes():
@@ -189,3 +65,24 @@ def test_runner_refuses_bad_workers_and_unavailable_devices():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="use device='cpu'"):
             ex.Runner(ob.ODEConfig(**TINY), cfgs, patch=2, device="cuda")
+
+
+def test_configs_come_from_the_presets():
+    for sizes in ex.PRESETS.values():
+        cfg = ex.model_config(sizes)
+        assert (cfg.d_model, cfg.n_layers) == (sizes["d_model"], sizes["n_layers"])
+        train = ex.train_configs(sizes)
+        assert train["image"].steps == sizes["image_steps"] and train["lm"].lr == sizes["lm_lr"]
+        assert train["image"].warmup_steps == max(1, sizes["image_steps"] // 10)
+        assert all(sizes["n_layers"] % share == 0 for share in sizes["share_groups"])
+
+
+def test_every_name_the_notebook_uses_is_exported():
+    source = "\n".join(
+        cell.source
+        for cell in nbformat.read(NOTEBOOK, as_version=4).cells
+        if cell.cell_type == "code"
+    )
+    for alias, module in (("ex", ex), ("ob", ob)):
+        used = set(re.findall(rf"\b{alias}\.(\w+)", source))
+        assert used and used <= set(module.__all__), used - set(module.__all__)

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
+from tests.test_ode_benchmarks import small_lm_benchmark
 from tests.test_ode_blocks import TINY, one_thread  # noqa: F401  (the thread-count fixture)
-from tests.test_ode_experiments import small_lm_benchmark
+from utils import ode_benchmarks as bm
 from utils import ode_blocks as ob
-from utils import ode_experiments as ex
 from utils.training import TrainConfig, lr_factor, train
 
 
@@ -25,7 +25,7 @@ def test_training_is_bitwise_reproducible_for_a_fixed_seed():
 
 
 def test_training_returns_the_best_validation_weights_and_stops_early():
-    bench = ex.digits_benchmark()
+    bench = bm.digits_benchmark()
     cfg = TrainConfig(steps=40, batch_size=32, eval_every=5, patience=2, lr=0.5, warmup_steps=1)
     result = train(
         lambda: bench.build(ob.ODEConfig(**TINY, kind="parallel"), 2), bench, cfg, 0, progress=False

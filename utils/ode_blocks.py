@@ -19,9 +19,24 @@ fewer parameters per field). ``share`` layers in a row use one field; when a fie
 also reads a learned embedding of the time (layer index, interpolated between layers), so the
 field can vary along the depth. (That time embedding is our addition, not the paper's.)
 
-This module is what a reader compares with the paper: the fields, the stack, the integrators and
-an exactly solvable linear field that measures their orders. The models, data and experiment
-runner that train these stacks live in ``utils.ode_experiments``.
+This module is what a reader compares with the paper, in its order:
+
+* one layer's field: ``TransformerField`` (``attn`` = A, ``mlp`` = M, ``both`` = A + M, from
+  ``SelfAttention`` and ``MLP``); ``FusedParallelField``: the parallel layer with fused projections;
+* one layer as one step of a scheme: ``ode_step(kind, field, x, t, h)`` on any ``SplitField``
+  (``Step``: its signature with ``kind`` bound); ``BLOCK_KINDS``, ``SUMMED_FIELD_KINDS``,
+  ``SCHEME_ORDER``, and ``SUBLAYER_CALLS`` (a step's cost in sublayer evaluations);
+* the stack and weight sharing: ``ODEConfig`` (sizes, ``kind``, ``share``, ``step``), ``ODEStack``,
+  ``TimeEmbedding`` / ``TimeConditioned``; ``field_parameters``, ``stack_parameters``, ``n_parameters``;
+* the schemes' orders on an exactly solvable linear field (``LinearSplitField``):
+  ``random_linear_field``, ``integrate``, ``step_errors``, ``order_of``, ``integration_errors``,
+  ``observed_orders``.
+
+The networks trained around a stack are ``utils.ode_models``; notebook 05's harness is
+``utils.ode_benchmarks`` (data), ``utils.ode_experiments`` (runner) and ``utils.ode_comparisons``.
+
+Public names: the names above (``__all__``); a researcher starts from ``ODEConfig``, ``ODEStack``,
+``ode_step``, ``BLOCK_KINDS``, ``integration_errors`` and ``observed_orders``.
 """
 
 from __future__ import annotations
@@ -37,6 +52,34 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+__all__ = [
+    "BLOCK_KINDS",
+    "MLP",
+    "SCHEME_ORDER",
+    "SUBLAYER_CALLS",
+    "SUMMED_FIELD_KINDS",
+    "FusedParallelField",
+    "LinearSplitField",
+    "ODEConfig",
+    "ODEStack",
+    "SelfAttention",
+    "SplitField",
+    "Step",
+    "TimeConditioned",
+    "TimeEmbedding",
+    "TransformerField",
+    "field_parameters",
+    "integrate",
+    "integration_errors",
+    "n_parameters",
+    "observed_orders",
+    "ode_step",
+    "order_of",
+    "random_linear_field",
+    "stack_parameters",
+    "step_errors",
+]
 
 BLOCK_KINDS = ("sequential", "parallel", "strang", "rk2", "rk4")
 SUMMED_FIELD_KINDS = ("parallel", "rk2", "rk4")

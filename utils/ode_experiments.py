@@ -1,42 +1,78 @@
-"""Notebook 05's experiment harness: the models built around an ODE stack (a tiny ViT, a character
-LM), the benchmarks they are trained and scored on (scikit-learn's ``digits`` / CIFAR-100, the
-shipped corpus), and the runner that trains every (benchmark, variant, seed) once, on one or more
-worker processes, and compares variants with paired tests over seeds (``utils.stats``).
+"""Notebook 05's experiment harness: the size presets, the runner that trains every (benchmark,
+variant, seed) once, on one or more worker processes, and the tables and plots of its runs.
 
-The method itself (fields, stack, integrators) is ``utils.ode_blocks``. A *benchmark* here is data
-plus a loss and a metric; ``utils.tasks`` holds the zero-shot prompt tasks of the other notebooks.
+The method is elsewhere, and reads on its own: ``utils.ode_blocks`` (transformer layers as steps
+of an ODE solver: the fields, the integrators, weight sharing, orders of accuracy) and
+``utils.ode_models`` (the networks trained around an ODE stack). The data, loss and metric of each
+benchmark are ``utils.ode_benchmarks``; the paired tests over seeds and the verdict rule are
+``utils.ode_comparisons``.
+
+* ``PRESETS``: the sizes of each scale (``apply_scale(globals(), ex.PRESETS)`` in the notebook).
+* ``model_config`` / ``train_configs``: an ``ODEConfig`` and one ``TrainConfig`` per benchmark from
+  the notebook's size parameters (warmup for the first 10% of the steps, then cosine decay).
+* ``Runner``: trains each (benchmark, variant, seed) once and caches it across experiments; its
+  ``run`` returns one row per run, ``curves`` the loss curves.
+* ``summarize`` (mean and spread over seeds per variant) and ``plot_pairs`` (one line per seed).
+
+The notebook reaches everything through this module (``from utils import ode_experiments as
+ex``), so it also re-exports the loaders ``image_benchmark`` and ``lm_benchmark``, ``Variant``, and
+the comparisons ``compare_family``, ``verdict``, ``family_verdict``, ``seeds_needed`` and
+``PILOT_GAIN_SD``.
+
+Public names: ``PRESETS``, ``model_config``, ``train_configs``, ``warmup_cosine_config``,
+``Runner``, ``Job``, ``run_job``, ``check_device``, ``ODEBenchmark``, ``summarize``,
+``plot_pairs``, and the re-exports above.
 """
 
 from __future__ import annotations
 
-import math
-import random
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, replace
-from functools import lru_cache, partial
+from dataclasses import dataclass, replace
+from functools import partial
 from multiprocessing import get_context
 from typing import Protocol
 
-import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from utils import stats
-from utils.ode_blocks import SUBLAYER_CALLS, ODEConfig, ODEStack
+from utils.ode_benchmarks import image_benchmark, lm_benchmark
+from utils.ode_blocks import SUBLAYER_CALLS, ODEConfig
+from utils.ode_comparisons import (
+    PILOT_GAIN_SD,
+    compare_family,
+    family_verdict,
+    paired_values,
+    seeds_needed,
+    verdict,
+)
+from utils.ode_models import Variant
 from utils.training import Benchmark, TrainConfig, TrainResult, train
 
-UNKNOWN_CHAR = "\x00"
-CIFAR100_DATASET = "uoft-cs/cifar100"
-MIN_SEEDS = 4  # a paired test over fewer seeds is refused ("too few")
-POWER = 0.8  # the power the seed count is chosen for
-# Spread (standard deviation over seeds) of the per-seed gain between two variants, from a pilot:
-# the previous reference run (3 seeds: image accuracy 0.002-0.012, rounded up; LM 0.004 bits/char).
-PILOT_GAIN_SD = {"image": 0.01, "lm": 0.005}
+__all__ = [
+    "PILOT_GAIN_SD",
+    "PRESETS",
+    "Job",
+    "ODEBenchmark",
+    "Runner",
+    "Variant",
+    "check_device",
+    "compare_family",
+    "family_verdict",
+    "image_benchmark",
+    "lm_benchmark",
+    "model_config",
+    "plot_pairs",
+    "run_job",
+    "seeds_needed",
+    "summarize",
+    "train_configs",
+    "verdict",
+    "warmup_cosine_config",
+]
 
 PRESETS = {
     "smoke": {
@@ -119,313 +155,7 @@ PRESETS = {
 }
 
 
-# ---------------------------------------------------------------------------- models
-
-
-class TinyViT(nn.Module):
-    """A ViT: patch embedding, class token, learned positions, an ODE stack, a linear head."""
-
-    def __init__(
-        self, cfg: ODEConfig, image_size: int, channels: int, patch: int, n_classes: int
-    ) -> None:
-        super().__init__()
-        if image_size % patch:
-            raise ValueError(f"image_size {image_size} is not divisible by patch {patch}")
-        self.patch = patch
-        n_patches = (image_size // patch) ** 2
-        self.embed = nn.Linear(channels * patch * patch, cfg.d_model)
-        self.cls = nn.Parameter(torch.zeros(1, 1, cfg.d_model))
-        self.pos = nn.Parameter(0.02 * torch.randn(1, n_patches + 1, cfg.d_model))
-        self.stack = ODEStack(replace(cfg, causal=False))
-        self.norm = nn.LayerNorm(cfg.d_model)
-        self.head = nn.Linear(cfg.d_model, n_classes)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Class logits ``[batch, n_classes]`` of images ``[batch, channels, H, W]``."""
-        b, c, _, _ = images.shape
-        p = self.patch
-        patches = (
-            images.unfold(2, p, p)
-            .unfold(3, p, p)
-            .permute(0, 2, 3, 1, 4, 5)
-            .reshape(b, -1, c * p * p)
-        )
-        x = torch.cat([self.cls.expand(b, -1, -1), self.embed(patches)], dim=1) + self.pos
-        return self.head(self.norm(self.stack(x))[:, 0])
-
-
-class CharLM(nn.Module):
-    """A causal character-level language model around an ODE stack."""
-
-    def __init__(self, cfg: ODEConfig, vocab_size: int, ctx: int) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(vocab_size, cfg.d_model)
-        self.pos = nn.Parameter(0.02 * torch.randn(1, ctx, cfg.d_model))
-        self.stack = ODEStack(replace(cfg, causal=True))
-        self.norm = nn.LayerNorm(cfg.d_model)
-        self.head = nn.Linear(cfg.d_model, vocab_size)
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Next-character logits ``[batch, pos, vocab]``."""
-        if tokens.shape[1] > self.pos.shape[1]:
-            raise ValueError(
-                f"sequence of {tokens.shape[1]} characters exceeds the context {self.pos.shape[1]}"
-            )
-        x = self.embed(tokens) + self.pos[:, : tokens.shape[1]]
-        return self.head(self.norm(self.stack(x)))
-
-
-# ------------------------------------------------------------------------- benchmarks
-
-
-@dataclass
-class ImageBenchmark:
-    """Image classification: tensors per split, images ``[n, c, s, s]`` standardised."""
-
-    images: dict[str, torch.Tensor]
-    labels: dict[str, torch.Tensor]
-    n_classes: int
-    name: str = "image"
-    metric_name: str = "test accuracy"
-    higher_is_better: bool = True
-
-    def build(self, cfg: ODEConfig, patch: int) -> TinyViT:
-        """A tiny ViT sized for these images."""
-        _, c, s, _ = self.images["train"].shape
-        return TinyViT(cfg, s, c, patch, self.n_classes)
-
-    def batches(
-        self, generator: torch.Generator, batch_size: int
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Endless training batches, a fresh seeded permutation per epoch."""
-        n = len(self.labels["train"])
-        while True:
-            order = torch.randperm(n, generator=generator)
-            for i in range(0, n - batch_size + 1, batch_size):
-                idx = order[i : i + batch_size]
-                yield self.images["train"][idx], self.labels["train"][idx]
-
-    def loss(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy of the class logits."""
-        return F.cross_entropy(model(inputs), targets)
-
-    @torch.no_grad()
-    def evaluate(self, model: nn.Module, split: str, device: str = "cpu") -> tuple[float, float]:
-        """(mean cross-entropy, accuracy) on ``split``."""
-        x, y = self.images[split], self.labels[split]
-        losses, correct = [], 0
-        for i in range(0, len(y), 512):
-            logits = model(x[i : i + 512].to(device))
-            target = y[i : i + 512].to(device)
-            losses.append(F.cross_entropy(logits, target, reduction="sum"))
-            correct += int((logits.argmax(-1) == target).sum())
-        return float(sum(losses)) / len(y), correct / len(y)
-
-
-@dataclass
-class CharBenchmark:
-    """Character-level language modelling; ``ids`` per split, metric bits per character."""
-
-    ids: dict[str, torch.Tensor]
-    vocab: str
-    ctx: int
-    name: str = "lm"
-    metric_name: str = "test bits per character"
-    higher_is_better: bool = False
-
-    def build(self, cfg: ODEConfig, patch: int = 0) -> CharLM:
-        """A causal character LM for this vocabulary and context."""
-        return CharLM(cfg, len(self.vocab), self.ctx)
-
-    def batches(
-        self, generator: torch.Generator, batch_size: int
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Endless batches of random training windows (seeded offsets)."""
-        train = self.ids["train"]
-        while True:
-            starts = torch.randint(0, len(train) - self.ctx - 1, (batch_size,), generator=generator)
-            windows = torch.stack([train[s : s + self.ctx + 1] for s in starts.tolist()])
-            yield windows[:, :-1], windows[:, 1:]
-
-    def loss(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean next-character cross-entropy (nats)."""
-        return F.cross_entropy(model(inputs).flatten(0, 1), targets.flatten())
-
-    @torch.no_grad()
-    def evaluate(self, model: nn.Module, split: str, device: str = "cpu") -> tuple[float, float]:
-        """(cross-entropy in nats, bits per character) over the split's non-overlapping windows."""
-        ids = self.ids[split]
-        n = (len(ids) - 1) // self.ctx
-        if n < 1:
-            raise ValueError(
-                f"the {split} text has {len(ids)} characters, fewer than one window of {self.ctx + 1}"
-            )
-        inputs = ids[: n * self.ctx].view(n, self.ctx)
-        targets = ids[1 : n * self.ctx + 1].view(n, self.ctx)
-        total = 0.0
-        for i in range(0, n, 256):
-            logits = model(inputs[i : i + 256].to(device))
-            total += float(
-                F.cross_entropy(
-                    logits.flatten(0, 1), targets[i : i + 256].flatten().to(device), reduction="sum"
-                )
-            )
-        nats = total / (n * self.ctx)
-        return nats, nats / math.log(2)
-
-
-def split_indices(n: int, fractions: Sequence[float], seed: int) -> list[torch.Tensor]:
-    """A seeded permutation of range(n) cut into consecutive parts of the given fractions (rest last)."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    cuts = np.cumsum([round(f * n) for f in fractions]).tolist()
-    return list(torch.tensor_split(order, cuts))
-
-
-def digits_benchmark(
-    seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.2
-) -> ImageBenchmark:
-    """scikit-learn's bundled 8x8 ``digits`` (1,797 images, 10 classes) in seeded train/val/test
-    splits, standardised (zero mean, unit variance over the training pixels)."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1)
-    labels = torch.tensor(digits.target, dtype=torch.long)
-    val, test, tr = split_indices(len(labels), [val_fraction, test_fraction], seed)
-    mean, std = images[tr].mean(), images[tr].std()  # standardised with training statistics
-    parts = {"train": tr, "validation": val, "test": test}
-    return ImageBenchmark(
-        {k: (images[v] - mean) / std for k, v in parts.items()},
-        {k: labels[v] for k, v in parts.items()},
-        10,
-    )
-
-
-@lru_cache(maxsize=1)
-def _cifar100_arrays() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """CIFAR-100 train/test images ``[n, 3, 32, 32]`` in [0, 1] and labels, loaded once per process."""
-    from utils.data import DataUnavailableError
-
-    try:
-        from datasets import load_dataset
-
-        data = load_dataset(CIFAR100_DATASET)
-    except Exception as err:
-        raise DataUnavailableError(
-            f"cannot load CIFAR-100 ({CIFAR100_DATASET}) through `datasets`: {err}. It needs network "
-            "access once (then it is cached); offline, use image_source='digits'."
-        ) from err
-
-    def tensors(split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = data[split].with_format("numpy")
-        x = torch.tensor(np.stack(rows["img"]), dtype=torch.float32).permute(0, 3, 1, 2) / 255.0
-        return x, torch.tensor(rows["fine_label"], dtype=torch.long)
-
-    return {split: tensors(split) for split in ("train", "test")}
-
-
-def cifar100_benchmark(seed: int = 0, val_fraction: float = 0.1) -> ImageBenchmark:
-    """CIFAR-100 through ``datasets`` (needs the network once; then cached), per-channel normalised,
-    with a seeded validation split of the training images (the test split is CIFAR's own)."""
-    arrays = _cifar100_arrays()
-    (train_x, train_y), (test_x, test_y) = arrays["train"], arrays["test"]
-    mean, std = train_x.mean((0, 2, 3), keepdim=True), train_x.std((0, 2, 3), keepdim=True)
-    val, tr = split_indices(len(train_y), [val_fraction], seed)
-    images = {"train": train_x[tr], "validation": train_x[val], "test": test_x}
-    labels = {"train": train_y[tr], "validation": train_y[val], "test": test_y}
-    return ImageBenchmark({k: (v - mean) / std for k, v in images.items()}, labels, 100)
-
-
-def image_benchmark(source: str, seed: int = 0) -> ImageBenchmark:
-    """The image benchmark by name: ``digits`` (offline) or ``cifar100`` (online, paper scale),
-    split into train/validation(/test) by ``seed``."""
-    loaders: dict[str, Callable[[int], ImageBenchmark]] = {
-        "digits": digits_benchmark,
-        "cifar100": cifar100_benchmark,
-    }
-    if source not in loaders:
-        raise ValueError(f"image_source must be one of {list(loaders)}, got {source!r}")
-    return loaders[source](seed)
-
-
-SYNTHETIC_WORDS = {
-    "subject": [
-        "the cat",
-        "a dog",
-        "my friend",
-        "the old man",
-        "every child",
-        "the river",
-        "a storm",
-    ],
-    "verb": ["sees", "follows", "remembers", "carries", "paints", "crosses", "finds"],
-    "object": ["the hill", "a red boat", "the quiet town", "an apple", "the bridge", "a letter"],
-    "tail": [".", " at night.", " in spring.", " again.", " slowly.", " with care."],
-}
-
-
-def synthetic_text(n_chars: int, seed: int = 0) -> str:
-    """Seeded toy English (subject verb object sentences): a stand-in for the corpus in tests."""
-    rng = random.Random(seed)
-    parts: list[str] = []
-    length = 0
-    while length < n_chars:
-        words = [rng.choice(SYNTHETIC_WORDS[k]) for k in ("subject", "verb", "object")]
-        sentence = " ".join(words).capitalize() + rng.choice(SYNTHETIC_WORDS["tail"]) + " "
-        parts.append(sentence)
-        length += len(sentence)
-    return "".join(parts)[:n_chars]
-
-
-def corpus_text(split: str, n_chars: int) -> str:
-    """The first ``n_chars`` characters of the shipped corpus split (documents joined by newlines)."""
-    from utils.data import corpus_texts
-
-    parts, length = [], 0
-    for text in corpus_texts(split):
-        parts.append(text)
-        length += len(text) + 1
-        if length >= n_chars:
-            break
-    return "\n".join(parts)[:n_chars]
-
-
-def char_benchmark(train_text: str, heldout_text: str, ctx: int) -> CharBenchmark:
-    """Character benchmark: vocabulary from the training text; the held-out text split in halves,
-    ``validation`` (early stopping) and ``test`` (the reported metric). Unseen characters map to
-    one unknown symbol."""
-    if len(train_text) < 2 * (ctx + 1):
-        raise ValueError(
-            f"training text of {len(train_text)} characters is too short for ctx={ctx}"
-        )
-    vocab = UNKNOWN_CHAR + "".join(sorted(set(train_text) - {UNKNOWN_CHAR}))
-    index = {c: i for i, c in enumerate(vocab)}
-    encode = lambda text: torch.tensor([index.get(c, 0) for c in text], dtype=torch.long)
-    half = len(heldout_text) // 2
-    ids = {
-        "train": encode(train_text),
-        "validation": encode(heldout_text[:half]),
-        "test": encode(heldout_text[half:]),
-    }
-    return CharBenchmark(ids, vocab, ctx)
-
-
-def lm_benchmark(
-    source: str, train_chars: int, eval_chars: int, ctx: int, seed: int = 0
-) -> CharBenchmark:
-    """The LM benchmark from ``source``: ``corpus`` (shipped train/validation) or ``synthetic``."""
-    if source == "corpus":
-        return char_benchmark(
-            corpus_text("train", train_chars), corpus_text("validation", eval_chars), ctx
-        )
-    if source == "synthetic":
-        return char_benchmark(
-            synthetic_text(train_chars, seed), synthetic_text(eval_chars, seed + 1), ctx
-        )
-    raise ValueError(f"lm_source must be 'corpus' or 'synthetic', got {source!r}")
-
-
-# ------------------------------------------------------------------------ experiments
+# ------------------------------------------------------------------------------- runs
 
 
 class ODEBenchmark(Benchmark, Protocol):
@@ -435,19 +165,6 @@ class ODEBenchmark(Benchmark, Protocol):
     higher_is_better: bool
 
     def build(self, cfg: ODEConfig, patch: int) -> nn.Module: ...
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One architecture to train: a scheme and a sharing group size."""
-
-    kind: str
-    share: int = 1
-
-    @property
-    def label(self) -> str:
-        """``'rk2'`` or ``'rk2, share 4'``."""
-        return self.kind if self.share == 1 else f"{self.kind}, share {self.share}"
 
 
 @dataclass(frozen=True)
@@ -584,17 +301,7 @@ class Runner:
         )
 
 
-def plot_pairs(ax, runs: pd.DataFrame, a: Variant, b: Variant, column: str = "metric") -> None:
-    """One line per seed from ``a``'s value to ``b``'s (the pairing the tests use), means in black."""
-    x, y = paired_values(runs, a, column), paired_values(runs, b, column)
-    seeds = x.index.intersection(y.index)
-    for seed in seeds:
-        ax.plot([0, 1], [x[seed], y[seed]], color="tab:blue", alpha=0.4, marker="o")
-    ax.plot(
-        [0, 1], [x[seeds].mean(), y[seeds].mean()], color="black", marker="s", lw=2, label="mean"
-    )
-    ax.set_xticks([0, 1], [a.label, b.label])
-    ax.set_xlim(-0.3, 1.3)
+# ------------------------------------------------------------------ tables and plots
 
 
 def summarize(
@@ -617,78 +324,20 @@ def summarize(
     return table.reset_index()
 
 
-def paired_values(runs: pd.DataFrame, variant: Variant, column: str) -> pd.Series:
-    """``column`` of one variant's runs, indexed by seed."""
-    mine = runs[(runs.kind == variant.kind) & (runs.share == variant.share)]
-    if mine.empty:
-        raise ValueError(f"no runs of {variant.label!r} among these runs")
-    return mine.set_index("seed")[column]
-
-
-def paired_comparison(
-    runs: pd.DataFrame, a: Variant, b: Variant, column: str, higher_is_better: bool
-) -> dict:
-    """Is ``b`` better than ``a``? Paired over seeds (each seed gave both the same data and batch
-    order): the mean gain (signed so that positive favours ``b``), its bootstrap 95% interval,
-    the spread of the per-seed gains and the paired t-test's p-value."""
+def plot_pairs(ax, runs: pd.DataFrame, a: Variant, b: Variant, column: str = "metric") -> None:
+    """One line per seed from ``a``'s value to ``b``'s (the pairing the tests use), means in black."""
     x, y = paired_values(runs, a, column), paired_values(runs, b, column)
     seeds = x.index.intersection(y.index)
-    if len(seeds) < 2:
-        raise ValueError(
-            f"need at least 2 seeds run with both {a.label!r} and {b.label!r}, got {len(seeds)}"
-        )
-    x, y = x[seeds].to_numpy(), y[seeds].to_numpy()
-    gains = (y - x) * (1 if higher_is_better else -1)
-    interval = stats.bootstrap_interval(gains)
-    return {
-        "a": a.label,
-        "b": b.label,
-        "column": column,
-        "n": len(seeds),
-        "mean_a": float(x.mean()),
-        "mean_b": float(y.mean()),
-        "gain": float(gains.mean()),
-        "low": interval.low,
-        "high": interval.high,
-        "sd_gain": float(gains.std(ddof=1)),
-        "p_value": stats.paired_p_value(x, y),
-    }
+    for seed in seeds:
+        ax.plot([0, 1], [x[seed], y[seed]], color="tab:blue", alpha=0.4, marker="o")
+    ax.plot(
+        [0, 1], [x[seeds].mean(), y[seeds].mean()], color="black", marker="s", lw=2, label="mean"
+    )
+    ax.set_xticks([0, 1], [a.label, b.label])
+    ax.set_xlim(-0.3, 1.3)
 
 
-def compare_family(
-    runs: pd.DataFrame,
-    baseline: Variant,
-    others: Sequence[Variant],
-    column: str,
-    higher_is_better: bool,
-) -> dict[str, dict]:
-    """Paired comparisons of each of ``others`` with ``baseline`` (one claim), with Holm-adjusted
-    p-values (``p_holm``) across them; a family of one keeps its p-value."""
-    family = {
-        v.label: paired_comparison(runs, baseline, v, column, higher_is_better) for v in others
-    }
-    adjusted = stats.holm({k: c["p_value"] for k, c in family.items()})
-    return {k: {**c, "p_holm": adjusted[k]} for k, c in family.items()}
-
-
-def verdict(comparison: dict, min_n: int = MIN_SEEDS) -> str:
-    """The rule of every row of the closing table: 'holds' if the gain is positive with Holm-adjusted
-    p < 0.05 (paired t-test over seeds), 'fails' if negative with p < 0.05, else 'within noise';
-    below ``min_n`` seeds 'too few'."""
-    return stats.test_verdict(comparison["gain"], comparison["p_holm"], comparison["n"], min_n)
-
-
-def family_verdict(family: Mapping[str, dict], min_n: int = MIN_SEEDS) -> tuple[str, str]:
-    """(variant, verdict) of a claim tested by several variants: the variant with the smallest
-    Holm-adjusted p-value (ties: the larger gain) carries the claim's verdict."""
-    name = min(family, key=lambda k: (family[k]["p_holm"], -family[k]["gain"]))
-    return name, verdict(family[name], min_n)
-
-
-def seeds_needed(effect: float, sd: float) -> int:
-    """Seeds a paired t-test needs to detect ``effect`` with ``POWER`` when the per-seed gains
-    spread by ``sd`` (at least ``MIN_SEEDS``)."""
-    return max(MIN_SEEDS, stats.seeds_for_power(effect, sd, POWER))
+# ------------------------------------------------ configurations from the notebook's sizes
 
 
 def warmup_cosine_config(
@@ -718,8 +367,3 @@ def train_configs(sizes: Mapping) -> dict[str, TrainConfig]:
 def model_config(sizes: Mapping) -> ODEConfig:
     """The ODE stack configuration from a notebook's size parameters."""
     return ODEConfig(**{k: sizes[k] for k in ("d_model", "n_heads", "d_mlp", "n_layers")})
-
-
-def config_dict(cfg: ODEConfig) -> dict:
-    """A configuration as a plain dict (for metrics.json)."""
-    return asdict(cfg)
