@@ -4,6 +4,9 @@ Each exercise module in ``utils.exercises`` builds a few inputs (tiny random ten
 model) and calls :func:`check`. A correct answer prints one line; a wrong one raises
 :class:`ExerciseFailed` whose message names the exercise, the input, what was expected and what
 came back, never a traceback from deep inside a library.
+
+Public names: ``check``, ``Case``, ``ExerciseFailed``, ``mismatch`` (why two answers differ, or
+None), and the default tolerances ``ATOL``, ``RTOL``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+__all__ = ["ATOL", "RTOL", "Case", "ExerciseFailed", "check", "mismatch"]
 
 ATOL, RTOL = 1e-5, 1e-4
 

@@ -4,6 +4,8 @@ TransformerLens 3.9 rearranges several weights on every forward call and copies 
 contiguous tensor; storing each weight in the layout it is read in makes those copies free (a
 loading-time speed fix, results unchanged). ``install_fast_blocks`` also swaps every block for
 ``utils.sublayers.SkippableBlock`` so sublayers can be skipped without being computed.
+
+Public names: ``install_fast_blocks``, ``store_weights_as_read``, ``READ_LAYOUTS``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from transformer_lens.components import AbstractAttention, Unembed
 from transformer_lens.components.mlps.gated_mlp import GatedMLP
 
 from utils.sublayers import SkippableBlock
+
+__all__ = ["READ_LAYOUTS", "install_fast_blocks", "store_weights_as_read"]
 
 # For each module type, the weights whose TransformerLens 3.9 forward rearranges them and copies the
 # result to a contiguous tensor on every call, with the permutation it applies: Q/K/V [head, d_model,

@@ -5,6 +5,9 @@ embedded by nbconvert. Progress bars (ipywidgets, which a static page cannot dra
 JavaScript) become the text line tqdm would print in a terminal, computed from the saved widget state.
 The page loads nothing from the network: nbconvert's lab template without its require.js, MathJax and
 mermaid scripts (fetched from a CDN, and unused: the notebooks hold no math and no diagrams).
+
+Public names: ``write_html_page`` (the page, at most ``MAX_PAGE_BYTES``), ``widgets_as_text``
+(progress-bar widgets as their final text line), ``PageTooLarge``, ``MAX_PAGE_BYTES``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,10 @@ import html
 from pathlib import Path
 
 import nbformat
+from jinja2 import DictLoader
+from nbconvert import HTMLExporter
+
+__all__ = ["MAX_PAGE_BYTES", "PageTooLarge", "widgets_as_text", "write_html_page"]
 
 MAX_PAGE_BYTES = 3_000_000
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -68,9 +75,6 @@ def _largest_outputs(nb: nbformat.NotebookNode, n: int = 3) -> str:
 
 def write_html_page(executed_notebook: Path, target: Path) -> Path:
     """Write ``executed_notebook`` as a self-contained HTML page at ``target`` (≤ 3 MB); return ``target``."""
-    from jinja2 import DictLoader
-    from nbconvert import HTMLExporter
-
     nb = widgets_as_text(nbformat.read(executed_notebook, as_version=4))
     exporter = HTMLExporter(embed_images=True, extra_loaders=[DictLoader({"offline.html.j2": OFFLINE_TEMPLATE})],
                             template_file="offline.html.j2")

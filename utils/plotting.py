@@ -1,21 +1,32 @@
-"""Small matplotlib helpers so every figure has labelled axes, units and a finding as title."""
+"""Small matplotlib helpers so every figure has labelled axes, units and a finding as title.
+
+Public names: ``new_figure`` (a figure and its axes at the repository's size), ``label`` (title,
+axis labels with units, grid and legend), ``FIGSIZE``.
+"""
 
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+__all__ = ["FIGSIZE", "label", "new_figure"]
 
 FIGSIZE = (7.0, 4.0)
 
 
-def new_figure(ncols: int = 1, nrows: int = 1, width: float | None = None, height: float | None = None):
-    """A figure and its axes at the repository's default size."""
+def new_figure(
+    ncols: int = 1, nrows: int = 1, width: float | None = None, height: float | None = None
+) -> tuple[Figure, Axes | np.ndarray]:
+    """A figure and its axes at the repository's default size (one Axes, or a [nrows, ncols] array)."""
     w = width or FIGSIZE[0] * (1 if ncols == 1 else 0.75 * ncols)
     h = height or FIGSIZE[1] * nrows
     fig, axes = plt.subplots(nrows, ncols, figsize=(w, h), squeeze=False)
     return fig, (axes[0, 0] if ncols * nrows == 1 else axes)
 
 
-def label(ax, title: str, xlabel: str, ylabel: str, legend: bool = True) -> None:
+def label(ax: Axes, title: str, xlabel: str, ylabel: str, legend: bool = True) -> None:
     """Set a finding-style title and axis labels (with units), add a legend if there are labels."""
     ax.set_title(title, fontsize=11)
     ax.set_xlabel(xlabel)

@@ -1,13 +1,29 @@
-"""Run batches of prompts of different lengths through a model and read the next-token logits."""
+"""Run batches of prompts of different lengths through a model and read the next-token logits.
+
+Public names: ``next_token_logits`` (batched, length-sorted), ``logits_at`` (one position per row,
+with hooks, optionally resumed at a layer), ``project`` (vectors read through the final norm and
+the unembedding), ``pad_right``, ``first_target_token``, ``known_facts`` (the facts a model knows).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
+
+from utils import hooks
+
+__all__ = [
+    "first_target_token",
+    "known_facts",
+    "logits_at",
+    "next_token_logits",
+    "pad_right",
+    "project",
+]
 
 
 def pad_right(model: HookedTransformer, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -45,13 +61,13 @@ def logits_at(
     model: HookedTransformer,
     tokens: torch.Tensor,
     positions: torch.Tensor,
-    fwd_hooks: Sequence = (),
+    fwd_hooks: Sequence[tuple[str, Callable]] = (),
     start: tuple[int, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Logits [batch, vocab] at one position per row of ``tokens`` (``positions`` [batch]), with block-level
     ``fwd_hooks``; only those positions go through the final norm and the unembedding. ``start`` =
     (layer, residual input of that layer [batch, pos, d]) resumes a run there instead of embedding ``tokens``."""
-    with model.hooks(fwd_hooks=list(fwd_hooks)):
+    with hooks.attached(model, fwd_hooks):
         if start is None:
             resid = model(tokens, stop_at_layer=model.cfg.n_layers)
         elif start[0] < model.cfg.n_layers:

@@ -3,6 +3,11 @@
 A verdict always names its n. The vocabulary (counted by ``utils.reproduce``'s summary):
 ``holds``, ``within noise``, ``differs``, ``fails``; ``too few: n=…`` below a stated minimum;
 ``identity`` for a check that holds by construction (reported, never counted as a reproduced claim).
+
+Public names: ``Interval``, ``bootstrap_interval``, ``paired_difference``, ``paired_p_value``,
+``permutation_p_value``, ``holm``, ``too_few``, ``interval_verdict``, ``test_verdict``,
+``paired_power``, ``seeds_for_power``, ``detectable_effect``, and ``CONFIDENCE``, ``N_BOOTSTRAP``,
+``ALPHA``, ``IDENTITY``.
 """
 
 from __future__ import annotations
@@ -11,6 +16,28 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.optimize import brentq
+from scipy.stats import nct, ttest_rel
+from scipy.stats import t as student_t
+
+__all__ = [
+    "ALPHA",
+    "CONFIDENCE",
+    "IDENTITY",
+    "N_BOOTSTRAP",
+    "Interval",
+    "bootstrap_interval",
+    "detectable_effect",
+    "holm",
+    "interval_verdict",
+    "paired_difference",
+    "paired_p_value",
+    "paired_power",
+    "permutation_p_value",
+    "seeds_for_power",
+    "test_verdict",
+    "too_few",
+]
 
 CONFIDENCE = 0.95
 N_BOOTSTRAP = 2000
@@ -76,8 +103,6 @@ def paired_difference(
 
 def paired_p_value(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float:
     """Two-sided paired t-test p-value of ``b - a`` (1.0 where the differences have no spread)."""
-    from scipy.stats import ttest_rel
-
     x, y = _as_array(a, "a"), _as_array(b, "b")
     if x.shape != y.shape:
         raise ValueError(f"paired samples need equal lengths, got {x.size} and {y.size}")
@@ -141,14 +166,12 @@ def test_verdict(effect: float, p_value: float, n: int, min_n: int, alpha: float
 def paired_power(effect: float, sd: float, n: int, alpha: float = ALPHA) -> float:
     """Power of the two-sided paired t-test to detect a mean difference ``effect`` over ``n`` pairs
     whose differences have standard deviation ``sd`` (noncentral t distribution)."""
-    from scipy.stats import nct, t
-
     if n < 2:
         return 0.0
     if sd <= 0:
         raise ValueError(f"the standard deviation of the differences must be positive, got {sd}")
     df, shift = n - 1, abs(effect) / sd * np.sqrt(n)
-    critical = t.ppf(1 - alpha / 2, df)
+    critical = student_t.ppf(1 - alpha / 2, df)
     power = float(nct.sf(critical, df, shift) + nct.cdf(-critical, df, shift))
     return power if np.isfinite(power) else 1.0  # scipy gives NaN far in the tail, where power is 1
 
@@ -165,8 +188,6 @@ def seeds_for_power(
 
 def detectable_effect(sd: float, n: int, power: float = 0.8, alpha: float = ALPHA) -> float:
     """The smallest mean difference the paired t-test over ``n`` pairs detects with ``power``."""
-    from scipy.optimize import brentq
-
     if n < 2:
         return float("inf")
     return float(brentq(lambda e: paired_power(e, sd, n, alpha) - power, 0.0, 100 * sd))

@@ -3,6 +3,10 @@
 Sublayer ``2 * layer`` is layer ``layer``'s attention, ``2 * layer + 1`` its MLP, as in SPRINT.
 A skipped sublayer is removed together with its pre-norm: the residual stream passes through
 unchanged and none of the sublayer's arithmetic runs, so measured speed-ups are real.
+
+Public names: ``Sublayer`` (with ``index`` and ``out_hook``), ``sublayer`` (from a flat index),
+``all_sublayers``, ``KINDS``, ``Kind``, ``SkippableBlock``, ``supports_skipping``, ``set_skipped``,
+``skipped_now``, ``skipping`` (a context manager; ``utils.hooks.skip`` is the same).
 """
 
 from __future__ import annotations
@@ -15,6 +19,19 @@ from typing import Literal
 import torch
 from transformer_lens import HookedTransformer
 from transformer_lens.components import TransformerBlock
+
+__all__ = [
+    "KINDS",
+    "Kind",
+    "SkippableBlock",
+    "Sublayer",
+    "all_sublayers",
+    "set_skipped",
+    "skipped_now",
+    "skipping",
+    "sublayer",
+    "supports_skipping",
+]
 
 Kind = Literal["attn", "mlp"]
 KINDS: tuple[Kind, Kind] = ("attn", "mlp")

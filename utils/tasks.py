@@ -9,6 +9,11 @@ seeded, so a seed gives the same items on every machine.
 * ``ioi``: indirect-object identification, "When Mary and John went to the store, John gave a book to" -> Mary vs John.
 * ``agreement``: subject-verb number agreement across an attractor, "The key to the cabinets" -> is vs are.
 * ``sequence``: continue a run of weekdays, months or number words, against three other members.
+
+Public names: ``build_tasks`` (the whole suite), ``MCItem``, ``chance_level``, the generators
+``factual_recall``, ``greater_than``, ``ioi``, ``agreement``, ``sequence`` and ``GENERATORS``, and
+the word lists they draw from (``NAMES``, ``PLACES``, ``OBJECTS``, ``EVENTS``, ``CENTURIES``,
+``NOUNS``, ``PREPOSITIONS``, ``SEQUENCES``, ``N_DISTRACTORS``).
 """
 
 from __future__ import annotations
@@ -18,6 +23,27 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pandas as pd
+
+__all__ = [
+    "CENTURIES",
+    "EVENTS",
+    "GENERATORS",
+    "N_DISTRACTORS",
+    "NAMES",
+    "NOUNS",
+    "OBJECTS",
+    "PLACES",
+    "PREPOSITIONS",
+    "SEQUENCES",
+    "MCItem",
+    "agreement",
+    "build_tasks",
+    "chance_level",
+    "factual_recall",
+    "greater_than",
+    "ioi",
+    "sequence",
+]
 
 NAMES = ["Mary", "John", "Anna", "David", "Sarah", "James", "Laura", "Peter", "Emma", "Thomas", "Alice", "Daniel"]
 PLACES = ["store", "park", "school", "beach", "museum", "station", "library", "market"]

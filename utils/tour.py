@@ -1,5 +1,10 @@
 """Notebook 00's computations: residual-stream decomposition, direct logit attribution, logit lens,
-and the sizes of attention vs MLP writes."""
+and the sizes of attention vs MLP writes.
+
+Public names: ``residual_components`` (every write into the residual stream, named by sublayer),
+``decomposition_error``, ``direct_logit_attribution``, ``decode_residual``, ``logit_lens``,
+``sublayer_write_norms``, and the notebook's ``PRESETS``.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,18 @@ import torch
 from tqdm.auto import tqdm
 from transformer_lens import ActivationCache, HookedTransformer
 
+from utils import hooks
 from utils.sublayers import all_sublayers
+
+__all__ = [
+    "PRESETS",
+    "decode_residual",
+    "decomposition_error",
+    "direct_logit_attribution",
+    "logit_lens",
+    "residual_components",
+    "sublayer_write_norms",
+]
 
 PRESETS = {
     "smoke": {"n_norm_tokens": 256, "norm_ctx": 32},
@@ -40,7 +56,7 @@ def decomposition_error(model: HookedTransformer, cache: ActivationCache) -> flo
     hundreds, where float32 rounding alone is about 1e-4 in absolute terms.
     """
     total = torch.stack(list(residual_components(model, cache).values())).sum(0)
-    final = cache[f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"]
+    final = cache[hooks.resid_post(model.cfg.n_layers - 1)]
     return float((final - total).abs().max() / final.abs().max())
 
 

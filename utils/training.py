@@ -4,6 +4,10 @@ Every variant trained with one ``TrainConfig`` gets the same optimiser, schedule
 For a fixed seed, training on CPU is bitwise reproducible (same machine and thread count): the
 model is built right after ``torch.manual_seed(seed)``, the data order comes from a generator
 seeded with the same seed, and deterministic algorithms are enforced during training.
+
+Public names: ``train`` (one seeded run, the test metric of its best-validation weights),
+``TrainConfig``, ``TrainResult``, ``Benchmark`` (what a benchmark must provide), ``lr_factor``
+(the schedule), ``deterministic``, ``step_flops``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,16 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
+
+__all__ = [
+    "Benchmark",
+    "TrainConfig",
+    "TrainResult",
+    "deterministic",
+    "lr_factor",
+    "step_flops",
+    "train",
+]
 
 
 class Benchmark(Protocol):

@@ -1,4 +1,7 @@
-"""Checks for notebook 00's exercise: reading a residual stream with the logit lens."""
+"""Checks for notebook 00's exercise: reading a residual stream with the logit lens.
+
+Public names: ``check_decode_residual`` (exercise 0.1, against ``utils.tour.decode_residual``).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ import torch
 from utils.checks import Case, check
 from utils.models import tiny_model
 from utils.tour import decode_residual
+
+__all__ = ["check_decode_residual"]
 
 
 def check_decode_residual(decode_residual_fn: Callable) -> None:

@@ -3,6 +3,9 @@
 Each check compares the learner's ``step(field, x, t, h)`` with ``utils.ode_blocks.ode_step`` on a
 linear split field and on a small time-conditioned transformer field, then integrates the linear
 ODE ``dx/dt = (A + B) x`` with 8 to 64 steps and compares the observed order of convergence.
+
+Public names: ``check_parallel_step`` (exercise 5.1), ``check_strang_step`` (exercise 5.2), and
+``observed_order`` (the order a step function shows on the linear test ODE).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from utils.ode_blocks import (
     random_linear_field,
     step_errors,
 )
+
+__all__ = ["check_parallel_step", "check_strang_step", "observed_order"]
 
 ORDER_STEPS = (8, 16, 32, 64)
 ORDER_TOLERANCE = 0.25  # observed orders within this of the reference's
