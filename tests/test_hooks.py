@@ -109,3 +109,10 @@ def test_hook_names_are_the_models_own():
     assert hooks.mlp_post(1) == "blocks.1.mlp.hook_post"
     assert hooks.norm_scale(4, "mlp") == "blocks.4.ln2.hook_scale"
     assert hooks.norm_scale(None) == "ln_final.hook_scale"
+
+
+def test_layer_of_reads_the_block_back(tiny):
+    assert hooks.layer_of(hooks.resid_pre(3)) == 3
+    assert hooks.layer_of(Sublayer(2, "mlp").out_hook) == 2
+    assert hooks.layer_of(hooks.embed()) is None
+    assert hooks.embed() in tiny.hook_dict

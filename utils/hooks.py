@@ -17,8 +17,9 @@ manager that flips the blocks' skip flags (see ``utils.sublayers``).
 
 Public names: ``attached``, ``run``, ``capture``, ``zero_ablate``, ``mean_ablate``,
 ``sublayer_means``, ``replace_writes``, ``splice``, ``block_attention``, ``edge_mask``, ``skip``,
-and the name builders ``name``, ``resid_pre``, ``resid_mid``, ``resid_post``, ``attn_scores``,
-``attn_point``, ``mlp_post``, ``norm_scale``, ``sublayer_input_hook``.
+and the name builders ``embed``, ``name``, ``resid_pre``, ``resid_mid``, ``resid_post``, ``attn_scores``,
+``attn_point``, ``mlp_post``, ``norm_scale``, ``sublayer_input_hook`` (``layer_of`` reads the
+block back out of a name).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ __all__ = [
     "block_attention",
     "capture",
     "edge_mask",
+    "embed",
+    "layer_of",
     "mean_ablate",
     "mlp_post",
     "name",
@@ -66,6 +69,20 @@ skip = skipping  # `with skip(model, [Sublayer(3, "mlp")]): ...` — the sublaye
 
 
 # --------------------------------------------------------------------------------- hook names
+EMBED = "hook_embed"  # the token embeddings, before block 0
+
+
+def embed() -> str:
+    """The token embeddings entering block 0, [batch, pos, d_model]."""
+    return EMBED
+
+
+def layer_of(hook_name: str) -> int | None:
+    """The block a hook name belongs to (``blocks.3.hook_mlp_out`` -> 3); None outside the blocks."""
+    parts = hook_name.split(".")
+    return int(parts[1]) if len(parts) > 2 and parts[0] == "blocks" else None
+
+
 def name(layer: int, point: str) -> str:
     """The hook ``point`` of block ``layer``: ``name(3, "mlp.hook_post")`` -> ``blocks.3.mlp.hook_post``."""
     return f"blocks.{layer}.{point}"
