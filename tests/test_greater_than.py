@@ -122,7 +122,7 @@ def test_a_run_resumed_from_the_clean_run_equals_a_full_run(digit_years):
         ({}, ()),
         ({1: circuits.mean_write_fn(means[1])}, ()),
         ({}, circuits.neurons_kept(neurons, {1: torch.tensor([0, 3])})),
-        ({}, [(model.hook_embed.name, lambda act, hook: act * 0.5)]),  # outside the blocks: from the tokens
+        ({}, [(hooks.embed(), lambda act, hook: act * 0.5)]),  # outside the blocks: from the tokens
     ]
     for replacements, extra in edits:
         full = circuits.answer_probs(model, task, prompts.prompt, replacements, extra)
@@ -130,7 +130,7 @@ def test_a_run_resumed_from_the_clean_run_equals_a_full_run(digit_years):
         torch.testing.assert_close(resumed, full)
     assert circuits.first_edited_layer({2: None}, [(hooks.mlp_post(1), None)], 4) == 1
     assert circuits.first_edited_layer({}, [], 4) == 4
-    assert circuits.first_edited_layer({2: None}, [(model.hook_embed.name, None)], 4) == -1
+    assert circuits.first_edited_layer({2: None}, [(hooks.embed(), None)], 4) == -1
     with pytest.raises(ValueError, match="other prompts"):
         circuits.answer_probs(model, task, prompts.prompt[:2], clean=run)
 

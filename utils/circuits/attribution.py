@@ -104,7 +104,7 @@ def trace(model: HookedTransformer, tokens: torch.Tensor, transcoders: Mapping[i
         "mlp_out": [Sublayer(layer, "mlp").out_hook for layer in layers],
     }
     final, final_scale, sink = hooks.resid_post(n_layers - 1), hooks.norm_scale(None), T.sink_hook(model)
-    embed = model.hook_embed.name  # the token embedding, outside the blocks: named by the model itself
+    embed = hooks.embed()
     names = {embed, final, final_scale, sink, *mlp_in.values()}.union(*per_layer.values())
     cache: dict[str, torch.Tensor] = {}
     hooks.run(model, tokens[None], hooks.capture(names, cache))

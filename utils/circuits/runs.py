@@ -85,8 +85,8 @@ def first_edited_layer(replacements: Mapping[int, Any], fwd_hooks: Sequence, n_l
     (the embedding, or a name filter), ``n_layers`` when nothing is edited."""
     layers = list(replacements)
     for name, _ in fwd_hooks:
-        parts = name.split(".") if isinstance(name, str) else []
-        layers.append(int(parts[1]) if len(parts) > 2 and parts[0] == "blocks" and parts[1].isdigit() else -1)
+        layer = hooks.layer_of(name) if isinstance(name, str) else None
+        layers.append(-1 if layer is None else layer)
     return min(layers, default=n_layers)
 
 
