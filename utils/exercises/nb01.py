@@ -9,6 +9,8 @@ import torch
 from utils import recall
 from utils.checks import Case, check
 
+__all__ = ["check_attributes_rate", "check_knockout_mask"]
+
 
 def check_knockout_mask(knockout_mask: Callable) -> None:
     """Exercise 1.1: the [n_pos, n_pos] bool mask of the edges into the last position from a source."""

@@ -16,6 +16,8 @@ from utils.checks import Case, ExerciseFailed, check
 from utils.models import tiny_model
 from utils.transcoders import random_transcoder
 
+__all__ = ["check_feature_attributions", "check_head_terms"]
+
 
 def _setup():
     """A 3-layer tiny model with random transcoders on layers 0 and 1, traced on one prompt."""
