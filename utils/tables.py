@@ -71,7 +71,8 @@ def show_table(
     text = [c for c in frame.columns if c not in numeric]
     styler = frame.style.hide(axis="index")
     for column in frame.columns:
-        styler = styler.format(lambda v, kind=kinds.get(column): format_value(v, kind), subset=[column])
+        kind = kinds.get(column)
+        styler = styler.format(lambda v, kind=kind: format_value(v, kind), subset=[column])
     styles = [
         {"selector": "", "props": [("width", "100%"), ("border-collapse", "collapse")]},
         {"selector": "th", "props": [("text-align", "left")]},
