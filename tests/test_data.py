@@ -1,4 +1,5 @@
 import csv
+import io
 import json
 
 import pytest
@@ -176,3 +177,56 @@ def test_online_corpus_offline_says_what_to_do(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(DataUnavailableError, match="source='shipped'"):
         next(data.corpus_texts(source="wikitext"))
+
+
+def test_facts_source_reads_either_format_by_content(tmp_path):
+    csv_file = tmp_path / "my_facts.txt"  # the name says nothing: the content decides
+    csv_file.write_text(f"{HEADER}\n{FRANCE}\n")
+    assert data.load_fact_source(csv_file).subject.tolist() == ["France"]
+    json_file = tmp_path / "my_facts.csv"
+    json_file.write_text(json.dumps([VINSON]))
+    assert data.load_fact_source(str(json_file)).target.tolist() == ["Antarctica"]
+    assert len(data.load_fact_source("shipped")) == len(load_facts())
+    csv_file.write_text(f"{HEADER}\n{FRANCE}\n".replace(",", ";"))
+    with pytest.raises(DataError, match="my_facts.txt: the columns are separated by semicolons"):  # the CSV checks apply
+        data.load_fact_source(csv_file)
+
+
+def test_unknown_facts_source_lists_the_choices():
+    with pytest.raises(DataError, match=r"'Shipped' is neither one of \['shipped', 'known_1000'\] nor an existing file "
+                                        r"\(did you mean 'shipped'\?\).*path of a facts CSV"):
+        data.load_fact_source("Shipped")
+
+
+def test_a_damaged_known_1000_download_is_fetched_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("SUBLAYER_LAB_CACHE", str(tmp_path))
+    downloads = []
+
+    class Response(io.BytesIO):
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    def urlopen(url, timeout):
+        downloads.append(url)
+        return Response(json.dumps([VINSON]).encode())
+
+    monkeypatch.setattr(data.urllib.request, "urlopen", urlopen)
+    assert data.load_known_1000().subject.tolist() == ["Vinson Massif"]
+    assert data.load_known_1000().subject.tolist() == ["Vinson Massif"] and len(downloads) == 1
+    (cached,) = (tmp_path / "data").glob("known_1000-*/known_1000.json")
+    cached.write_text(cached.read_text()[:40])  # truncated
+    with pytest.warns(UserWarning, match=rf"download of {data.KNOWN_1000_URL} at .* is damaged \({cached} does not match"):
+        assert data.load_known_1000().subject.tolist() == ["Vinson Massif"]
+    assert len(downloads) == 2
+
+
+def test_the_recall_notebook_s_facts_loader_takes_either_format(tmp_path):
+    """notebooks/01's load_fact_table passes any other facts_source to load_known_1000."""
+    csv_file = tmp_path / "facts.csv"
+    csv_file.write_text(f"{HEADER}\n{FRANCE}\n")
+    assert data.load_known_1000(csv_file).subject.tolist() == ["France"]
+    with pytest.raises(DataError, match="did you mean 'shipped'"):
+        data.load_known_1000("Shipped")

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from utils import online
+from utils import hub, online
 from utils.data import corpus_texts, load_facts, load_known_1000, token_batches
 
 
@@ -41,9 +41,9 @@ def test_lm_eval_tasks_are_named_as_needs():
 
 def test_reachable_hub_lets_a_paper_run_start(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE")
-    monkeypatch.setattr(online, "hub_reachable", lambda: True)
+    monkeypatch.setattr(hub, "hub_reachable", lambda: True)
     online.require_online({"model_name": "gpt2-xl"})
-    monkeypatch.setattr(online, "hub_reachable", lambda: False)
+    monkeypatch.setattr(hub, "hub_reachable", lambda: False)
     with pytest.raises(online.OnlineRequiredError, match="huggingface.co is unreachable"):
         online.require_online({"model_name": "gpt2-xl"})
 
@@ -55,13 +55,13 @@ def test_reachability_is_probed_once_with_a_timeout(monkeypatch):
         calls.append(timeout)
         raise OSError("no route")
 
-    monkeypatch.setattr(online.socket, "create_connection", refuse)
-    online.hub_reachable.cache_clear()
+    monkeypatch.setattr(hub.socket, "create_connection", refuse)
+    hub.hub_reachable.cache_clear()
     try:
-        assert online.hub_reachable() is False and online.hub_reachable() is False
+        assert hub.hub_reachable() is False and hub.hub_reachable() is False
     finally:
-        online.hub_reachable.cache_clear()
-    assert calls == [online.REACH_TIMEOUT_S]
+        hub.hub_reachable.cache_clear()
+    assert calls == [hub.REACH_TIMEOUT_S]
 
 
 def test_hub_offline_sets_and_restores_the_libraries_flags():
@@ -69,7 +69,7 @@ def test_hub_offline_sets_and_restores_the_libraries_flags():
     import huggingface_hub.constants
 
     before = huggingface_hub.constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE
-    with online.hub_offline():
+    with hub.hub_offline():
         assert (
             huggingface_hub.constants.HF_HUB_OFFLINE is True
             and datasets.config.HF_HUB_OFFLINE is True
@@ -141,7 +141,7 @@ def test_online_corpus_honours_hf_hub_offline_set_after_import(monkeypatch):
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(online, "hub_reachable", lambda: True)
+    monkeypatch.setattr(hub, "hub_reachable", lambda: True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(DataUnavailableError, match=r"\(HF_HUB_OFFLINE is set\).*needs network access"):
         corpus_texts("train", "wikitext")

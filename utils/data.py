@@ -8,12 +8,24 @@ Offline (shipped in ``data/``):
 Online (cached under the cache folder; a clear error when offline):
 * ``load_known_1000(path_or_url)``: ROME's known_1000.json.
 * ``token_batches(..., source="wikitext" | "pile-10k" | "openwebtext")`` through ``datasets``.
+
+``load_fact_source(source)`` is a notebook's ``facts_source`` parameter: ``"shipped"``,
+``"known_1000"``, or a file in either format (this repository's CSV or known_1000 JSON, told apart
+by content).
+
+Public names: ``load_facts``, ``load_known_1000``, ``load_fact_file``, ``load_fact_source``,
+``FACT_SOURCES``, ``subject_span``, ``token_span``, ``read_text``, ``corpus_documents``,
+``corpus_paragraphs``, ``corpus_texts``, ``token_batches``, ``DataError``, ``DataUnavailableError``,
+``FACT_COLUMNS``, ``FACTS_PATH``, ``CORPUS_DIR``, ``DATA_ROOT``, ``SPLITS``, ``ONLINE_CORPORA``,
+``KNOWN_1000_URL``, ``KNOWN_1000_REQUIRED``.
 """
 
 from __future__ import annotations
 
 import csv
+import difflib
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -26,9 +38,35 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from utils.outputs import REPO_ROOT
-from utils.paths import cache_dir
+from utils.files import cached_folder
+from utils.hub import hub_offline, offline_reason
+from utils.paths import REPO_ROOT, cache_dir
 from utils.prose import PROSE_SOURCE, prose_texts
+
+__all__ = [
+    "CORPUS_DIR",
+    "DATA_ROOT",
+    "FACTS_PATH",
+    "FACT_COLUMNS",
+    "FACT_SOURCES",
+    "KNOWN_1000_REQUIRED",
+    "KNOWN_1000_URL",
+    "ONLINE_CORPORA",
+    "SPLITS",
+    "DataError",
+    "DataUnavailableError",
+    "corpus_documents",
+    "corpus_paragraphs",
+    "corpus_texts",
+    "load_fact_file",
+    "load_fact_source",
+    "load_facts",
+    "load_known_1000",
+    "read_text",
+    "subject_span",
+    "token_batches",
+    "token_span",
+]
 
 DATA_ROOT = REPO_ROOT / "data"
 FACTS_PATH = DATA_ROOT / "facts" / "facts.csv"
@@ -37,6 +75,8 @@ SPLITS = ("train", "validation")
 FACT_COLUMNS = ["relation", "subject", "prompt", "target", "subject_start", "subject_end"]
 KNOWN_1000_URL = "https://rome.baulab.info/data/dsets/known_1000.json"
 KNOWN_1000_REQUIRED = ("subject", "attribute", "prompt", "relation_id")  # known_id, template, prediction: optional
+KNOWN_1000_FILE = "known_1000.json"
+FACT_SOURCES = ("shipped", "known_1000")  # facts_source names; any other value is a file (CSV or known_1000 JSON)
 OTHER_DELIMITERS = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
 ONLINE_CORPORA = {
     # name: (datasets path, config, split, text field)
@@ -142,24 +182,64 @@ def token_span(tokenizer, text: str, char_start: int, char_end: int) -> tuple[in
     return inside[0], inside[-1] + 1
 
 
+def _download(url: str, target: Path) -> None:
+    """Write the bytes at ``url`` to ``target``; DataUnavailableError saying what to do when that fails."""
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            target.write_bytes(response.read())
+    except OSError as err:
+        raise DataUnavailableError(
+            f"cannot download {url} ({err}). Download known_1000.json on a machine "
+            "with network access and pass its path, or use the shipped facts (load_facts())."
+        ) from err
+
+
 def load_known_1000(path_or_url: str | os.PathLike = KNOWN_1000_URL) -> pd.DataFrame:
-    """ROME's known_1000 facts (1,209 rows) in this repository's facts columns, plus its own."""
+    """ROME's known_1000 facts (1,209 rows) in this repository's facts columns, plus its own.
+
+    A URL is downloaded once into the cache folder (checked on every later load, fetched again if
+    damaged); a path is read by ``load_fact_file``, so it may also hold this repository's CSV format.
+    """
     source = str(path_or_url)
-    if source.startswith(("http://", "https://")):
-        local = cache_dir() / "data" / "known_1000.json"
-        if not local.is_file():
-            local.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                with urllib.request.urlopen(source, timeout=30) as response:
-                    payload = response.read()
-            except OSError as err:
-                raise DataUnavailableError(
-                    f"cannot download {source} ({err}). Download known_1000.json on a machine "
-                    "with network access and pass its path, or use the shipped facts (load_facts())."
-                ) from err
-            local.write_bytes(payload)
-        source = str(local)
-    return pd.DataFrame(_known_1000_records(Path(source)))
+    if not source.startswith(("http://", "https://")):
+        return load_fact_file(source)
+    folder = cache_dir() / "data" / f"known_1000-{hashlib.sha1(source.encode()).hexdigest()[:12]}"
+
+    def download(staging: Path) -> pd.DataFrame:
+        _download(source, staging / KNOWN_1000_FILE)
+        return pd.DataFrame(_known_1000_records(staging / KNOWN_1000_FILE))
+
+    def read(cached: Path) -> pd.DataFrame:
+        return pd.DataFrame(_known_1000_records(cached / KNOWN_1000_FILE))
+
+    return cached_folder(folder, download, read, f"the download of {source}")
+
+
+def load_fact_file(path: str | os.PathLike) -> pd.DataFrame:
+    """A facts file in either format, told apart by its content: known_1000 JSON (a list of records)
+    or this repository's CSV (checked by ``load_facts``); DataError listing the choices when there is
+    no such file."""
+    path = Path(path)
+    if not path.is_file():
+        close = difflib.get_close_matches(str(path), FACT_SOURCES, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise DataError(
+            f"facts source {str(path)!r} is neither one of {list(FACT_SOURCES)} nor an existing file{hint}. "
+            f"Give 'shipped' (the authored table), 'known_1000' (ROME's, downloaded once), or the path of a "
+            f"facts CSV (columns {','.join(FACT_COLUMNS)}) or of a known_1000-style JSON file."
+        )
+    if read_text(path).lstrip()[:1] in ("[", "{"):
+        return pd.DataFrame(_known_1000_records(path))
+    return load_facts(path)
+
+
+def load_fact_source(source: str | os.PathLike = "shipped") -> pd.DataFrame:
+    """A notebook's ``facts_source``: ``"shipped"`` (the authored table), ``"known_1000"`` (ROME's,
+    downloaded once), a URL of a known_1000 file, or a facts file in either format."""
+    name = str(source)
+    if name == "shipped":
+        return load_facts()
+    return load_known_1000() if name == "known_1000" else load_known_1000(name)
 
 
 def _known_1000_records(path: Path) -> list[dict]:
@@ -224,6 +304,7 @@ def corpus_paragraphs(topic: str) -> list[str]:
 
 def _stream(path: str, config: str | None, split: str, field: str, **options) -> Iterator[str]:
     """Non-empty ``field`` texts of a ``datasets`` dataset, streamed (online corpora and local json files alike)."""
+    # imported here: `datasets` takes seconds to import, and only streamed corpora need it
     from datasets import load_dataset
 
     dataset = load_dataset(path, config, split=split, streaming=True, **options)
@@ -243,8 +324,6 @@ def _online_texts(source: str) -> Iterator[str]:
         raise ValueError(
             f"unknown corpus {source!r}; choose 'shipped', a json/jsonl file or folder, or one of {list(ONLINE_CORPORA)}"
         )
-    from utils.online import hub_offline, offline_reason
-
     path, config, split, field = ONLINE_CORPORA[source]
     reason = offline_reason()
     try:

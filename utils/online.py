@@ -8,27 +8,44 @@ message naming every model and dataset it needs and how to get them. ``dry_run_v
 them for an offline stand-in in the paper's format: the embedded model, the shipped corpus as a local
 json-lines dataset (read through the same ``datasets`` streaming path), a known_1000-format JSON
 built from the shipped facts, subject texts from the shipped corpus, and digits for CIFAR-100.
+Whether the hub can be reached at all is ``utils.hub``'s question.
+
+Public names: ``is_source_parameter``, ``online_needs``, ``require_online``, ``Need``,
+``OnlineRequiredError``, ``dry_run_value``, ``stand_in_corpus``, ``stand_in_known_1000``,
+``stand_in_subject_texts``, ``known_1000_records``, ``DATASETS``, ``STAND_INS``, ``LM_EVAL_TASKS``,
+``EMBEDDED_NAME``.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import socket
-import threading
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from utils.data import ONLINE_CORPORA, SPLITS, corpus_documents, load_facts
+from utils.files import write_text_atomic
+from utils.hub import offline_reason
 from utils.paths import cache_dir
 
-HUB_HOST = "huggingface.co"
-REACH_TIMEOUT_S = 1.5
-OFFLINE_ENV = "HF_HUB_OFFLINE"
-TRUE_VALUES = {"1", "ON", "YES", "TRUE"}  # as huggingface_hub reads its flags
+__all__ = [
+    "DATASETS",
+    "EMBEDDED_NAME",
+    "LM_EVAL_TASKS",
+    "STAND_INS",
+    "Need",
+    "OnlineRequiredError",
+    "dry_run_value",
+    "is_source_parameter",
+    "known_1000_records",
+    "online_needs",
+    "require_online",
+    "stand_in_corpus",
+    "stand_in_known_1000",
+    "stand_in_subject_texts",
+]
+
 EMBEDDED_NAME = "smollm2-135m"  # utils.models.EMBEDDED_NAME (kept here so this module stays light)
 STAND_INS_DIR = "dry_run"
 LM_EVAL_TASKS = "lm_eval_tasks"  # the parameter naming lm-eval-harness tasks (a dry run skips lm-eval)
@@ -41,59 +58,6 @@ class OnlineRequiredError(RuntimeError):
 def is_source_parameter(name: str) -> bool:
     """Whether a parameter names models or data: ``model_name``, ``source``, ``*_source`` or ``lm_eval_tasks``."""
     return name in ("model_name", "source", LM_EVAL_TASKS) or name.endswith("_source")
-
-
-def hub_offline_set() -> bool:
-    """Whether ``HF_HUB_OFFLINE`` is set now (read at every call, not at import)."""
-    return os.environ.get(OFFLINE_ENV, "").strip().upper() in TRUE_VALUES
-
-
-@lru_cache(maxsize=1)
-def hub_reachable() -> bool:
-    """Whether a TCP connection to the hub opens within REACH_TIMEOUT_S (checked once per process)."""
-    result: list[bool] = []
-
-    def probe() -> None:
-        try:
-            socket.create_connection((HUB_HOST, 443), timeout=REACH_TIMEOUT_S).close()
-            result.append(True)
-        except OSError:
-            result.append(False)
-
-    worker = threading.Thread(target=probe, daemon=True)  # name lookup has no timeout of its own
-    worker.start()
-    worker.join(REACH_TIMEOUT_S)
-    return bool(result and result[0])
-
-
-def offline_reason() -> str | None:
-    """Why nothing can be downloaded now (``HF_HUB_OFFLINE`` set, or hub unreachable), or None."""
-    if hub_offline_set():
-        return f"{OFFLINE_ENV} is set"
-    if not hub_reachable():
-        return f"{HUB_HOST} is unreachable (no network)"
-    return None
-
-
-@contextmanager
-def hub_offline(active: bool = True) -> Iterator[None]:
-    """Make huggingface_hub, transformers and datasets use local caches only inside the block.
-
-    These libraries read ``HF_HUB_OFFLINE`` once at import; this sets their flags for the call, so
-    an offline load fails at once instead of retrying connections.
-    """
-    if not active:
-        yield
-        return
-    import datasets.config
-    import huggingface_hub.constants as hub
-
-    saved = hub.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE
-    hub.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        hub.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE = saved
 
 
 # ------------------------------------------------------------------------------ what is online
@@ -121,15 +85,10 @@ DATASETS: dict[str, str] = {
 }
 
 
-def _online_corpora() -> Mapping[str, tuple]:
-    from utils.data import ONLINE_CORPORA
-
-    return ONLINE_CORPORA
-
-
 def _official_model(name: str) -> str | None:
     if name == EMBEDDED_NAME:
         return None
+    # imported here: transformer_lens takes seconds to import, and only a model name needs it
     from transformer_lens.loading_from_pretrained import get_official_model_name
 
     try:
@@ -156,9 +115,8 @@ def _need(parameter: str, value: str) -> Need | None:
         )
     if value in DATASETS:
         return Need(parameter, value, "dataset", DATASETS[value])
-    corpora = _online_corpora()
-    if value in corpora:
-        path, config = corpora[value][:2]
+    if value in ONLINE_CORPORA:
+        path, config = ONLINE_CORPORA[value][:2]
         what = path + (f" ({config})" if config else "")
         return Need(
             parameter, value, "dataset", f"{what}, streamed through `datasets` during the run"
@@ -203,16 +161,12 @@ def _write_once(path: Path, lines: Callable[[], list[str]]) -> Path:
     """Write ``lines()`` to ``path`` atomically unless it already exists; return the path."""
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text("\n".join(lines()) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        write_text_atomic(path, "\n".join(lines()) + "\n")
     return path
 
 
 def stand_in_corpus() -> Path:
     """The shipped corpus as a local ``datasets`` json-lines folder (``train.jsonl``, ``validation.jsonl``)."""
-    from utils.data import SPLITS, corpus_documents
-
     folder = cache_dir() / STAND_INS_DIR / "corpus"
     for split in SPLITS:
         _write_once(
@@ -224,8 +178,6 @@ def stand_in_corpus() -> Path:
 
 def known_1000_records() -> list[dict]:
     """The shipped facts in ROME's known_1000 record format (the prediction is the target)."""
-    from utils.data import load_facts
-
     records = []
     for i, fact in enumerate(load_facts().itertuples()):
         start, end = fact.subject_start, fact.subject_end
@@ -251,8 +203,6 @@ def stand_in_known_1000() -> Path:
 
 def stand_in_subject_texts() -> Path:
     """Subject texts (Wikipedia's stand-in) as json lines ``{"title", "text"}`` from the shipped corpus."""
-    from utils.data import SPLITS, corpus_documents
-
     path = cache_dir() / STAND_INS_DIR / "subject_texts.jsonl"
     return _write_once(
         path,

@@ -1,10 +1,16 @@
-"""Where downloaded and converted things are kept: one place that model and data loading both use."""
+"""Where things are: the repository, and the cache folder that model and data loading both use.
+
+Public names: ``REPO_ROOT``, ``CACHE_ENV``, ``cache_dir``.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+__all__ = ["CACHE_ENV", "REPO_ROOT", "cache_dir"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 CACHE_ENV = "SUBLAYER_LAB_CACHE"
 
 
