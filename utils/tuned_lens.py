@@ -9,6 +9,12 @@ RMS-normalised final residual stream on the RMS-normalised layer residual (plus 
 towards the identity, i.e. towards the logit lens. The final norm is scale-invariant, so matching
 the normalised final state is what matters for the logits. The first position of every window is
 left out of the fit: it is the attention sink, whose residual stream is huge and unlike the others.
+
+A fitted lens is cached in the cache folder (``utils.files.cached_folder``): fitted once across
+processes, checked against its checksum on load, refitted with a warning naming the file if damaged.
+
+Public names: ``fit_tuned_lens``, ``TunedLens``, ``fit_affine``, ``residual_samples``, ``lens_kl``,
+``rms_normalise``, ``RIDGE``.
 """
 
 from __future__ import annotations
@@ -21,11 +27,17 @@ import torch
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
+from utils import hooks
 from utils.data import token_batches
-from utils.models import cache_dir
+from utils.files import cached_folder
+from utils.paths import cache_dir
+from utils.prompts import project
+
+__all__ = ["RIDGE", "TunedLens", "fit_affine", "fit_tuned_lens", "lens_kl", "residual_samples", "rms_normalise"]
 
 RIDGE = 0.1  # shrinkage towards the identity, relative to the mean squared input (per token)
 LENS_VERSION = 1  # bump when the fit changes, so cached lenses are refitted
+LENS_FILE = "lens.pt"
 
 
 def rms_normalise(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -75,7 +87,7 @@ def residual_samples(
 ) -> torch.Tensor:
     """Residual streams [N, L, d] after every layer for corpus tokens (first position of each window left out)."""
     n_layers = model.cfg.n_layers
-    names = [f"blocks.{layer}.hook_resid_post" for layer in range(n_layers)]
+    names = [hooks.resid_post(layer) for layer in range(n_layers)]
     chunks = []
     batches = list(token_batches(model, split, n_tokens, ctx, batch_size=8))
     for tokens in tqdm(batches, desc=f"tuned lens: {split} activations", disable=not progress):
@@ -86,10 +98,15 @@ def residual_samples(
     return torch.cat(chunks)
 
 
-def _cache_path(model: HookedTransformer, n_tokens: int, ctx: int, ridge: float) -> Path:
+def _cache_folder(model: HookedTransformer, n_tokens: int, ctx: int, ridge: float) -> Path:
     key = f"{model.cfg.model_name}-{model.cfg.n_layers}-{model.cfg.d_model}-{n_tokens}-{ctx}-{ridge}-v{LENS_VERSION}"
     digest = hashlib.sha1(key.encode()).hexdigest()[:12]
-    return cache_dir() / "tuned_lens" / f"{model.cfg.model_name.replace('/', '_')}-{digest}.pt"
+    return cache_dir() / "tuned_lens" / f"{model.cfg.model_name.replace('/', '_')}-{digest}"
+
+
+def _load_lens(folder: Path) -> TunedLens:
+    saved = torch.load(folder / LENS_FILE, weights_only=True)
+    return TunedLens(saved["weight"], saved["bias"])
 
 
 def fit_tuned_lens(
@@ -101,19 +118,20 @@ def fit_tuned_lens(
     progress: bool = True,
 ) -> TunedLens:
     """Fit (or load from the cache folder) a tuned lens on ``n_tokens`` tokens of the shipped training split."""
-    path = _cache_path(model, n_tokens, ctx, ridge)
-    if use_cache and path.is_file():
-        saved = torch.load(path)
-        return TunedLens(saved["weight"], saved["bias"])
-    states = rms_normalise(residual_samples(model, n_tokens, ctx, progress=progress))
-    fits = [fit_affine(states[:, layer], states[:, -1], ridge) for layer in range(states.shape[1])]
-    lens = TunedLens(torch.stack([w for w, _ in fits]), torch.stack([b for _, b in fits]))
-    if use_cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save({"weight": lens.weight, "bias": lens.bias}, tmp)
-        tmp.replace(path)
-    return lens
+
+    def fit() -> TunedLens:
+        states = rms_normalise(residual_samples(model, n_tokens, ctx, progress=progress))
+        fits = [fit_affine(states[:, layer], states[:, -1], ridge) for layer in range(states.shape[1])]
+        return TunedLens(torch.stack([w for w, _ in fits]), torch.stack([b for _, b in fits]))
+
+    def fit_and_save(staging: Path) -> TunedLens:
+        lens = fit()
+        torch.save({"weight": lens.weight, "bias": lens.bias}, staging / LENS_FILE)
+        return lens
+
+    if not use_cache:
+        return fit()
+    return cached_folder(_cache_folder(model, n_tokens, ctx, ridge), fit_and_save, _load_lens, "a fitted tuned lens")
 
 
 @torch.no_grad()
@@ -124,8 +142,6 @@ def lens_kl(
     chunk: int = 64,
 ) -> torch.Tensor:
     """Mean KL(final ‖ lens) in nats per layer [L] over residual streams ``states`` [N, L, d]; ``lens`` None is the logit lens."""
-    from utils.recall import project
-
     n, n_layers, _ = states.shape
     total = torch.zeros(n_layers)
     for start in range(0, n, chunk):
