@@ -9,6 +9,7 @@ import time
 import nbformat
 import pytest
 
+from tests.processes import wait_for
 from utils import reproduce
 from utils.outputs import REPO_ROOT, RUNS_ENV
 
@@ -107,6 +108,26 @@ def test_sigterm_removes_the_staging_folder(tmp_path):
     run.send_signal(signal.SIGTERM)
     assert run.wait(timeout=60) != 0
     assert not staging.exists() and not (results / "98_sleep").exists()
+
+
+@pytest.mark.notebook
+def test_a_second_run_into_the_same_results_folder_stops_at_once_naming_the_first(tmp_path):
+    """Two `utils.reproduce --only 00` at once on one results root: the second used to delete the first's
+    staging folder, and the first then failed with "output folder ... .running doesn't exist"."""
+    notebook = _notebook(tmp_path / "98_sleep.ipynb", SLEEP)
+    results = tmp_path / "results"
+    first = subprocess.Popen([sys.executable, "-c", INTERRUPTIBLE, str(notebook), str(results)])
+    try:
+        wait_for(results / ".98_sleep.running" / "started", first)
+        started = time.time()
+        with pytest.raises(reproduce.NotebookFailed, match=rf"98_sleep.ipynb not run: another run is writing "
+                                                           rf"{results / '98_sleep'} \(pid {first.pid} on "):
+            reproduce.run_notebook(notebook, "smoke", results_root=results)
+        assert time.time() - started < 5  # at once, without starting a kernel
+        assert (results / ".98_sleep.running" / "started").exists()  # the first run's work is untouched
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=60)
 
 
 def test_only_names_exactly_one_notebook_per_pattern():

@@ -4,6 +4,14 @@ The committed reference results (``results/<notebook>/``) are written only by a 
 ``python -m utils.reproduce --reference``, which moves a finished staging folder into place. Any
 other run that names a reference folder as its ``results_dir`` (JupyterLab, papermill by hand)
 writes to ``runs_root()/<scale>/<notebook>/`` instead, a git-ignored folder.
+
+A run claims its results folder (``claim_results_folder``: a lock held until the process exits,
+taken by ``apply_scale`` in a notebook's first code cell and again by ``save_results``), so a second
+run into the same folder stops at once with ``FolderInUse`` naming the first (pid, start time).
+
+Public names: ``save_results``, ``paper_vs_here``, ``load_metrics``, ``results_folder``,
+``claim_results_folder``, ``FolderInUse``, ``runs_root``, ``is_reference_folder``, ``RESULTS_ROOT``,
+``REPO_ROOT``, ``RUNS_ENV``, ``METRICS_FILE``, ``UNSCALED``.
 """
 
 from __future__ import annotations
@@ -12,15 +20,36 @@ import json
 import math
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from utils.files import (
+    Busy,
+    atomic_write,
+    hold_lock,
+    replace_folder,  # noqa: F401  (re-exported: utils.transcoders imports it from here)
+)
+from utils.paths import REPO_ROOT
+
+__all__ = [
+    "METRICS_FILE",
+    "REPO_ROOT",
+    "RESULTS_ROOT",
+    "RUNS_ENV",
+    "UNSCALED",
+    "FolderInUse",
+    "claim_results_folder",
+    "is_reference_folder",
+    "load_metrics",
+    "paper_vs_here",
+    "results_folder",
+    "runs_root",
+    "save_results",
+]
+
 RESULTS_ROOT = REPO_ROOT / "results"
 RUNS_ENV = "SUBLAYER_LAB_RESULTS"
 METRICS_FILE = "metrics.json"
@@ -80,27 +109,20 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+class FolderInUse(RuntimeError):
+    """Another run is writing the same results folder; the message names it."""
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # as an ordinary file, not mkstemp's owner-only mode
+def claim_results_folder(folder: str | os.PathLike) -> None:
+    """Claim ``folder`` for this process until it exits; ``FolderInUse`` naming the other run if one holds it."""
     try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` by ``text`` (UTF-8) in one step, through a uniquely named temporary file."""
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+        hold_lock(folder)
+    except Busy as busy:
+        raise FolderInUse(
+            f"another run is writing {busy.target}: {busy.holder}. Two runs into one results folder "
+            "would overwrite each other's files; wait for that run to finish (or shut its kernel down), "
+            "or give this run another results_dir"
+        ) from None
 
 
 def save_results(
@@ -113,33 +135,22 @@ def save_results(
     ``runs_root()/<scale>/<notebook>/`` (see the module docstring). Returns the metrics path.
     """
     folder = results_folder(results_dir, str(metrics.get("scale", UNSCALED)))
+    claim_results_folder(folder)
     if folder != Path(results_dir):
         print(
             f"results written to {folder} (the committed {results_dir} changes only by `make reproduce`)"
         )
     for name, figure in figures.items():
-        _atomic_write(
+        atomic_write(
             folder / f"{name}.png",
             lambda tmp, f=figure: f.savefig(tmp, format="png", dpi=110, bbox_inches="tight"),
         )
     payload = {**_jsonable(dict(metrics)), "figures": [f"{name}.png" for name in figures]}
     target = folder / METRICS_FILE
-    _atomic_write(target, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=1)))
+    atomic_write(target, lambda tmp: tmp.write_text(json.dumps(payload, indent=1)))
     return target
 
 
 def load_metrics(folder: str | os.PathLike) -> dict:
     """A results folder's metrics.json."""
     return json.loads((Path(folder) / METRICS_FILE).read_text())
-
-
-def replace_folder(new: Path, final: Path) -> None:
-    """Move folder ``new`` to ``final``, replacing it; the old one is deleted only once ``new`` is in place."""
-    backup = final.with_name(final.name + ".old")
-    if backup.exists():
-        shutil.rmtree(backup)
-    if final.exists():
-        os.replace(final, backup)
-    os.replace(new, final)
-    if backup.exists():
-        shutil.rmtree(backup)

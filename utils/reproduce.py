@@ -11,6 +11,14 @@ and README's summary table; every other run writes to the git-ignored ``results/
 (``--results-root`` or ``$SUBLAYER_LAB_RESULTS`` moves it). A failing notebook is named with
 its failing cell as numbered in the committed notebook, its executed copy is kept under
 ``results/runs/failed/``, and the other notebooks still run (the exit status is 1 if any failed).
+Each results folder is locked while a run writes it: a second run into the same folder (another
+``utils.reproduce`` on the same results root) stops at once, naming the first (pid, start time).
+
+Public names: ``main``, ``run_notebook``, ``notebooks``, ``NotebookFailed``, ``write_report``,
+``summary_table``, ``notebook_section``, ``result_folders``, ``update_readme_summary``,
+``record_runtime``, ``record_measured_runtime``, ``runtime_text``, ``write_runtime_line``,
+``machine_kind``, ``package_versions``, ``failing_cell``, ``keep_failed``, ``page_name``, ``quiet``,
+``busy_text``, ``NOTEBOOKS_DIR``, ``REFERENCE_SCALE``.
 """
 
 from __future__ import annotations
@@ -24,25 +32,46 @@ import shutil
 import signal
 import sys
 import time
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 
 import nbformat
 import pandas as pd
+import papermill
+import torch
+from papermill.exceptions import PapermillExecutionError
 from tqdm.auto import tqdm
 
-from utils.outputs import (
-    METRICS_FILE,
-    REPO_ROOT,
-    RESULTS_ROOT,
-    RUNS_ENV,
-    load_metrics,
-    replace_folder,
-    runs_root,
-    write_text_atomic,
-)
+from utils.files import Busy, file_lock, replace_folder, write_text_atomic
+from utils.outputs import METRICS_FILE, REPO_ROOT, RESULTS_ROOT, RUNS_ENV, load_metrics, runs_root
 from utils.pages import write_html_page
 from utils.scales import SCALES
+
+__all__ = [
+    "NOTEBOOKS_DIR",
+    "REFERENCE_SCALE",
+    "NotebookFailed",
+    "busy_text",
+    "failing_cell",
+    "keep_failed",
+    "machine_kind",
+    "main",
+    "notebook_section",
+    "notebooks",
+    "package_versions",
+    "page_name",
+    "quiet",
+    "record_measured_runtime",
+    "record_runtime",
+    "result_folders",
+    "run_notebook",
+    "runtime_text",
+    "summary_table",
+    "update_readme_summary",
+    "write_report",
+    "write_runtime_line",
+]
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 README_PATH = REPO_ROOT / "README.md"
@@ -137,8 +166,6 @@ def keep_failed(executed: Path, failed_root: Path) -> Path | None:
 
 def _what_failed(err: Exception, executed: Path | None) -> str:
     """Where and how a run failed: the committed notebook's cell for a cell error, else the error itself."""
-    from papermill.exceptions import PapermillExecutionError
-
     if isinstance(err, PapermillExecutionError) and executed is not None:
         return f"failed in {failing_cell(executed, err.cell_index)}: {err.ename}: {err.evalue}"
     return f"failed: {type(err).__name__}: {err}"
@@ -158,14 +185,29 @@ def run_notebook(
     ``RESULTS_ROOT``. A failed run keeps its executed notebook in ``failed_root`` (default
     ``runs_root()/failed``) and leaves the previous results alone; an interrupted one removes its
     staging folder. ``page`` also writes the executed notebook as ``<notebook>.html`` beside its results
-    (a page that cannot be written fails the run).
+    (a page that cannot be written fails the run). While it runs, ``results_root/<notebook>`` is
+    locked: a second run into it fails at once, naming this one.
     """
-    import papermill
-
     results_root = runs_root() / scale if results_root is None else results_root
     failed_root = runs_root() / FAILED_FOLDER if failed_root is None else failed_root
     final = results_root / notebook.stem
-    staging = results_root / f".{notebook.stem}.running"
+    with ExitStack() as lock:
+        try:
+            lock.enter_context(file_lock(final, wait=False))
+        except Busy as busy:
+            raise NotebookFailed(
+                f"{notebook.name} not run: another run is writing {final} ({busy.holder}). Wait for it "
+                f"to finish, or give this one another results folder (--results-root). Previous results "
+                f"in {final} are untouched."
+            ) from None
+        return _run_locked(notebook, scale, final, parameters, failed_root, page)
+
+
+def _run_locked(
+    notebook: Path, scale: str, final: Path, parameters: dict | None, failed_root: Path, page: bool
+) -> dict:
+    """``run_notebook``'s work, once it holds the lock of ``final``."""
+    staging = final.with_name(f".{final.name}.running")
     executed = staging / notebook.name
     if staging.exists():
         shutil.rmtree(staging)
@@ -313,20 +355,19 @@ def write_report(results_root: Path = RESULTS_ROOT) -> Path:
 
 def update_readme_summary(readme: Path = README_PATH, results_root: Path = RESULTS_ROOT) -> None:
     """Replace the README's block between the results-summary markers by the current summary table."""
-    text = readme.read_text()
-    start, end = text.find(SUMMARY_START), text.find(SUMMARY_END)
-    if start < 0 or end < start:
-        raise ValueError(
-            f"{readme} lacks the markers {SUMMARY_START} ... {SUMMARY_END}; add them where the table goes"
-        )
-    block = f"{SUMMARY_START}\n{summary_table(results_root)}\n{SUMMARY_END}"
-    write_text_atomic(readme, text[:start] + block + text[end + len(SUMMARY_END) :])
+    with file_lock(readme):  # read, change, write: one run at a time
+        text = readme.read_text()
+        start, end = text.find(SUMMARY_START), text.find(SUMMARY_END)
+        if start < 0 or end < start:
+            raise ValueError(
+                f"{readme} lacks the markers {SUMMARY_START} ... {SUMMARY_END}; add them where the table goes"
+            )
+        block = f"{SUMMARY_START}\n{summary_table(results_root)}\n{SUMMARY_END}"
+        write_text_atomic(readme, text[:start] + block + text[end + len(SUMMARY_END) :])
 
 
 def machine_kind() -> str:
     """This kind of machine, as measured runtimes are keyed: CPU cores and architecture, and its GPU if any."""
-    import torch
-
     gpu = f"with {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "without GPU"
     return f"{os.cpu_count()}-core {platform.machine()} CPU {gpu}"
 
@@ -335,10 +376,11 @@ def record_runtime(
     stem: str, scale: str, seconds: float, machine: str, path: Path = RUNTIMES_PATH
 ) -> dict[str, float]:
     """Store a measured wall time in ``runtimes.json``; return this machine's times for the notebook, by scale."""
-    data = json.loads(path.read_text()) if path.is_file() else {}
-    times = data.setdefault(machine, {}).setdefault(stem, {})
-    times[scale] = seconds
-    write_text_atomic(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
+    with file_lock(path):  # read, change, write: one run at a time
+        data = json.loads(path.read_text()) if path.is_file() else {}
+        times = data.setdefault(machine, {}).setdefault(stem, {})
+        times[scale] = seconds
+        write_text_atomic(path, json.dumps(data, indent=1, sort_keys=True) + "\n")
     return times
 
 
