@@ -1,7 +1,8 @@
 """Each notebook's first code cells stop early on bad parameters and, offline, at paper scale.
 
-Only the parameters cell, the injected overrides and the setup cell run, in one shared kernel: the
-setup cell's first line (apply_scale) must raise before any model or data is loaded.
+Only the parameters cell, the injected overrides (headed ``# Parameters``, as papermill writes them)
+and the setup cell run, in one shared kernel: the setup cell's first line (apply_scale) must raise
+before any model or data is loaded.
 """
 
 import ast
@@ -62,6 +63,7 @@ def count_parameter(stem: str) -> str:
 CASES = {
     "wrong_type": lambda stem: {count_parameter(stem): "abc"},
     "paper_offline": lambda stem: {"scale": "paper"},
+    "misspelt": lambda stem: {count_parameter(stem)[:-1]: 1},
 }
 
 
@@ -72,7 +74,7 @@ def setup_errors() -> dict:
     for case, overrides in CASES.items():
         for stem in NOTEBOOKS:
             parameters, setup = first_cells(stem)
-            injected = "\n".join(f"{k} = {v!r}" for k, v in overrides(stem).items())
+            injected = "\n".join(["# Parameters", *(f"{k} = {v!r}" for k, v in overrides(stem).items())])  # as papermill writes it
             cells += [
                 nbformat.v4.new_code_cell(s) for s in ("%reset -f", parameters, injected, setup)
             ]
@@ -101,6 +103,14 @@ def test_wrong_type_stops_in_the_setup_cell(setup_errors, stem):
         ename == "ParameterError"
         and f"{count_parameter(stem)} must be a positive int, got 'abc'" in message
     )
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("stem", NOTEBOOKS)
+def test_a_misspelt_parameter_stops_in_the_setup_cell_naming_the_right_one(setup_errors, stem):
+    ename, message = setup_errors[("misspelt", stem)]
+    right = count_parameter(stem)
+    assert ename == "ParameterError" and f"unknown parameter {right[:-1]!r}; did you mean {right!r}" in message, message
 
 
 @pytest.mark.notebook

@@ -4,6 +4,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
+from tests.processes import finish, start, wait_for
 from utils.outputs import RESULTS_ROOT, RUNS_ENV, load_metrics, paper_vs_here, save_results
 from utils.scales import apply_scale
 
@@ -69,3 +70,52 @@ def test_paper_vs_here_shows_whole_claims():
     claim = "a claim long enough to be cut at fifty characters by pandas' default display"
     html = paper_vs_here([{"claim": claim, "paper": "p", "here": 1, "verdict": "holds"}])._repr_html_()
     assert claim in html
+
+
+CLAIM_AND_WAIT = """\
+from pathlib import Path
+import time
+from utils.scales import apply_scale
+apply_scale(globals(), {"smoke": {}, "default": {}, "paper": {}})
+Path("started").touch()
+while not Path("stop").exists():
+    time.sleep(0.2)
+"""
+
+
+def _claiming_notebook(path):
+    import nbformat
+
+    parameters = nbformat.v4.new_code_cell('scale: str = "default"\nresults_dir: str = "out"')
+    parameters.metadata["tags"] = ["parameters"]
+    nb = nbformat.v4.new_notebook(cells=[parameters, nbformat.v4.new_code_cell(CLAIM_AND_WAIT)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.mark.notebook
+def test_a_second_notebook_run_into_the_same_folder_stops_in_its_first_cell(tmp_path):
+    """Two papermill runs into one results folder: the last writer used to win, silently."""
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    notebook = _claiming_notebook(tmp_path / "claim.ipynb")
+    run = (
+        "import papermill\n"
+        f"papermill.execute_notebook({str(notebook)!r}, {str(tmp_path / 'first.ipynb')!r}, cwd={str(tmp_path)!r},"
+        " kernel_name='python3', progress_bar=False, parameters={'results_dir': 'shared'})"
+    )
+    first = start(run)
+    try:
+        wait_for(tmp_path / "started", first)
+        with pytest.raises(PapermillExecutionError, match=r"another run is writing .*shared: pid \d+ on .*running since") as error:
+            papermill.execute_notebook(str(notebook), str(tmp_path / "second.ipynb"), cwd=str(tmp_path),
+                                       kernel_name="python3", progress_bar=False, parameters={"results_dir": "shared"})
+        assert error.value.ename == "FolderInUse"
+    finally:
+        (tmp_path / "stop").touch()
+        finish(first)
+    # once the first run has ended, the folder is free again
+    papermill.execute_notebook(str(notebook), str(tmp_path / "third.ipynb"), cwd=str(tmp_path),
+                               kernel_name="python3", progress_bar=False, parameters={"results_dir": "shared"})

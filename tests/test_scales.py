@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from utils import online
@@ -107,3 +109,92 @@ def test_a_dry_run_preset_takes_precedence_over_smoke(tmp_path, monkeypatch):
     assert apply_scale(notebook(scale="smoke"), presets)["n_facts"] == 4  # smoke runs keep smoke sizes
     with pytest.raises(KeyError, match="PRESETS\\['dry_run'\\] sets \\['typo'\\]"):
         apply_scale(notebook(scale="paper", dry_run=True), {**PRESETS, "dry_run": {"typo": 1}})
+
+
+def test_whitespace_only_text_is_empty():
+    with pytest.raises(ParameterError, match=r"prompt must be non-empty \(it holds only whitespace\)"):
+        apply_scale(notebook(prompt="   "), PRESETS)
+
+
+def test_an_injected_value_counts_as_set_even_when_it_equals_the_default():
+    injected = "# Parameters\nscale = \"smoke\"\nn_facts = 160\n"
+    namespace = notebook(scale="smoke", In=["", "scale = 'default'\nn_facts = 160\nlr = 0.01", injected, "apply_scale(...)"])
+    sizes = apply_scale(namespace, PRESETS)
+    assert sizes["n_facts"] == 160 and sizes["lr"] == 0.1  # n_facts was given, lr was not
+    assert apply_scale(notebook(scale="smoke"), PRESETS)["n_facts"] == 4  # without an injected cell: equality
+
+
+# ------------------------------------------------------------------- through papermill
+PARAMETERS_CELL = """\
+scale: str = "default"
+model_name: str = "smollm2-135m"
+n_norm_tokens: int = 16_384
+n_facts: int = 100
+recompute_baselines: bool = False
+prompt: str = "The Eiffel Tower is located in the city of"
+results_dir: str = "out"
+"""
+SETUP_CELL = """\
+import json
+from utils.scales import apply_scale
+PRESETS = {
+    "smoke": {"n_norm_tokens": 256, "n_facts": 4, "recompute_baselines": True},
+    "default": {"model_name": "smollm2-135m", "n_norm_tokens": 16_384, "n_facts": 100, "recompute_baselines": False},
+    "paper": {"model_name": "gpt2", "n_facts": 1000},
+}
+sizes = apply_scale(globals(), PRESETS)
+with open("resolved.json", "w") as handle:
+    json.dump(sizes, handle)
+"""
+
+
+@pytest.fixture(scope="module")
+def parameters_notebook(tmp_path_factory):
+    import nbformat
+
+    folder = tmp_path_factory.mktemp("parameters")
+    parameters = nbformat.v4.new_code_cell(PARAMETERS_CELL)
+    parameters.metadata["tags"] = ["parameters"]
+    nb = nbformat.v4.new_notebook(cells=[parameters, nbformat.v4.new_code_cell(SETUP_CELL)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, folder / "params.ipynb")
+    return folder / "params.ipynb"
+
+
+def _papermill(notebook, tmp_path, **parameters) -> dict:
+    """Run the notebook with papermill ``-p`` overrides in ``tmp_path``; what apply_scale resolved."""
+    import papermill
+
+    papermill.execute_notebook(
+        str(notebook), str(tmp_path / "out.ipynb"), parameters=parameters, cwd=str(tmp_path),
+        kernel_name="python3", progress_bar=False, log_output=False,
+    )
+    return json.loads((tmp_path / "resolved.json").read_text())
+
+
+@pytest.mark.notebook
+def test_papermill_overrides_are_kept_whatever_their_value(parameters_notebook, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the paper preset's gpt2 would need the network: it must not be asked for
+    paper = _papermill(parameters_notebook, tmp_path, scale="paper", model_name="smollm2-135m")
+    assert paper["model_name"] == "smollm2-135m" and paper["n_facts"] == 1000
+    smoke = _papermill(parameters_notebook, tmp_path, scale="smoke", n_norm_tokens=16_384, recompute_baselines=False)
+    assert smoke == {"model_name": "smollm2-135m", "n_norm_tokens": 16_384, "n_facts": 4, "recompute_baselines": False}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "out.ipynb", "resolved.json"]  # the claim's lock went with the kernel
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize(
+    ("parameters", "message"),
+    [
+        ({"promt": "Paris is in"}, "unknown parameter 'promt'; did you mean 'prompt'?"),
+        ({"scale": "smoke", "n_norm_token": 64}, "unknown parameter 'n_norm_token'; did you mean 'n_norm_tokens'?"),
+        ({"prompt": "   "}, r"prompt must be non-empty \(it holds only whitespace\)"),
+    ],
+    ids=["misspelt", "misspelt-size", "whitespace"],
+)
+def test_papermill_run_stops_on_a_misspelt_name_or_blank_text(parameters_notebook, tmp_path, parameters, message):
+    from papermill.exceptions import PapermillExecutionError
+
+    with pytest.raises(PapermillExecutionError, match=message) as error:
+        _papermill(parameters_notebook, tmp_path, **parameters)
+    assert error.value.ename == "ParameterError"

@@ -1,25 +1,57 @@
 """Scale presets (smoke / default / paper) for a notebook's parameters, checked before any work.
 
 ``apply_scale(globals(), PRESETS)`` is the first line of every notebook's setup cell. It fills the
-parameters the caller did not change from the chosen scale, checks every parameter's type and range
+parameters the caller did not set from the chosen scale, checks every parameter's type and range
 (types from the ``default`` preset's values, else from the parameters cell's annotations), and at
 ``scale="paper"`` either checks that the network is there (``utils.online``) or, with
 ``dry_run=True``, swaps in offline stand-ins and the smallest sizes (the smoke preset, overridden by a
-``dry_run`` preset where a notebook has one) while keeping every paper branch.
+``dry_run`` preset where a notebook has one) while keeping every paper branch. Last, it claims the
+run's results folder (``utils.outputs.claim_results_folder``), so a second run into the same folder
+stops here, naming the first.
+
+Which parameters the caller set (``given_parameters``): in a papermill run, every name papermill
+injected, whatever its value (``-p model_name smollm2-135m`` at ``scale=paper`` keeps the embedded
+model), read from its injected cell (first line ``# Parameters``) in the kernel's input history
+``In``; an injected name the notebook does not have stops the run, naming the close matches. A
+value that differs from the ``default`` preset's also counts as set (an edited parameters cell in
+JupyterLab, a plain dict in tests). Without an injected cell that is the only sign, so there a
+value edited back to its default cannot be told from an untouched one and takes the scale's value.
+
+Public names: ``apply_scale``, ``given_parameters``, ``injected_names``, ``validate``,
+``check_parameter``, ``dry_run_sizes``, ``ParameterError``, ``SCALES``, ``DRY_RUN``.
 """
 
 from __future__ import annotations
 
+import ast
+import difflib
 import types
 import typing
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from utils import online
+from utils.outputs import claim_results_folder, results_folder
+
+__all__ = [
+    "DRY_RUN",
+    "SCALES",
+    "ParameterError",
+    "apply_scale",
+    "check_parameter",
+    "dry_run_sizes",
+    "given_parameters",
+    "injected_names",
+    "validate",
+]
 
 SCALES = ("smoke", "default", "paper")
 DRY_RUN = "dry_run"  # optional preset of the sizes a paper-scale dry run uses (else smoke's)
 Bounds = tuple[float | None, float | None]
+# The first line of the cell papermill injects after the parameters cell: papermill.translators'
+# PythonTranslator.codify(parameters, comment="Parameters") writes comment("Parameters") first.
+INJECTED_HEADER = "# Parameters"
+ALWAYS_KNOWN = ("scale", "dry_run", "results_dir")
 
 
 class ParameterError(ValueError):
@@ -27,7 +59,7 @@ class ParameterError(ValueError):
 
 
 def _preset_keys(presets: Mapping[str, Mapping[str, Any]], scale: str) -> None:
-    """Every key a scale sets must have a default: that is how a caller's override is recognised."""
+    """Every key a scale sets must have a default (the value its parameters cell holds)."""
     extra = sorted(set(presets[scale]) - set(presets["default"]))
     if extra:
         raise KeyError(
@@ -41,28 +73,85 @@ def dry_run_sizes(presets: Mapping[str, Mapping[str, Any]]) -> Mapping[str, Any]
     return {**presets.get("smoke", {}), **presets.get(DRY_RUN, {})}
 
 
+# ------------------------------------------------------------------- what the caller set
+def _assigned(source: str) -> list[str]:
+    """The names a cell's top-level statements assign (``x = ...`` or ``x: T = ...``), in order."""
+    try:
+        body = ast.parse(source).body
+    except SyntaxError:
+        return []
+    names = []
+    for node in body:
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        names += [t.id for t in targets if isinstance(t, ast.Name)]
+    return names
+
+
+def _injected_cell(namespace: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(papermill's injected cell, the cell run before it: the parameters cell) from IPython's input history ``In``; None outside papermill."""
+    history = namespace.get("In")
+    if not isinstance(history, list):
+        return None
+    for index in range(len(history) - 1, 0, -1):
+        source = history[index]
+        if isinstance(source, str) and source.partition("\n")[0].strip() == INJECTED_HEADER:
+            return source, str(history[index - 1])
+    return None
+
+
+def injected_names(namespace: Mapping[str, Any]) -> list[str] | None:
+    """The parameter names papermill injected into this kernel (``-p name value``), or None when it injected none."""
+    cell = _injected_cell(namespace)
+    return None if cell is None else _assigned(cell[0])
+
+
+def given_parameters(namespace: Mapping[str, Any], defaults: Mapping[str, Any]) -> set[str]:
+    """The parameters the caller set: every name papermill injected, whatever its value, and every
+    one of ``defaults`` whose value in ``namespace`` differs from it (see the module docstring)."""
+    changed = {key for key, value in defaults.items() if key in namespace and namespace[key] != value}
+    return changed | set(injected_names(namespace) or ())
+
+
+def _check_injected_names(namespace: Mapping[str, Any], defaults: Mapping[str, Any]) -> None:
+    """ParameterError when papermill injected a name the notebook's parameters cell does not have."""
+    cell = _injected_cell(namespace)
+    if cell is None:
+        return
+    injected, parameters_cell = cell
+    known = {*_assigned(parameters_cell), *namespace.get("__annotations__", {}), *defaults, *ALWAYS_KNOWN}
+    problems = []
+    for name in _assigned(injected):
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=3)
+            hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+            problems.append(f"unknown parameter {name!r}{hint}")
+    if problems:
+        raise ParameterError(
+            "; ".join(problems) + f". This notebook's parameters are: {', '.join(sorted(known))}"
+        )
+
+
 def _resolve(
     namespace: MutableMapping[str, Any],
     presets: Mapping[str, Mapping[str, Any]],
     scale: str,
     dry_run: bool,
 ) -> dict:
-    """Fill every preset key not changed by the caller from the scale's preset (smoke sizes in a dry run)."""
+    """Fill every preset key the caller did not set from the scale's preset (smoke sizes in a dry run)."""
     default = presets["default"]
+    missing = [key for key in default if key not in namespace]
+    if missing:
+        raise KeyError(f"parameter {missing[0]!r} is missing from the notebook's parameters cell")
+    given = given_parameters(namespace, default)
     rehearsal = dry_run_sizes(presets)
     resolved = {}
     for key, default_value in default.items():
-        if key not in namespace:
-            raise KeyError(f"parameter {key!r} is missing from the notebook's parameters cell")
-        current = namespace[key]
-        value = presets[scale].get(key, default_value) if current == default_value else current
-        if (
-            dry_run
-            and current == default_value
-            and key in rehearsal
-            and not online.is_source_parameter(key)
-        ):
+        if key in given:
+            value = namespace[key]
+        elif dry_run and key in rehearsal and not online.is_source_parameter(key):
             value = rehearsal[key]
+        else:
+            value = presets[scale].get(key, default_value)
         namespace[key] = resolved[key] = value
     return resolved
 
@@ -140,8 +229,8 @@ def _in_bounds(value: Any, bounds: Bounds | None) -> bool:
 
 def check_parameter(name: str, value: Any, kind: Any, bounds: Bounds | None = None) -> str | None:
     """The problem with one parameter's value (``"n_facts must be a positive int, got 'abc'"``), or None."""
-    if kind is str and value == "":
-        return f"{name} must be non-empty"
+    if kind is str and isinstance(value, str) and not value.strip():
+        return f"{name} must be non-empty" + (" (it holds only whitespace)" if value else "")
     if not _has_type(value, kind) or not _in_bounds(value, bounds):
         return f"{name} must be {_describe(kind, bounds)}, got {value!r}"
     return None
@@ -180,12 +269,15 @@ def apply_scale(
     """Fill parameters from ``presets[namespace["scale"]]``, check them all, and return the preset's keys.
 
     ``namespace`` is the notebook's ``globals()``: its ``parameters`` cell holds the ``default``
-    preset's values. A parameter the caller changed from that value (papermill ``-p``) is kept;
-    every other one takes the chosen scale's value. Then every parameter is checked (see
-    ``validate``; ``ranges`` overrides bounds). At ``scale="paper"`` the models and datasets the
-    parameters name must be reachable (else one message lists them), unless ``dry_run=True``, which
-    swaps them for offline stand-ins and uses ``dry_run_sizes`` where the caller set none.
+    preset's values. A parameter the caller set (``given_parameters``: injected by papermill ``-p``,
+    whatever its value, or changed from the default) is kept; every other one takes the chosen
+    scale's value. An injected name the notebook lacks is an error naming the close matches. Then
+    every parameter is checked (see ``validate``; ``ranges`` overrides bounds). At ``scale="paper"``
+    the models and datasets the parameters name must be reachable (else one message lists them),
+    unless ``dry_run=True``, which swaps them for offline stand-ins and uses ``dry_run_sizes`` where
+    the caller set none. Last, the run's ``results_dir`` (when the namespace has one) is claimed.
     """
+    _check_injected_names(namespace, presets.get("default", {}))
     scale = namespace.get("scale")
     if scale not in SCALES or scale not in presets:
         raise ParameterError(f"scale must be one of {list(presets)}, got {scale!r}")
@@ -202,6 +294,8 @@ def apply_scale(
     validate(namespace, defaults, ranges)  # before any model or data is loaded
     if scale == "paper":
         _paper_sources(namespace, resolved, dry_run)
+    if "results_dir" in namespace:  # a second run into the same folder stops here, before any work
+        claim_results_folder(results_folder(namespace["results_dir"], scale))
     return resolved
 
 
