@@ -114,3 +114,16 @@ def test_two_processes_fit_an_uncached_lens_once(tmp_path):
     (out1, _), (out2, err2) = finish(first), finish(second)
     assert out1 == out2 and (tmp_path / "fits").read_text() == "fitted\n"
     assert f"waiting for pid {first.pid}" in err2
+
+
+def test_the_lens_is_fitted_on_the_named_source_and_cached_apart(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("SUBLAYER_LAB_CACHE", str(tmp_path))
+    states = _fake_states(tiny.cfg.n_layers, tiny.cfg.d_model)
+    sources = []
+    monkeypatch.setattr(
+        tuned_lens, "residual_samples", lambda *a, **k: sources.append(k["source"]) or states
+    )
+    for source in ("prose", "shipped", "prose"):
+        fit_tuned_lens(tiny, n_tokens=600, ctx=8, progress=False, source=source)
+    assert sources == ["prose", "shipped"]  # the second prose fit is loaded from its own folder
+    assert len(list((tmp_path / "tuned_lens").glob("*/lens.pt"))) == 2

@@ -83,14 +83,21 @@ def fit_affine(
 
 @torch.no_grad()
 def residual_samples(
-    model: HookedTransformer, n_tokens: int, ctx: int, split: str = "train", progress: bool = True
+    model: HookedTransformer,
+    n_tokens: int,
+    ctx: int,
+    split: str = "train",
+    progress: bool = True,
+    source: str = "shipped",
 ) -> torch.Tensor:
-    """Residual streams [N, L, d] after every layer for corpus tokens (first position of each window left out)."""
+    """Residual streams [N, L, d] after every layer for tokens of ``source``'s ``split`` (first
+    position of each window left out)."""
     n_layers = model.cfg.n_layers
     names = [hooks.resid_post(layer) for layer in range(n_layers)]
     chunks = []
-    batches = list(token_batches(model, split, n_tokens, ctx, batch_size=8))
-    for tokens in tqdm(batches, desc=f"tuned lens: {split} activations", disable=not progress):
+    batches = list(token_batches(model, split, n_tokens, ctx, batch_size=8, source=source))
+    desc = f"tuned lens: {source} {split} activations"
+    for tokens in tqdm(batches, desc=desc, disable=not progress):
         _, cache = model.run_with_cache(
             tokens.to(model.cfg.device), stop_at_layer=n_layers, names_filter=lambda n: n in names
         )
@@ -98,8 +105,11 @@ def residual_samples(
     return torch.cat(chunks)
 
 
-def _cache_folder(model: HookedTransformer, n_tokens: int, ctx: int, ridge: float) -> Path:
+def _cache_folder(
+    model: HookedTransformer, n_tokens: int, ctx: int, ridge: float, source: str
+) -> Path:
     key = f"{model.cfg.model_name}-{model.cfg.n_layers}-{model.cfg.d_model}-{n_tokens}-{ctx}-{ridge}-v{LENS_VERSION}"
+    key += "" if source == "shipped" else f"-{source}"  # shipped lenses keep their cache key
     digest = hashlib.sha1(key.encode()).hexdigest()[:12]
     return cache_dir() / "tuned_lens" / f"{model.cfg.model_name.replace('/', '_')}-{digest}"
 
@@ -116,11 +126,14 @@ def fit_tuned_lens(
     ridge: float = RIDGE,
     use_cache: bool = True,
     progress: bool = True,
+    source: str = "shipped",
 ) -> TunedLens:
-    """Fit (or load from the cache folder) a tuned lens on ``n_tokens`` tokens of the shipped training split."""
+    """Fit (or load from the cache folder) a tuned lens on ``n_tokens`` tokens of ``source``'s
+    training split (``utils.data.token_batches``: "shipped" is the model's own text, "prose" human)."""
 
     def fit() -> TunedLens:
-        states = rms_normalise(residual_samples(model, n_tokens, ctx, progress=progress))
+        samples = residual_samples(model, n_tokens, ctx, progress=progress, source=source)
+        states = rms_normalise(samples)
         fits = [fit_affine(states[:, layer], states[:, -1], ridge) for layer in range(states.shape[1])]
         return TunedLens(torch.stack([w for w, _ in fits]), torch.stack([b for _, b in fits]))
 
@@ -131,7 +144,7 @@ def fit_tuned_lens(
 
     if not use_cache:
         return fit()
-    return cached_folder(_cache_folder(model, n_tokens, ctx, ridge), fit_and_save, _load_lens, "a fitted tuned lens")
+    return cached_folder(_cache_folder(model, n_tokens, ctx, ridge, source), fit_and_save, _load_lens, "a fitted tuned lens")
 
 
 @torch.no_grad()
