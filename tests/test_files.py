@@ -123,3 +123,15 @@ def test_two_processes_build_an_empty_cache_once(tmp_path):
     assert out1.strip() == out2.strip() == "42"
     assert (tmp_path / "builds").read_text() == "built\n"
     assert f"waiting for pid {first.pid}" in err2
+
+
+def test_a_read_only_cache_is_checked_and_loaded_without_a_lock(tmp_path, monkeypatch):
+    folder = tmp_path / "cache"
+    cached_folder(folder, _build, _load, "a test value")
+    writable = os.access
+    monkeypatch.setattr(files.os, "access", lambda path, mode: mode != os.W_OK and writable(path, mode))
+    monkeypatch.setattr(files, "file_lock", lambda *a, **k: pytest.fail("locked a read-only cache"))
+    assert cached_folder(folder, lambda s: pytest.fail("rebuilt"), _load, "a test value") == 7
+    (folder / "value.json").write_text("8")
+    with pytest.raises(CacheError, match=r"value.json does not match its checksum"):
+        cached_folder(folder, _build, _load, "a test value")
