@@ -1,3 +1,4 @@
+import matplotlib.pyplot as plt
 import torch
 
 from utils import tour
@@ -60,3 +61,26 @@ def test_library_logit_lens_matches_decoding_each_layer(tiny, tokens, monkeypatc
         logits = tour.decode_residual(tiny, cache[f"blocks.{layer}.hook_resid_post"][:, 4])[0]
         assert abs(lens.prob[layer] - float(logits.softmax(-1)[5])) < 1e-6
         assert lens.top_token[layer] == str(int(logits.argmax()))
+
+
+def test_hook_interventions_keep_their_contracts(tiny, tokens):
+    one = tokens[:1]
+    logits = tiny(one)
+    frame, noop_same, skip_vs_zero = tour.hook_interventions(tiny, one, logits, answer=3, layer=1)
+    assert noop_same and skip_vs_zero < 1e-4
+    assert list(frame.columns) == ["intervention", "p(answer)"] and len(frame) == 4
+    assert frame["p(answer)"].iloc[0] == float(logits[0, -1].softmax(-1)[3])
+    assert frame["p(answer)"].between(0, 1).all()
+
+
+def test_attribution_plot_labels_every_layer(tiny, tokens):
+    logits, cache = tiny.run_with_cache(tokens)
+    dla = tour.direct_logit_attribution(tiny, cache, int(logits[0, -1].argmax()))
+    fig, ax = plt.subplots()
+    tour.plot_attribution(
+        ax, dla, {"attn": "tab:blue", "mlp": "tab:orange"}, {"attn": "attention", "mlp": "MLP"}
+    )
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels == [f"layer {i}" for i in range(tiny.cfg.n_layers)]
+    assert len(ax.patches) == 2 * tiny.cfg.n_layers
+    plt.close(fig)

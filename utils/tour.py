@@ -2,8 +2,10 @@
 and the sizes of attention vs MLP writes.
 
 Public names: ``residual_components`` (every write into the residual stream, named by sublayer),
-``decomposition_error``, ``direct_logit_attribution``, ``decode_residual``, ``logit_lens``,
-``sublayer_write_norms``, and the notebook's ``PRESETS``.
+``decomposition_error``, ``direct_logit_attribution``, ``plot_attribution`` (its bars, every
+sublayer labelled), ``decode_residual``, ``logit_lens``, ``sublayer_write_norms``,
+``hook_interventions`` (the hook toolbox's contracts and a few interventions), and the notebook's
+``PRESETS``.
 """
 
 from __future__ import annotations
@@ -12,27 +14,41 @@ from collections.abc import Iterable
 
 import pandas as pd
 import torch
+from matplotlib.axes import Axes
+from matplotlib.patches import Patch
 from tqdm.auto import tqdm
 from transformer_lens import ActivationCache, HookedTransformer
 
 from utils import hooks
-from utils.sublayers import all_sublayers
+from utils.sublayers import Sublayer, all_sublayers
 
 __all__ = [
     "PRESETS",
     "decode_residual",
     "decomposition_error",
     "direct_logit_attribution",
+    "hook_interventions",
     "logit_lens",
+    "plot_attribution",
     "residual_components",
     "sublayer_write_norms",
 ]
 
 PRESETS = {
-    "smoke": {"n_norm_tokens": 256, "norm_ctx": 32},
-    "default": {"model_name": "smollm2-135m", "n_norm_tokens": 16_384, "norm_ctx": 128},
+    "smoke": {"n_norm_tokens": 256, "n_own_text_tokens": 128, "norm_ctx": 32},
+    "default": {
+        "model_name": "smollm2-135m",
+        "n_norm_tokens": 16_384,
+        "n_own_text_tokens": 8_192,
+        "norm_ctx": 128,
+    },
     # GPT-2 small: the model of the transcoder papers' circuits (notebooks 02/03)
-    "paper": {"model_name": "gpt2", "n_norm_tokens": 65_536, "norm_ctx": 256},
+    "paper": {
+        "model_name": "gpt2",
+        "n_norm_tokens": 65_536,
+        "n_own_text_tokens": 16_384,
+        "norm_ctx": 256,
+    },
 }
 
 
@@ -75,6 +91,54 @@ def direct_logit_attribution(
         stack, tokens=torch.tensor([token]), pos_slice=pos, batch_slice=slice(0, 1)
     )
     return pd.Series({name: float(a) for name, a in zip(writes, attrs[:, 0], strict=True)})
+
+
+def plot_attribution(
+    ax: Axes, dla: pd.Series, colors: dict[str, str], names: dict[str, str]
+) -> None:
+    """Horizontal bars of each sublayer's direct contribution (``dla`` indexed ``L3.attn``), one row
+    per layer with its attention and MLP bars side by side, every layer labelled, layer 0 on top."""
+    sub = dla.drop("embed", errors="ignore")
+    for offset, kind in ((-0.2, "attn"), (0.2, "mlp")):
+        part = sub[[n.endswith(f".{kind}") for n in sub.index]]
+        layers = [int(n[1:].split(".")[0]) for n in part.index]
+        ax.barh([la + offset for la in layers], part.values, height=0.4, color=colors[kind])
+    n_layers = len(sub) // 2
+    ax.set_yticks(range(n_layers), [f"layer {la}" for la in range(n_layers)], fontsize=8)
+    ax.set_ylim(n_layers - 0.5, -0.5)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.legend(handles=[Patch(color=colors[k], label=names[k]) for k in colors], fontsize=9)
+
+
+def hook_interventions(
+    model: HookedTransformer, tokens: torch.Tensor, logits: torch.Tensor, answer: int, layer: int
+) -> tuple[pd.DataFrame, bool, float]:
+    """The hook toolbox on one prompt (``tokens`` [1, pos], its ``logits`` [1, pos, vocab]):
+    p(answer) under no intervention, zero-ablating / skipping MLP ``layer``, and cutting the last
+    token off from the rest in every layer; plus two contracts: a capturing hook leaves the logits
+    bit-identical, and skipping equals zero-ablating (their max |logit difference|)."""
+    mlp, store = Sublayer(layer, "mlp"), {}
+    noop_same = torch.equal(hooks.run(model, tokens, hooks.capture([mlp.out_hook], store)), logits)
+    zeroed = hooks.run(model, tokens, hooks.zero_ablate([mlp]))
+    with hooks.skip(model, [mlp]):
+        skipped = model(tokens)
+    n = tokens.shape[1]
+    last_to_first = hooks.edge_mask(n, [(n - 1, src) for src in range(n - 1)])
+    cut = hooks.block_attention(range(model.cfg.n_layers), last_to_first)
+    blocked = hooks.run(model, tokens, cut)
+    runs = {
+        "none": logits,
+        f"zero-ablate MLP {layer}": zeroed,
+        f"skip MLP {layer}": skipped,
+        "last token sees only itself (all layers)": blocked,
+    }
+    frame = pd.DataFrame(
+        {
+            "intervention": list(runs),
+            "p(answer)": [float(x[0, -1].softmax(-1)[answer]) for x in runs.values()],
+        }
+    )
+    return frame, noop_same, float((skipped - zeroed).abs().max())
 
 
 def decode_residual(model: HookedTransformer, resid: torch.Tensor) -> torch.Tensor:
