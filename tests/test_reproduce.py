@@ -152,10 +152,12 @@ def test_reference_is_only_the_default_scale(capsys):
 def _results(root, verdicts):
     folder = root / "07_demo"
     folder.mkdir(parents=True)
-    rows = [{"claim": "c", "paper": "p", "here": "h", "verdict": v} for v in verdicts]
+    rows = [{"claim": f"c{i}", "paper": "p", "here": "h", "verdict": v} for i, v in enumerate(verdicts)]
     metrics = {
         "notebook": "07_demo",
+        "model": "m",
         "paper_vs_here": rows,
+        "checks": [{"check": "identity", "expected": "exact", "here": "exact", "result": "passes"}],
         "run": {"scale": "default", "wall_time_s": 90.0},
     }
     (folder / "metrics.json").write_text(json.dumps(metrics))
@@ -165,7 +167,7 @@ def _results(root, verdicts):
 def test_readme_summary_is_replaced_between_its_markers_only(tmp_path):
     results = _results(
         tmp_path / "results",
-        ["holds", "differs", "holds", "within noise (a ahead)", "comparable (proxy)"],
+        ["holds", "opposite", "holds", "within noise", "not testable here"],
     )
     readme = tmp_path / "README.md"
     readme.write_text(
@@ -175,9 +177,18 @@ def test_readme_summary_is_replaced_between_its_markers_only(tmp_path):
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("outro\n") and "old table" not in text
     assert (
-        "| [07_demo](results/REPORT.md#07_demo) | default | 1.5 min | 2 | 1 | 1 | 0 | 1 | not written |" in text
+        "| [07_demo](results/REPORT.md#07_demo) | default | 1.5 min | 2 | 1 | 1 | 1 | 0 | 1/1 | not written |"
+        in text
     )
-    assert "| [07_demo](#07_demo) |" in reproduce.write_report(results).read_text()
+    assert "On `m`, “c0” and “c2” reproduce. “c1” comes out the other way and “c3” is within noise." in text
+    report = reproduce.write_report(results).read_text()
+    assert "| [07_demo](#07_demo) |" in report and "## What reproduced" in report
+    assert "**Checks**" in report and "| identity | exact | exact | passes |" in report
+
+
+def test_a_verdict_outside_the_vocabulary_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="not one of"):
+        reproduce.summary_table(_results(tmp_path / "results", ["differs"]))
 
 
 def test_readme_without_markers_is_refused_and_left_alone(tmp_path):
