@@ -8,10 +8,10 @@ import pytest
 from tests.notebook_runner import run_smoke
 from utils.ode_blocks import BLOCK_KINDS, SCHEME_ORDER
 from utils.ode_experiments import PRESETS
+from utils.verdicts import CHECK_COLUMNS, CLAIM_COLUMNS, PASSES, WORDS
 
 pytestmark = pytest.mark.notebook
 SMOKE = PRESETS["smoke"]
-VERDICTS = ("holds", "fails", "within noise", "too few", "identity")
 RUN_KEY = ("experiment", "benchmark", "kind", "share", "seed")
 REPRODUCED = ("metric", "test_loss", "val_loss", "steps", "best_step", "params")
 
@@ -40,6 +40,7 @@ def test_metrics_keys_and_figures(metrics):
         "lm_curves",
         "integration_orders",
         "paper_vs_here",
+        "checks",
         "implemented",
         "not_implemented",
         "deviations",
@@ -49,6 +50,8 @@ def test_metrics_keys_and_figures(metrics):
     assert metrics["scale"] == "smoke" and metrics["notebook"] == "05_neural_ode_layers"
     assert metrics["figures"] and all((metrics["folder"] / f).is_file() for f in metrics["figures"])
     assert any("time embedding" in d for d in metrics["deviations"])
+    # the character LM reads human-written prose by default, not the model's own text
+    assert metrics["parameters"]["lm_source"] == "prose" and metrics["lm_text"] == "human prose"
 
 
 def test_every_run_is_reported_per_benchmark_variant_and_seed(metrics):
@@ -108,8 +111,13 @@ def test_significance_and_paper_vs_here(metrics):
         assert 0.0 <= test["p_value"] <= test["p_holm"] <= 1.0 and test["sd_gain"] >= 0
         assert test["low"] <= test["gain"] <= test["high"]
     table = metrics["paper_vs_here"]
-    assert len(table) == 6
-    assert all(row["verdict"].startswith(VERDICTS) and row["here"] for row in table)
+    assert len(table) == 5  # the papers' claims only: identities and contracts are checks
+    assert all(set(row) == set(CLAIM_COLUMNS) for row in table)
+    assert all(row["verdict"] in WORDS and row["here"] and row["rule"] for row in table)
+    assert all(row["n"] == SMOKE["seeds"] or row["verdict"] == "too few" for row in table)
+    checks = metrics["checks"]
+    assert len(checks) == 2 and all(set(r) == set(CHECK_COLUMNS) for r in checks)
+    assert all(r["result"] == PASSES for r in checks)
 
 
 def test_a_second_run_with_the_same_seed_gives_identical_metrics(metrics, tmp_path):

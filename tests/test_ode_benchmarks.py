@@ -58,8 +58,24 @@ def test_corpus_loader_joins_documents_and_truncates(monkeypatch):
         "train": ["first doc.", "second doc.", "third doc."],
         "validation": ["held out text."] * 4,
     }
-    monkeypatch.setattr(bm, "corpus_texts", lambda split="train": iter(docs[split]))
+    sources = []
+
+    def texts(split="train", source="shipped"):
+        sources.append(source)
+        return iter(docs[split])
+
+    monkeypatch.setattr(bm, "corpus_texts", texts)
     assert bm.corpus_text("train", 15) == "first doc.\nseco"
     bench = bm.lm_benchmark("corpus", 1000, 40, ctx=4)
     assert len(bench.ids["train"]) == len("\n".join(docs["train"]))
     assert len(bench.ids["validation"]) + len(bench.ids["test"]) == 40
+    assert sources == ["shipped"] * 3
+    bm.lm_benchmark("prose", 1000, 40, ctx=4)
+    assert sources[3:] == ["prose", "prose"]  # human-written train and validation splits
+
+
+def test_prose_benchmark_reads_human_text():
+    bench = bm.lm_benchmark("prose", 20_000, 2_000, ctx=16)
+    assert len(bench.ids["train"]) == 20_000
+    assert len(bench.ids["validation"]) + len(bench.ids["test"]) == 2_000
+    assert len(bench.vocab) > 30

@@ -6,6 +6,7 @@ import pytest
 from utils import ode_comparisons as cmp
 from utils import stats
 from utils.ode_models import Variant
+from utils.verdicts import WORDS
 
 
 def paired_runs(gains: dict[str, list[float]]) -> pd.DataFrame:
@@ -59,11 +60,21 @@ def test_verdict_rule_uses_holm_across_a_family():
     assert (
         family["rk2"]["p_value"] < 0.05 < family["rk2"]["p_holm"]
     )  # significant alone, not after Holm
-    assert cmp.verdict(family["rk2"]).startswith("within noise (n=8")
-    assert cmp.verdict(family["rk4"]).startswith("fails (n=8")
-    assert cmp.verdict(family["strang"]).startswith("within noise")
+    rk2 = cmp.verdict(family["rk2"])
+    assert (rk2.word, rk2.n) == ("within noise", 8)
+    assert rk2.reason == f"p={family['rk2']['p_holm']:.3g}"  # the Holm-adjusted p is the one read
+    assert cmp.verdict(family["rk4"]).word == "opposite"  # a clear fall: the other way
+    assert cmp.verdict(family["strang"]).word == "within noise"
     assert cmp.family_verdict(family) == ("rk4", cmp.verdict(family["rk4"]))
-    assert cmp.verdict({**family["rk2"], "n": 3}).startswith("too few: n=3")
+    assert cmp.verdict({**family["rk2"], "n": 3}).word == "too few"
+    assert cmp.verdict({**family["rk4"], "gain": 0.05}).word == "holds"
+    assert {cmp.verdict(c).word for c in family.values()} <= set(WORDS)
+    row = cmp.family_row("a better integrator helps", "paper", family, 100, "pts")
+    assert row["verdict"] == "opposite" and row["n"] == 8 and row["rule"] == cmp.RULE
+    assert row["interval"].startswith("rk4: -4.65 pts [") and "Holm p=" in row["interval"]
+    assert row["here"].count("Holm p=") == 3
+    single = cmp.comparison_row("c", "p", "h", family["strang"])
+    assert single["verdict"] == "within noise" and single["interval"].startswith("+0.00 [")
 
 
 def test_seeds_needed_reaches_the_power_and_a_floor():

@@ -4,8 +4,9 @@
 * Images: scikit-learn's bundled 8x8 ``digits`` (offline, the default) or CIFAR-100 through
   ``datasets`` (online, paper scale), standardised with training statistics; the metric is test
   accuracy (higher is better).
-* Characters: the shipped corpus (or seeded toy sentences, for quick trials) as character ids; the
-  metric is test bits per character (lower is better).
+* Characters: human-written prose (``data/prose``, the default), the model-written shipped corpus
+  (a labelled comparison) or seeded toy sentences (quick trials) as character ids; the metric is
+  test bits per character (lower is better).
 
 Each benchmark gives ``build`` (the network sized for its data), endless seeded ``batches``,
 ``loss`` and ``evaluate``: what ``utils.training.train`` and the runner in
@@ -14,7 +15,7 @@ notebooks; a *benchmark* here is data plus a loss and a metric.)
 
 Public names: ``ImageBenchmark``, ``CharBenchmark``, ``image_benchmark``, ``digits_benchmark``,
 ``cifar100_benchmark``, ``lm_benchmark``, ``char_benchmark``, ``corpus_text``, ``synthetic_text``,
-``split_indices``, ``UNKNOWN_CHAR``, ``CIFAR100_DATASET``.
+``split_indices``, ``UNKNOWN_CHAR``, ``CIFAR100_DATASET``, ``LM_CORPORA``.
 """
 
 from __future__ import annotations
@@ -34,9 +35,11 @@ from torch import nn
 from utils.data import DataUnavailableError, corpus_texts
 from utils.ode_blocks import ODEConfig
 from utils.ode_models import CharLM, TinyViT
+from utils.prose import PROSE_SOURCE
 
 __all__ = [
     "CIFAR100_DATASET",
+    "LM_CORPORA",
     "UNKNOWN_CHAR",
     "CharBenchmark",
     "ImageBenchmark",
@@ -52,6 +55,8 @@ __all__ = [
 
 UNKNOWN_CHAR = "\x00"
 CIFAR100_DATASET = "uoft-cs/cifar100"
+# lm_source -> utils.data corpus source: human-written prose, or the model's own (shipped) text
+LM_CORPORA = {"prose": PROSE_SOURCE, "corpus": "shipped"}
 
 
 @dataclass
@@ -251,10 +256,11 @@ def synthetic_text(n_chars: int, seed: int = 0) -> str:
     return "".join(parts)[:n_chars]
 
 
-def corpus_text(split: str, n_chars: int) -> str:
-    """The first ``n_chars`` characters of the shipped corpus split (documents joined by newlines)."""
+def corpus_text(split: str, n_chars: int, source: str = "shipped") -> str:
+    """The first ``n_chars`` characters of a corpus split (documents joined by newlines): the shipped
+    model-written corpus or ``"prose"`` (human-written, ``utils.prose``)."""
     parts, length = [], 0
-    for text in corpus_texts(split):
+    for text in corpus_texts(split, source):
         parts.append(text)
         length += len(text) + 1
         if length >= n_chars:
@@ -285,13 +291,17 @@ def char_benchmark(train_text: str, heldout_text: str, ctx: int) -> CharBenchmar
 def lm_benchmark(
     source: str, train_chars: int, eval_chars: int, ctx: int, seed: int = 0
 ) -> CharBenchmark:
-    """The LM benchmark from ``source``: ``corpus`` (shipped train/validation) or ``synthetic``."""
-    if source == "corpus":
+    """The LM benchmark from ``source``: ``prose`` (human-written train/validation), ``corpus`` (the
+    model-written shipped train/validation) or ``synthetic``."""
+    if source in LM_CORPORA:
+        corpus = LM_CORPORA[source]
         return char_benchmark(
-            corpus_text("train", train_chars), corpus_text("validation", eval_chars), ctx
+            corpus_text("train", train_chars, corpus),
+            corpus_text("validation", eval_chars, corpus),
+            ctx,
         )
     if source == "synthetic":
         return char_benchmark(
             synthetic_text(train_chars, seed), synthetic_text(eval_chars, seed + 1), ctx
         )
-    raise ValueError(f"lm_source must be 'corpus' or 'synthetic', got {source!r}")
+    raise ValueError(f"lm_source must be one of {[*LM_CORPORA, 'synthetic']}, got {source!r}")

@@ -6,7 +6,10 @@ variants are compared seed by seed (``utils.stats``):
 * ``paired_comparison``: the mean per-seed gain of ``b`` over ``a`` (signed so that positive favours
   ``b``), its bootstrap 95% interval, the spread of the gains and the paired t-test's p-value.
 * ``compare_family``: several variants against one baseline (one claim), Holm-adjusted.
-* ``verdict`` / ``family_verdict``: the rule of every row of the notebook's closing table.
+* ``verdict`` / ``family_verdict``: the rule of every row of the notebook's closing table
+  (``utils.verdicts.from_test`` on the Holm-adjusted p), and ``RULE``, that rule in words.
+* ``gain_text`` / ``comparison_row`` / ``family_row``: a comparison as text and as a
+  ``utils.verdicts.claim_row`` of the closing table.
 * ``seeds_needed``: the seed count a paired t-test needs for a target gain, from the spread of the
   gains in a pilot run (``PILOT_GAIN_SD``).
 
@@ -14,7 +17,8 @@ Runs are the rows ``utils.ode_experiments.Runner`` returns (columns ``kind``, ``
 and the measured ones).
 
 Public names: ``paired_values``, ``paired_comparison``, ``compare_family``, ``verdict``,
-``family_verdict``, ``seeds_needed``, ``MIN_SEEDS``, ``POWER``, ``PILOT_GAIN_SD``.
+``family_verdict``, ``gain_text``, ``comparison_row``, ``family_row``, ``seeds_needed``,
+``MIN_SEEDS``, ``POWER``, ``PILOT_GAIN_SD``, ``RULE``.
 """
 
 from __future__ import annotations
@@ -23,15 +27,20 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-from utils import stats
+from utils import stats, verdicts
 from utils.ode_models import Variant
+from utils.verdicts import Verdict
 
 __all__ = [
     "MIN_SEEDS",
     "PILOT_GAIN_SD",
     "POWER",
+    "RULE",
     "compare_family",
+    "comparison_row",
+    "family_row",
     "family_verdict",
+    "gain_text",
     "paired_comparison",
     "paired_values",
     "seeds_needed",
@@ -43,6 +52,10 @@ POWER = 0.8  # the power the seed count is chosen for
 # Spread (standard deviation over seeds) of the per-seed gain between two variants, from a pilot:
 # the previous reference run (3 seeds: image accuracy 0.002-0.012, rounded up; LM 0.004 bits/char).
 PILOT_GAIN_SD = {"image": 0.01, "lm": 0.005}
+RULE = (
+    f"paired t-test over seeds, p Holm-adjusted across one claim's variants, p < 0.05; "
+    f"n ≥ {MIN_SEEDS} seeds"
+)
 
 
 def paired_values(runs: pd.DataFrame, variant: Variant, column: str) -> pd.Series:
@@ -99,14 +112,17 @@ def compare_family(
     return {k: {**c, "p_holm": adjusted[k]} for k, c in family.items()}
 
 
-def verdict(comparison: dict, min_n: int = MIN_SEEDS) -> str:
-    """The rule of every row of the closing table: 'holds' if the gain is positive with Holm-adjusted
-    p < 0.05 (paired t-test over seeds), 'fails' if negative with p < 0.05, else 'within noise';
-    below ``min_n`` seeds 'too few'."""
-    return stats.test_verdict(comparison["gain"], comparison["p_holm"], comparison["n"], min_n)
+def verdict(comparison: dict, min_n: int = MIN_SEEDS) -> Verdict:
+    """The rule of every row of the closing table (``utils.verdicts.from_test``): 'holds' if the
+    gain (positive agrees with the paper) is positive with Holm-adjusted p < 0.05 (paired t-test over
+    seeds), 'opposite' if negative with p < 0.05, else 'within noise'; below ``min_n`` seeds
+    'too few'."""
+    return verdicts.from_test(
+        comparison["gain"], comparison["p_holm"], comparison["n"], "rise", min_n
+    )
 
 
-def family_verdict(family: Mapping[str, dict], min_n: int = MIN_SEEDS) -> tuple[str, str]:
+def family_verdict(family: Mapping[str, dict], min_n: int = MIN_SEEDS) -> tuple[str, Verdict]:
     """(variant, verdict) of a claim tested by several variants: the variant with the smallest
     Holm-adjusted p-value (ties: the larger gain) carries the claim's verdict."""
     name = min(family, key=lambda k: (family[k]["p_holm"], -family[k]["gain"]))
@@ -117,3 +133,32 @@ def seeds_needed(effect: float, sd: float) -> int:
     """Seeds a paired t-test needs to detect ``effect`` with ``POWER`` when the per-seed gains
     spread by ``sd`` (at least ``MIN_SEEDS``)."""
     return max(MIN_SEEDS, stats.seeds_for_power(effect, sd, POWER))
+
+
+def gain_text(comparison: Mapping, scale: float = 1.0, unit: str = "") -> str:
+    """'+0.42 pts [-0.10, +0.90]': the mean gain and its bootstrap 95% interval, times ``scale``."""
+    c, u = comparison, f" {unit}" if unit else ""
+    return f"{c['gain'] * scale:+.2f}{u} [{c['low'] * scale:+.2f}, {c['high'] * scale:+.2f}]"
+
+
+def comparison_row(
+    claim: str, paper: str, here: str, comparison: Mapping, scale: float = 1.0, unit: str = ""
+) -> dict:
+    """The closing table's row (``utils.verdicts.claim_row``) of one comparison: its verdict by
+    ``RULE``, the gain's interval and the Holm-adjusted p in the interval column."""
+    interval = f"{gain_text(comparison, scale, unit)}, Holm p={comparison['p_holm']:.3g}"
+    return verdicts.claim_row(claim, paper, here, verdict(comparison), RULE, interval)
+
+
+def family_row(
+    claim: str, paper: str, family: Mapping[str, dict], scale: float = 1.0, unit: str = ""
+) -> dict:
+    """The row of a claim tested by several variants: every variant's gain in ``here``; the
+    verdict and interval of the variant with the smallest Holm-adjusted p (``family_verdict``)."""
+    name, _ = family_verdict(family)
+    here = "; ".join(
+        f"{k.split(',')[0]} {gain_text(c, scale, unit)} (Holm p={c['p_holm']:.2g})"
+        for k, c in family.items()
+    )
+    row = comparison_row(claim, paper, here, family[name], scale, unit)
+    return {**row, "interval": f"{name.split(',')[0]}: {row['interval']}"}
