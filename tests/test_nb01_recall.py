@@ -3,11 +3,11 @@ from pathlib import Path
 import pytest
 
 from tests.notebook_runner import run_smoke
+from utils.verdicts import CHECK_COLUMNS, CLAIM_COLUMNS, PASSES, WORDS
 
 KNOCKOUT_CURVES = {"subject → last", "non-subject → last", "last → last", "first token → last"}
 SUBSETS = {"subject is the first token", "subject is not the first token"}
 POSITIONS = {"first token", "first subject", "last subject", "first after subject", "last token"}
-VERDICT_WORDS = ("holds", "within noise", "differs", "fails", "too few")
 
 
 @pytest.mark.notebook
@@ -51,21 +51,31 @@ def check_metrics(m: dict, folder: Path) -> None:
             -1 <= p["estimate"] <= 1 and p["n"] == m["attributes_rate_facts"]
             for p in peaks.values()
         )
+    assert m["tuned_lens_source"] == "prose"  # fitted on human-written text
     kl = m["tuned_lens_kl"]
-    assert len(kl) == n_layers and abs(kl[-1]["tuned lens"]) < 1e-3  # the last layer reads itself
+    assert set(kl[0]) == {"layer"} | {
+        f"{lens}, {text}"
+        for lens in ("logit lens", "tuned lens")
+        for text in ("human prose", "the model's own text")
+    }
+    assert len(kl) == n_layers
+    assert abs(kl[-1]["tuned lens, human prose"]) < 1e-3  # the last layer reads itself
     assert m["enrichment_measure_layer"] == 25  # 0.83 of 30 layers
     assert (
         max(r["first knocked-out layer"] for r in m["enrichment_knockout"]) + 5 - 1 < 25
     )  # windows end below it
-    assert set(m["enrichment_early_drop"]) == {"mlp", "attn"}
+    assert set(m["enrichment_early_change"]) == {"mlp", "attn", "mlp_vs_attn"}
     for shares in (m["extraction_shares"], m["extraction_shares_subject_blocked"]):
         assert set(shares) == {"attn_share", "mlp_share"} and all(
             0 <= v <= 1 for v in shares.values()
         )
     assert 0 <= m["ov_hit_rate_top_heads"] <= 1 and 0 <= m["ov_hit_rate_control_heads"] <= 1
     rows = m["paper_vs_here"]
-    assert len(rows) == 11 and all(r["verdict"].startswith(VERDICT_WORDS) for r in rows)
-    assert all("n=" in r["here"] and "n=" in r["verdict"] for r in rows)
+    assert len(rows) == 12 and all(list(r) == CLAIM_COLUMNS for r in rows)
+    assert all(r["verdict"] in WORDS for r in rows)
+    assert all(r["n"] is None or r["n"] <= m["facts_used"] for r in rows)
+    checks = m["checks"]
+    assert checks and all(list(c) == CHECK_COLUMNS and c["result"] == PASSES for c in checks)
     assert set(m["figures"]) == {
         f"{name}.png"
         for name in (

@@ -304,7 +304,7 @@ def test_experiments_run_and_agree_on_the_tiny_model(word_model):
     torch.testing.assert_close(enrichment.base, result.of("own")[:, 2, 2])
     table = enrichment.table()
     assert list(table.index) == [0, 1] and list(table.columns) == ["mlp", "attn"]
-    assert enrichment.early_drop("mlp").shape == (2,)
+    assert enrichment.early_change("mlp").shape == (2,)
     top = recall.sublayer_top_tokens(word_model, facts, fact_batch=3, progress=False)
     assert top["attn"].shape == (2, 3) and top["heads"].shape == (2, 3, 4) and "attn_blocked" not in top
     hits, examples, found = recall.head_attribute_hits(
@@ -523,3 +523,77 @@ def test_blocked_extraction_reruns_the_last_position_exactly(word_model, layers)
     assert not changed[:, : layers[0]].any() and changed.any()  # below the cut nothing moves; above, something does
     with pytest.raises(ValueError, match="block_subject_layers"):
         recall.sublayer_top_tokens(word_model, facts, block_subject_layers=[3], progress=False)
+
+
+def _sink_result(non_subject, first, facts=40, noise=0.0):
+    """Four knockout curves over centres [0, 1, 2, 3]: subject lowest at 3, last hardly at all."""
+    gen = torch.Generator().manual_seed(0)
+    curves = [[-5, -10, -30, -80], non_subject, [-1, -2, -1, -1], first]
+    change = torch.tensor(curves, dtype=torch.float)[:, :, None].repeat(1, 1, facts)
+    change = change + noise * torch.randn(change.shape, generator=gen)
+    return recall.KnockoutResult(
+        recall.KNOCKOUT_SOURCES, [0, 1, 2, 3], 1, torch.ones(facts), 1 + change / 100
+    )
+
+
+def test_relation_is_judged_against_the_first_token_curve():
+    rows = torch.ones(40, dtype=torch.bool).numpy()
+    # the non-subject curve is the sink's plus an early relation effect at layer 1
+    result = _sink_result([-20, -70, -40, -10], [-20, -20, -40, -10], noise=1.0)
+    layer, excess = recall.excess_minimum(result, "non-subject", "first", rows)
+    assert layer == 1 and excess.high < 0
+    gap = recall.minimum_layer_gap(result, "non-subject", "subject", rows, baseline="first")
+    assert gap.estimate == 2  # subject at 3 minus relation-beyond-sink at 1
+    claims, found = recall.knockout_claims(result, rows, n_layers=4, min_n=30)
+    assert [c["verdict"] for c in claims] == ["holds", "holds", "holds"]
+    assert found["relation_layer"] == 1
+    # the non-subject curve is the sink's alone: nothing beyond it, the claim cannot be tested
+    result = _sink_result([-20, -20, -90, -10], [-20, -20, -90, -10])
+    claims, _ = recall.knockout_claims(result, rows, n_layers=4, min_n=30)
+    assert claims[1]["verdict"] == "not testable here" and "first token" in claims[1]["interval"]
+    claims, _ = recall.knockout_claims(result, rows, n_layers=4, min_n=100)
+    assert {c["verdict"] for c in claims} == {"too few"}
+
+
+def test_curve_bands_hold_the_mean_and_the_knockout_figure_shares_its_y_range():
+    result = _sink_result([-20, -70, -40, -10], [-20, -20, -40, -10], noise=5.0)
+    rows = torch.ones(40, dtype=torch.bool).numpy()
+    bands = recall.curve_bands(result, rows)
+    assert set(bands) == set(recall.KNOCKOUT_LABELS.values())
+    subject = bands["subject → last"]
+    assert list(subject.index) == [0, 1, 2, 3]
+    assert (subject.low <= subject["mean"]).all() and (subject["mean"] <= subject.high).all()
+    assert recall.curve_bands(result, ~rows)["subject → last"]["mean"].isna().all()
+    half = rows.copy()
+    half[:20] = False
+    fig = recall.plot_knockout(result, {"a": rows, "b": half}, "title")
+    assert fig.axes[0].get_ylim() == fig.axes[1].get_ylim()
+    ticks = fig.axes[0].get_xticks()
+    assert all(float(t).is_integer() for t in ticks)
+
+
+def test_enrichment_claims_name_a_rise_a_rise():
+    # knockouts raise the rate: the paper's expected fall comes out "opposite", the title says so
+    base = torch.full((40,), 0.2)
+    knocked = torch.stack([torch.full((2, 40), 0.4), torch.full((2, 40), 0.3)])
+    knocked = knocked + 0.01 * torch.randn(knocked.shape, generator=torch.Generator().manual_seed(0))
+    enrichment = recall.EnrichmentResult(10, 2, [0, 4], base, knocked)
+    rows, changes = recall.enrichment_claims(enrichment, min_n=30)
+    assert changes["mlp"].estimate == pytest.approx(0.2, abs=0.01)
+    assert [r["verdict"] for r in rows] == ["opposite", "opposite"]  # MLP raises it more, too
+    title = recall.enrichment_title(changes)
+    assert title.startswith("Early MLP knockouts raise the rate by 20.") and "raise it by" in title
+    assert "-" not in rows[0]["here"].split("knockout;")[-1]  # the effect is named, not signed
+
+
+def test_extraction_and_ov_claims():
+    gen = torch.Generator().manual_seed(0)
+    attn = torch.rand(60, 4, generator=gen) < 0.5
+    events = {"attn": attn, "mlp": torch.zeros(60, 4, dtype=torch.bool), "attn_blocked": attn}
+    rows, found = recall.extraction_claims(events, min_n=30)
+    assert rows[0]["verdict"] == "holds" and rows[1]["verdict"] == "within noise"
+    assert found["blocked"].estimate == 0
+    hits = torch.zeros(60, 4, dtype=torch.bool)
+    hits[:, :2] = torch.rand(60, 2, generator=gen) < 0.6
+    row, margin = recall.ov_claim(hits, 2, min_n=30)
+    assert row["verdict"] == "holds" and margin.low > 0 and row["n"] == 60

@@ -11,13 +11,15 @@ the attribute from the subject):
    critical points of (B) and (C). ``knockout_sweep`` (batched), ``knockout_loop`` (reference).
 3. ``attributes``: what counts as an attribute of a subject (token sets from texts about it).
 4. ``enrichment``: the attributes rate of hidden states by layer and position (``attribute_rates``)
-   and its drop with early MLP or attention sublayers zeroed (``enrichment_knockout``): (A).
+   and its change with early MLP or attention sublayers zeroed (``enrichment_knockout``): (A).
 5. ``readout``: the top-1 token of many writes read in the vocabulary, fast.
 6. ``extraction``: extraction events of attention and MLP sublayers and heads at the last position,
    also with subject -> last blocked (``sublayer_top_tokens``): (C).
 7. ``heads``: heads whose OV circuits map subjects to attributes (``head_attribute_hits``).
 
-``harness`` holds the notebook's ``PRESETS`` and the bootstrap statistics of its verdicts.
+``harness`` holds the notebook's ``PRESETS`` and the bootstrap statistics of its verdicts,
+``claims`` turns them into the notebook's "paper vs here" rows (``utils.verdicts``) and
+``figures`` draws its figures.
 
 Every public name of those modules is re-exported here (``from utils import recall;
 recall.knockout_sweep(...)``), with ``project`` (``utils.prompts.project``: hidden states read
@@ -38,6 +40,15 @@ from utils.recall.attributes import (
     fact_attribute_texts,
     other_subject_masks,
     token_keys,
+)
+from utils.recall.claims import (
+    attribute_claims,
+    change_verb,
+    enrichment_claims,
+    enrichment_title,
+    extraction_claims,
+    knockout_claims,
+    ov_claim,
 )
 from utils.recall.enrichment import (
     LOGIT_LENS,
@@ -64,10 +75,20 @@ from utils.recall.facts import (
     prepare_facts,
     require_range_index,
 )
+from utils.recall.figures import (
+    plot_enrichment,
+    plot_extraction,
+    plot_knockout,
+    plot_lens_kl,
+    plot_ov_hits,
+    plot_rates,
+)
 from utils.recall.harness import (
     NO_FACTS,
     PRESETS,
+    curve_bands,
     describe_minimum,
+    excess_minimum,
     fact_interval,
     knockout_minima,
     minimum_layer,
@@ -161,7 +182,9 @@ __all__ = [
     # harness
     "NO_FACTS",
     "PRESETS",
+    "curve_bands",
     "describe_minimum",
+    "excess_minimum",
     "fact_interval",
     "knockout_minima",
     "minimum_layer",
@@ -170,4 +193,19 @@ __all__ = [
     "position_peaks",
     "smallest_effect_margin",
     "specific_summary",
+    # claims
+    "attribute_claims",
+    "change_verb",
+    "enrichment_claims",
+    "enrichment_title",
+    "extraction_claims",
+    "knockout_claims",
+    "ov_claim",
+    # figures
+    "plot_enrichment",
+    "plot_extraction",
+    "plot_knockout",
+    "plot_lens_kl",
+    "plot_ov_hits",
+    "plot_rates",
 ]

@@ -225,11 +225,11 @@ class EnrichmentResult:
             index=pd.Index(self.starts, name="first knocked-out layer"),
         )
 
-    def early_drop(self, kind: str) -> torch.Tensor:
-        """Per fact [F]: the rate without knockout minus its mean over the early windows (starting
-        in the lower half of the layers below the measured one)."""
+    def early_change(self, kind: str) -> torch.Tensor:
+        """Per fact [F]: the rate's mean over the early windows (starting in the lower half of the
+        layers below the measured one) minus the rate without knockout (a fall is negative)."""
         early = torch.tensor([s < self.measure_layer / 2 for s in self.starts])
-        return self.base - self.knocked[SUBLAYER_KINDS.index(kind)][early].mean(0)
+        return self.knocked[SUBLAYER_KINDS.index(kind)][early].mean(0) - self.base
 
 
 def knockout_starts(measure_layer: int, window: int, stride: int = 1) -> list[int]:

@@ -6,12 +6,14 @@ over facts that turn the method's per-fact numbers into verdicts and printed sum
 
 * ``PRESETS``: the sizes each ``scale`` fills in (``apply_scale(globals(), recall.PRESETS)``).
 * ``fact_interval`` / ``NO_FACTS``: the mean of per-fact values with its bootstrap interval.
-* Knockout curves: ``knockout_minima``, ``minimum_layer``, ``minimum_layer_gap``,
-  ``smallest_effect_margin``, ``describe_minimum``.
+* Knockout curves: ``knockout_minima``, ``minimum_layer``, ``minimum_layer_gap`` (optionally
+  against a baseline curve such as the first-token sink), ``excess_minimum``,
+  ``smallest_effect_margin``, ``curve_bands`` (bootstrap bands over facts), ``describe_minimum``.
 * Attributes rate by position: ``position_peaks``, ``peak_advantage``, ``specific_summary``.
 
 Public names: ``PRESETS``, ``NO_FACTS``, ``fact_interval``, ``knockout_minima``, ``minimum_layer``,
-``minimum_layer_gap``, ``smallest_effect_margin``, ``describe_minimum``, ``position_peaks``,
+``minimum_layer_gap``, ``excess_minimum``, ``smallest_effect_margin``, ``curve_bands``,
+``describe_minimum``, ``position_peaks``,
 ``peak_advantage``, ``specific_summary``.
 """
 
@@ -25,12 +27,14 @@ import torch
 
 from utils.recall.enrichment import POSITIONS
 from utils.recall.knockout import KNOCKOUT_LABELS, KnockoutResult
-from utils.stats import Interval, bootstrap_interval
+from utils.stats import CONFIDENCE, N_BOOTSTRAP, Interval, bootstrap_interval
 
 __all__ = [
     "NO_FACTS",
     "PRESETS",
+    "curve_bands",
     "describe_minimum",
+    "excess_minimum",
     "fact_interval",
     "knockout_minima",
     "minimum_layer",
@@ -79,6 +83,7 @@ PRESETS = {
         "top_tokens": 500,
         "kept_tokens": 50,
         "lens_tokens": 4096,
+        "lens_source": "prose",
         "enrich_at": 0.83,
         "enrich_window": 5,
         "enrich_stride": 3,
@@ -149,11 +154,18 @@ def minimum_layer(
 
 
 def minimum_layer_gap(
-    result: KnockoutResult, early: str, late: str, rows: Sequence[bool] | None = None
+    result: KnockoutResult,
+    early: str,
+    late: str,
+    rows: Sequence[bool] | None = None,
+    baseline: str | None = None,
 ) -> Interval:
-    """Bootstrap interval of (layer of ``late``'s minimum) − (layer of ``early``'s minimum)."""
+    """Bootstrap interval of (layer of ``late``'s minimum) − (layer of ``early``'s minimum); with
+    a ``baseline`` source, ``early``'s curve is taken minus the baseline's (e.g. the sink's)."""
     change = result.change(rows)
     a, b = (change[result.sources.index(s)].numpy() for s in (early, late))
+    if baseline is not None:
+        a = a - change[result.sources.index(baseline)].numpy()
     centers = np.array(result.centers)
     return _over_facts(
         a.shape[-1],
@@ -177,6 +189,41 @@ def smallest_effect_margin(
             - max(curves[o][:, idx].mean(-1).min() for o in others)
         ),
     )
+
+
+def excess_minimum(
+    result: KnockoutResult, source: str, baseline: str, rows: Sequence[bool] | None = None
+) -> tuple[int, Interval]:
+    """The layer where the mean of ``source``'s change minus ``baseline``'s is lowest, and the
+    interval over facts of that difference there (negative: ``source`` hurts beyond it)."""
+    change = result.change(rows)
+    excess = change[result.sources.index(source)] - change[result.sources.index(baseline)]
+    j = int(excess.mean(-1).nan_to_num(0.0).argmin())
+    return result.centers[j], fact_interval(excess[j])
+
+
+def curve_bands(
+    result: KnockoutResult, rows: Sequence[bool] | None = None, seed: int = 0
+) -> dict[str, pd.DataFrame]:
+    """Per curve label: the mean change (%) per centre layer with its 95% bootstrap band over the
+    facts in ``rows`` (columns mean, low, high; index layer)."""
+    change = result.change(rows).double().numpy()  # [source, center, F]
+    n = change.shape[-1]
+    if n == 0:  # no facts: empty bands
+        mean = low = high = np.full(change.shape[:2], np.nan)
+    else:
+        draws = np.random.default_rng(seed).integers(0, n, size=(N_BOOTSTRAP, n))
+        # one centre at a time keeps the [source, draw, fact] resample small
+        boot = np.stack([change[:, c][:, draws].mean(-1) for c in range(change.shape[1])], 1)
+        low, high = np.quantile(boot, [(1 - CONFIDENCE) / 2, (1 + CONFIDENCE) / 2], axis=-1)
+        mean = change.mean(-1)
+    return {
+        KNOCKOUT_LABELS[s]: pd.DataFrame(
+            {"mean": mean[i], "low": low[i], "high": high[i]},
+            index=pd.Index(result.centers, name="layer"),
+        )
+        for i, s in enumerate(result.sources)
+    }
 
 
 def describe_minimum(minimum: Mapping) -> str:
