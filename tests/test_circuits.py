@@ -219,6 +219,8 @@ def test_circuit_figure_keeps_at_most_25_nodes_and_merges_errors_per_layer(setup
     fig, ax = plt.subplots()
     drawn = C.plot_circuit(graph, ax, [str(int(t)) for t in tokens], "test", max_nodes=10)
     assert len(drawn) == len(shown) and all(len(label) <= 10 for label in drawn.label)
+    legend = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert legend[:2] == ["raises the target", "lowers the target"] and "|attribution|" in legend[2]
     plt.close(fig)
 
 
@@ -349,3 +351,89 @@ def test_targets_reached_from_two_parents_add_up(setup):
     assert C.target_value(tr, both) == pytest.approx(C.target_value(tr, a) + C.target_value(tr, b), rel=1e-5)
     with pytest.raises(ValueError, match="cannot add targets"):
         a.plus(C.feature_target(tr, transcoders, 2, 5, 7))
+
+
+def test_threshold_and_window_verdicts_use_the_five_words():
+    from utils import verdicts
+
+    assert C.threshold_verdict(0.6, 1.0, 100, 10, at_most=True).word == verdicts.HOLDS
+    assert C.threshold_verdict(3.3, 1.0, 100, 10, at_most=True).word == verdicts.OPPOSITE
+    assert C.threshold_verdict(0.59, 0.8, 30, 3, at_most=False).word == verdicts.OPPOSITE
+    assert C.threshold_verdict(0.9, 0.8, 2, 3, at_most=False).word == verdicts.TOO_FEW
+    assert C.window_verdict(0.2, [3, 4], 0.05) is None
+    raised = C.window_verdict(-0.111, [21, 22, 23], 0.05)
+    assert raised.word == verdicts.NOT_TESTABLE and "rise 0.111" in raised.reason and "21-23" in raised.reason
+    assert "fall 0.030" in C.window_verdict(0.03, [1, 2], 0.05).reason
+    assert C.window_title(0.2, [3, 4], 0.05).endswith("(fall 0.200)")
+    assert "rise 0.111" in C.window_title(-0.111, [21, 22], 0.05)
+
+
+def test_features_vs_neurons_reads_the_interval_over_sizes():
+    from utils import verdicts
+
+    curve = pd.DataFrame({"k": [1, 3, 10, 30], "features": [0.3, 0.4, 0.5, 0.6], "neurons": [0.1, 0.2, 0.3, 0.4]})
+    assert C.features_vs_neurons(curve, 3).word == verdicts.HOLDS
+    swapped = curve.rename(columns={"features": "neurons", "neurons": "features"})
+    assert C.features_vs_neurons(swapped, 3).word == verdicts.OPPOSITE
+    assert C.features_vs_neurons(curve.head(2), 3).word == verdicts.TOO_FEW
+
+
+def test_quality_table_puts_the_model_written_values_beside():
+    prose = pd.DataFrame({"layer": [0, 1], "l0": [10.0, 20.0], "fvu": [0.5, 0.6], "frac_recovered": [0.4, 0.5],
+                          "delta_ce": [0.1, 0.2], "kl": [0.1, 0.1], "dead_frac": [0.0, 0.1], "extra": [1, 2]})
+    own = prose.assign(fvu=[0.3, 0.4], frac_recovered=[0.7, 0.8])
+    table = C.quality_table(prose, own)
+    assert list(table.columns) == ["layer", "L0", "FVU", "recovered", "ΔCE", "KL", "dead",
+                                   f"FVU {C.OWN_TEXT}", f"recovered {C.OWN_TEXT}"]
+    assert table[f"recovered {C.OWN_TEXT}"].tolist() == [0.7, 0.8] and table.recovered.tolist() == [0.4, 0.5]
+
+
+def test_feature_heatmap_has_two_panels_each_centred_at_zero(setup):
+    model, transcoders, _, _ = setup
+    features = pd.DataFrame({"layer": [0, 2, 1], "unit": [3, 5, 0]})  # layer 1 has no transcoder
+    de_emb, logit = C.feature_digit_scores(model, transcoders, features, [1, 2, 3], ["a", "b", "c"])
+    assert list(de_emb.index) == ["L0.F3", "L2.F5"] and list(logit.columns) == ["a", "b", "c"]
+    expected = T.rms_embeddings(model)[[1, 2, 3]] @ transcoders[2].W_enc[:, 5]
+    np.testing.assert_allclose(de_emb.loc["L2.F5"].to_numpy(), expected.numpy(), rtol=1e-5)
+    fig = C.plot_feature_digits(de_emb, logit)
+    images = [ax.images[0] for ax in fig.axes if ax.images]
+    assert len(images) == 2  # one per panel, each with its own colour bar
+    assert len(fig.axes) == 4
+    for image, scores in zip(images, (de_emb, logit), strict=True):
+        bound = float(np.abs(scores.to_numpy()).max())
+        assert image.norm.vcenter == 0 and image.norm.vmin == pytest.approx(-bound)
+        assert image.norm.vmax == pytest.approx(bound)
+
+
+def test_quality_and_top_k_figures_are_titled_from_their_numbers():
+    frame = pd.DataFrame({"layer": [0, 1, 2], "l0": [10.0, 20.0, 30.0], "fvu": [0.5, 0.6, 0.7],
+                          "frac_recovered": [0.4, 0.5, 0.6]})
+    fig = C.plot_layer_quality(frame, frame.assign(frac_recovered=[0.7, 0.8, 0.9]), 100.0)
+    assert fig.axes[2].get_title() == f"recovered per layer: median 50% (80% {C.OWN_TEXT})"
+    assert C.plot_layer_quality(frame, frame.iloc[:0], 100.0).axes[1].get_title() == "FVU per layer: median 0.60"
+    curve = pd.DataFrame({"k": [1, 3, 10], "features": [0.3, 0.4, 0.5], "neurons": [0.1, 0.2, 0.3]})
+    verdict = C.features_vs_neurons(curve, 3)
+    title = C.plot_top_k(curve, {"original model": 0.5}, verdict).axes[0].get_title()
+    assert title.startswith("Top-k circuits, features − neurons 0.200 [0.200, 0.200] over 3 sizes: holds")
+
+
+def test_feature_labels_name_the_top_read_and_written_tokens():
+    words = [f"w{i}" for i in range(20)]
+    model = tiny_model(n_layers=3, d_vocab=len(words) + 1, seed=2)
+    model.set_tokenizer(word_tokenizer(words))
+    transcoders = {2: T.random_transcoder(model.cfg.d_model, 16, seed=2)}
+    features = pd.DataFrame({"layer": [2, 1], "unit": [5, 0]})  # layer 1 has no transcoder
+    labels = C.feature_labels(model, transcoders, features, k=2)
+    reads = T.de_embedding(model, transcoders[2], 5, 2).token
+    assert labels.iloc[1] == "" and labels.iloc[0].startswith("reads ")
+    assert labels.iloc[0].split(" → ")[0] == "reads " + "|".join(repr(t.strip() or t)[1:-1] for t in reads)
+    assert labels.iloc[0].split(" → ")[1].startswith("writes ")
+    shown = pd.DataFrame({"kind": ["feature", "head", "feature"], "layer": [2.0, 1.0, 2.0], "unit": [5, 0, 5]})
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    key = C.circuit_key(ax, model, transcoders, shown)
+    label = C.feature_labels(model, transcoders, features.iloc[:1]).iloc[0]  # k=3, the default
+    assert key.to_dict("records") == [{"layer": 2, "unit": 5, "label": label}]
+    assert ax.texts[-1].get_text() == f"Features shown, L2 F5: {label}"
+    plt.close(fig)

@@ -1,3 +1,4 @@
+import pandas as pd
 import pytest
 import torch
 
@@ -161,3 +162,23 @@ def test_precision_at_k_measures_each_ablation_from_its_own_baseline(digit_years
     assert unchanged == 0.0  # ablating nothing beyond the baseline moves nothing
     zeroed = circuits.precision_at_k(model, task, prompts, units, lambda layer, unit: ({1: lambda x, real: torch.zeros_like(real)}, ()), 1e-6, baseline)
     assert zeroed == 1.0
+
+
+def test_window_effects_ablate_each_window_jointly(digit_years):
+    model, task, prompts = digit_years
+    layers = list(range(model.cfg.n_layers))
+    singles = circuits.layer_effects(model, task, prompts, layers)
+    one_wide = circuits.window_effects(model, task, prompts, layers, 1)
+    torch.testing.assert_close(torch.tensor(one_wide.values), torch.tensor(singles.values))
+    joint = circuits.window_effects(model, task, prompts, layers, 2)
+    means = circuits.mean_writes(model, prompts.prompt, [0, 1])
+    both = {layer: circuits.mean_write_fn(means[layer]) for layer in (0, 1)}
+    expected = circuits.mean_prob_diff(model, task, prompts) - circuits.mean_prob_diff(model, task, prompts, both)
+    assert list(joint.index) == list(range(len(layers) - 1))
+    assert joint[0] == pytest.approx(expected, abs=1e-6)
+
+
+def test_best_window_is_the_one_whose_ablation_lowers_the_difference_most():
+    joint = pd.Series({0: -0.1, 1: 0.02, 2: 0.3, 3: 0.1})
+    assert circuits.best_window(joint, 3) == ([2, 3, 4], pytest.approx(0.3))
+    assert circuits.best_window(pd.Series({4: -0.2, 5: -0.05}), 2)[0] == [5, 6]

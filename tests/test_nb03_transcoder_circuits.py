@@ -3,8 +3,7 @@ import math
 import pytest
 
 from tests.notebook_runner import run_smoke
-
-VERDICT_WORDS = ("holds", "within noise", "differs", "fails", "too few", "identity")
+from utils import verdicts
 
 
 @pytest.mark.notebook
@@ -30,10 +29,20 @@ def test_notebook_03_runs_and_reports(tmp_path):
     assert len(m["top_heads"]) > 0 and len(m["top_features"]) > 0
     assert m["invariant_correlation"] is None or -1 <= m["invariant_correlation"] <= 1
     assert m["blind_case"]["n"] <= m["parameters"]["n_blind"]
-    verdicts = [row["verdict"] for row in m["paper_vs_here"]]
-    assert all(v.startswith(VERDICT_WORDS) for v in verdicts), verdicts
-    assert any(v == "identity" for v in verdicts)  # completeness is reported as an identity
+    assert m["source"] == "prose"  # human-written text by default
+    assert [row["layer"] for row in m["per_layer_own_text"]] == layers  # the model's own text, beside
+    assert m["ce_own_text"]["clean"] > 0
+    effects = gt["window_effects"]
+    assert gt["window_effect"] == max(effects.values()) and int(min(effects, key=int)) == 0
+    assert gt["circuit_window"][0] == int(max(effects, key=effects.get))  # the largest joint fall
+    rows = m["paper_vs_here"]
+    assert all(set(verdicts.CLAIM_COLUMNS) <= set(row) for row in rows)
+    assert all(row["verdict"] in verdicts.WORDS for row in rows), [row["verdict"] for row in rows]
+    window_row = next(row for row in rows if row["claim"].startswith("few transcoder features"))
+    assert (window_row["verdict"] == verdicts.NOT_TESTABLE) == (gt["window_effect"] < 0.05)
+    assert [row["result"] for row in m["checks"]] == [verdicts.PASSES]  # completeness, an identity
     assert set(m["figures"]) == {
         f"{n}.png"
-        for n in ("layer_quality", "l1_sweep", "greater_than", "circuit", "features", "top_k", "invariant")
+        for n in ("layer_quality", "l1_sweep", "greater_than", "circuit", "features", "window", "top_k",
+                  "invariant")
     }

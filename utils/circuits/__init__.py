@@ -17,6 +17,7 @@ readable top to bottom:
   circuits, precision at k (``layer_effects``, ``unit_scores``, ``features_kept``, ``neurons_kept``).
 * ``layout``: the circuit figure (``plot_circuit``).
 * ``harness``: notebook 03's ``PRESETS`` and the class rating sheet (not the method).
+* ``report``: notebook 03's verdict rules, tables and figures, built from its numbers (not the method).
 
 ``from utils import circuits as C`` gives every public name of those modules, plus the greater-than
 task's names from ``utils.greater_than`` (``GreaterThan``, ``greater_than_prompts``, ``spread_starts``,
@@ -27,6 +28,7 @@ from utils.circuits.ablation import (
     Edit,
     MeanActs,
     best_layer_window,
+    best_window,
     feature_ablator,
     features_kept,
     layer_effects,
@@ -40,6 +42,7 @@ from utils.circuits.ablation import (
     random_units,
     top_units,
     unit_scores,
+    window_effects,
 )
 from utils.circuits.attribution import (
     EXPANDABLE,
@@ -83,6 +86,22 @@ from utils.circuits.layout import (
     plot_circuit,
 )
 from utils.circuits.paths import Graph, node_id, path_search
+from utils.circuits.report import (
+    MIN_WINDOW_EFFECT,
+    OWN_TEXT,
+    circuit_key,
+    feature_digit_scores,
+    feature_labels,
+    features_vs_neurons,
+    plot_feature_digits,
+    plot_layer_quality,
+    plot_top_k,
+    plot_window_effects,
+    quality_table,
+    threshold_verdict,
+    window_title,
+    window_verdict,
+)
 from utils.circuits.runs import (
     CleanRun,
     answer_probs,
@@ -150,6 +169,7 @@ __all__ = [
     "Edit",
     "MeanActs",
     "best_layer_window",
+    "best_window",
     "feature_ablator",
     "features_kept",
     "layer_effects",
@@ -163,6 +183,7 @@ __all__ = [
     "random_units",
     "top_units",
     "unit_scores",
+    "window_effects",
     # layout
     "MAX_NODES",
     "circuit_edges",
@@ -180,4 +201,19 @@ __all__ = [
     "later_earlier",
     "prob_diff",
     "spread_starts",
+    # report (notebook 03's verdict rules, tables and figures)
+    "MIN_WINDOW_EFFECT",
+    "OWN_TEXT",
+    "circuit_key",
+    "feature_digit_scores",
+    "feature_labels",
+    "features_vs_neurons",
+    "plot_feature_digits",
+    "plot_layer_quality",
+    "plot_top_k",
+    "plot_window_effects",
+    "quality_table",
+    "threshold_verdict",
+    "window_title",
+    "window_verdict",
 ]

@@ -6,8 +6,10 @@ of a circuit is mean-ablated (held at its mean over the prompts, per position), 
 scored by the mean probability difference (``utils.circuits.runs``).
 
 1. ``mean_writes`` / ``mean_feature_acts`` / ``mean_neuron_acts``: the means an ablation holds units at.
-2. ``layer_effects``: the drop in probability difference when one MLP's write is mean-ablated
-   (``mean_write_fn``); ``best_layer_window`` picks the consecutive layers that carry the most.
+2. ``layer_effects``: the fall in probability difference when one MLP's write is mean-ablated
+   (``mean_write_fn``); ``window_effects`` the same for every run of consecutive layers ablated at
+   once (the joint effect), and ``best_window`` picks the run whose ablation lowers it most;
+   ``best_layer_window`` picks the consecutive layers whose units carry the most |score|.
 3. ``unit_scores``: each feature's or neuron's first-order effect of mean-ablation,
    |(a - mean a) x gradient|; ``top_units`` ranks them across layers, ``random_units`` is chance.
 4. ``features_kept`` (replacements splicing transcoders with only some features at their real
@@ -17,7 +19,8 @@ scored by the mean probability difference (``utils.circuits.runs``).
    difference, with ``feature_ablator`` / ``neuron_ablator`` making each single ablation.
 
 Public names: ``MeanActs``, ``Edit``, ``mean_writes``, ``mean_feature_acts``, ``mean_neuron_acts``,
-``mean_write_fn``, ``layer_effects``, ``best_layer_window``, ``unit_scores``, ``top_units``,
+``mean_write_fn``, ``layer_effects``, ``window_effects``, ``best_window``, ``best_layer_window``,
+``unit_scores``, ``top_units``,
 ``random_units``, ``features_kept``, ``neurons_kept``, ``precision_at_k``, ``feature_ablator``,
 ``neuron_ablator``.
 """
@@ -44,6 +47,7 @@ __all__ = [
     "Edit",
     "MeanActs",
     "best_layer_window",
+    "best_window",
     "feature_ablator",
     "features_kept",
     "layer_effects",
@@ -57,6 +61,7 @@ __all__ = [
     "random_units",
     "top_units",
     "unit_scores",
+    "window_effects",
 ]
 
 MeanActs = dict[int, torch.Tensor]  # layer -> [pos, units]: a unit's mean over prompts, per position
@@ -123,17 +128,51 @@ def layer_effects(
     return pd.Series(effects, name="effect")
 
 
+def _consecutive(layers: Sequence[int], width: int) -> list[list[int]]:
+    """Every run of ``width`` consecutive layers among ``layers`` (sorted)."""
+    ordered = sorted(layers)
+    if not 1 <= width <= len(ordered):
+        raise ValueError(f"window width must be between 1 and {len(ordered)} (the layers given), got {width}")
+    runs = [ordered[i : i + width] for i in range(len(ordered) - width + 1)]
+    contiguous = [w for w in runs if w[-1] - w[0] == width - 1]
+    if not contiguous:
+        raise ValueError(f"no {width} consecutive layers among {ordered}")
+    return contiguous
+
+
+def window_effects(
+    model: HookedTransformer,
+    task: GreaterThan,
+    prompts: pd.DataFrame,
+    layers: Sequence[int],
+    width: int,
+    clean: CleanRun | None = None,
+) -> pd.Series:
+    """For every run of ``width`` consecutive layers among ``layers``: the clean mean probability
+    difference minus the one with all of the run's MLPs mean-ablated at once (the joint effect),
+    indexed by the run's first layer. Positive = ablating the window lowers the difference."""
+    windows = _consecutive(layers, width)
+    means = mean_writes(model, prompts.prompt, sorted({layer for w in windows for layer in w}))
+    run = clean if clean is not None else clean_run(model, prompts.prompt)
+    unedited = mean_prob_diff(model, task, prompts, clean=run)
+    effects = {
+        w[0]: unedited - mean_prob_diff(model, task, prompts, {la: mean_write_fn(means[la]) for la in w}, clean=run)
+        for w in tqdm(windows, desc="mean-ablating each window")
+    }
+    return pd.Series(effects, name="joint_effect")
+
+
+def best_window(joint: pd.Series, width: int) -> tuple[list[int], float]:
+    """The window (``width`` layers from the first layer in ``joint``'s index) whose joint
+    mean-ablation lowers the probability difference most, and that joint effect."""
+    first = int(joint.idxmax())
+    return list(range(first, first + width)), float(joint.max())
+
+
 def best_layer_window(scores: Mapping[int, torch.Tensor], width: int) -> list[int]:
     """The ``width`` consecutive layers (among those scored) whose units carry the most total |score|."""
-    layers = sorted(scores)
-    if not 1 <= width <= len(layers):
-        raise ValueError(f"window width must be between 1 and {len(layers)} (the layers scored), got {width}")
-    totals = {layer: float(scores[layer].abs().sum()) for layer in layers}
-    windows = [layers[i : i + width] for i in range(len(layers) - width + 1)]
-    contiguous = [w for w in windows if w[-1] - w[0] == width - 1]
-    if not contiguous:
-        raise ValueError(f"no {width} consecutive layers among the scored layers {layers}")
-    return max(contiguous, key=lambda w: sum(totals[layer] for layer in w))
+    totals = {layer: float(scores[layer].abs().sum()) for layer in scores}
+    return max(_consecutive(list(scores), width), key=lambda w: sum(totals[layer] for layer in w))
 
 
 # ----------------------------------------------------------------------------- 3. scoring units

@@ -32,6 +32,7 @@ PRESETS = {
         "n_train_tokens": 2_048,
         "epochs": 2,
         "n_eval_tokens": 256,
+        "n_own_tokens": 128,
         "d_sae": 128,
         "batch_tokens": 256,
         "l1_grid": [0.03, 0.1],
@@ -52,6 +53,7 @@ PRESETS = {
         "n_train_tokens": 1_024,
         "epochs": 1,
         "n_eval_tokens": 128,
+        "n_own_tokens": 128,
         "d_sae": 64,
         "l1_grid": [0.1],
         "sweep_layers": [1],
@@ -67,12 +69,14 @@ PRESETS = {
     },
     "default": {
         "model_name": "smollm2-135m",
-        "source": "shipped",
+        "source": "prose",  # human-written prose (utils.prose): train split for training, validation for metrics
         "tc_layers": list(range(30)),
         "ctx": 128,
         "n_train_tokens": 24_576,
         "epochs": 4,
         "n_eval_tokens": 768,
+        "compare_own_text": True,  # the per-layer metrics again on the model's own text, beside
+        "n_own_tokens": 256,  # its size: sized so the notebook stays within 8 min at default
         "d_sae": 768,
         "batch_tokens": 512,
         "l1_grid": [0.02, 0.03, 0.05],
@@ -92,6 +96,7 @@ PRESETS = {
     "paper": {  # the paper's set-up: GPT-2 small, a transcoder for each of its 12 MLPs, OpenWebText
         "model_name": "gpt2",
         "source": "openwebtext",
+        "compare_own_text": False,  # the shipped corpus was written by SmolLM2, not by GPT-2
         "tc_layers": list(range(12)),
         "ctx": 128,
         "n_train_tokens": 1_048_576,

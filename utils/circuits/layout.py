@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from matplotlib import patheffects
 from matplotlib.axes import Axes
+from matplotlib.lines import Line2D
 
 from utils.circuits.paths import Graph
 
@@ -108,11 +109,22 @@ def circuit_layout(shown: pd.DataFrame, n_pos: int) -> tuple[dict[str, tuple[flo
     return where, centres
 
 
+def _edge_legend(biggest: float) -> list[Line2D]:
+    """What an edge's colour (sign) and width (|attribution|, widest = ``biggest``) mean."""
+    return [
+        Line2D([], [], color="tab:blue", linewidth=2.5, label="raises the target"),
+        Line2D([], [], color="tab:red", linewidth=2.5, label="lowers the target"),
+        Line2D([], [], color="0.4", linewidth=0.6 + 5 * 0.5, label=f"width: |attribution| ({biggest / 2:.2f})"),
+        Line2D([], [], color="0.4", linewidth=0.6 + 5, label=f"widest: {biggest:.2f}"),
+    ]
+
+
 def plot_circuit(graph: Graph, ax: Axes, token_labels: Sequence[str], title: str, max_nodes: int = MAX_NODES) -> pd.DataFrame:
     """A layered circuit: one column per token position (plus one for the per-layer error nodes),
     one row per layer (a head at its layer and the source position it reads, MLP features half a
     layer above, the root on top; see ``circuit_layout``), at most ``max_nodes`` nodes with short
-    labels, edge width by |attribution| (blue raises the root, red lowers it). Returns the nodes shown."""
+    labels, edge width by |attribution| (blue raises the root, red lowers it; a legend says so).
+    Returns the nodes shown."""
     shown = circuit_nodes(graph, max_nodes)
     n_pos = len(token_labels)
     spots, centres = circuit_layout(shown, n_pos)
@@ -131,6 +143,7 @@ def plot_circuit(graph: Graph, ax: Axes, token_labels: Sequence[str], title: str
     ax.set_xlim(-0.3, centres[-1] + 0.8)
     ax.set_ylim(-1.7, float(shown.layer.max()) + 3.5)
     ax.set_title(title, fontsize=10)
+    ax.legend(handles=_edge_legend(biggest), loc="upper right", fontsize=8, framealpha=0.9)
     ax.set_xlabel("token position (input token)")
     ax.set_ylabel("layer (heads at the layer, MLP features +0.5)")
     return shown

@@ -1,0 +1,247 @@
+"""Notebook 03's report: its verdict rules, tables and figures, built from the computed numbers.
+
+Not the paper's method (the rest of ``utils.circuits``): how notebook 03 turns its numbers into
+rows of ``utils.verdicts`` and figures whose titles come from the same numbers.
+
+* ``threshold_verdict``: *holds* when a single number meets the paper's level, else *opposite*.
+* ``window_verdict`` / ``window_title``: whether the features-vs-neurons test applies (the window's
+  joint mean-ablation lowers the probability difference by at least ``min_effect``), and the
+  window figure's title from the same numbers.
+* ``features_vs_neurons``: the verdict on top-k features vs top-k neurons over circuit sizes.
+* ``quality_table``: the per-layer table on human held-out text with the model-written values beside.
+* ``feature_digit_scores`` / ``plot_feature_digits``: each top feature's de-embedding and logit
+  effect over the answer tokens, two panels with their own diverging scales centred at 0.
+* ``plot_window_effects``: per-layer and per-window mean-ablation effects with the chosen window.
+* ``feature_labels``: a short computed label per feature, from its top de-embedded tokens (what it
+  reads straight from the embeddings) and its top logit-effect tokens (what it writes).
+* ``circuit_key``: the feature nodes a circuit figure shows, with those labels, as a key below it.
+* ``plot_layer_quality``: L0, FVU and loss recovered per layer, human prose and the model's own text.
+* ``plot_top_k``: top-k features vs top-k neurons, titled by their verdict.
+
+Public names: ``OWN_TEXT``, ``MIN_WINDOW_EFFECT``, ``threshold_verdict``, ``window_verdict``, ``window_title``,
+``features_vs_neurons``, ``quality_table``, ``feature_digit_scores``, ``plot_feature_digits``,
+``plot_window_effects``, ``plot_layer_quality``, ``plot_top_k``, ``feature_labels``, ``circuit_key``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.colors import TwoSlopeNorm
+from matplotlib.figure import Figure
+from transformer_lens import HookedTransformer
+
+from utils import stats, verdicts
+from utils import transcoders as T
+from utils.plotting import label, new_figure
+
+__all__ = [
+    "MIN_WINDOW_EFFECT",
+    "OWN_TEXT",
+    "circuit_key",
+    "feature_digit_scores",
+    "feature_labels",
+    "features_vs_neurons",
+    "plot_feature_digits",
+    "plot_layer_quality",
+    "plot_top_k",
+    "plot_window_effects",
+    "quality_table",
+    "threshold_verdict",
+    "window_title",
+    "window_verdict",
+]
+
+OWN_TEXT = "on the model's own text"  # the label of every model-written comparison value
+MIN_WINDOW_EFFECT = 0.05  # the fall a window's mean-ablation must cause for features vs neurons to apply
+QUALITY_COLUMNS = {"l0": "L0", "fvu": "FVU", "frac_recovered": "recovered", "delta_ce": "ΔCE",
+                   "kl": "KL", "dead_frac": "dead"}
+
+
+def threshold_verdict(value: float, limit: float, n: int, min_n: int, at_most: bool) -> verdicts.Verdict:
+    """*holds* when one number meets the paper's level (``value <= limit`` if ``at_most``, else
+    ``>=``), *opposite* when it misses it, *too few* when ``n < min_n``. No interval: one number."""
+    refused = verdicts.too_few(n, min_n)
+    if refused:
+        return refused
+    met = value <= limit if at_most else value >= limit
+    return verdicts.Verdict(verdicts.HOLDS if met else verdicts.OPPOSITE, n)
+
+
+def window_verdict(
+    joint_effect: float, window: Sequence[int], min_effect: float = MIN_WINDOW_EFFECT
+) -> verdicts.Verdict | None:
+    """*not testable here* (with the reason) unless mean-ablating ``window`` at once lowers the mean
+    probability difference by at least ``min_effect``; None when the test applies."""
+    if joint_effect >= min_effect:
+        return None
+    name = f"layers {window[0]}-{window[-1]}"
+    if joint_effect > 0:
+        what = f"the largest is {name}, fall {joint_effect:.3f}"
+    else:
+        what = f"no fall: every window's ablation raises it, {name} least (rise {-joint_effect:.3f})"
+    return verdicts.not_testable(
+        f"no window of {len(window)} layers whose mean-ablation lowers the probability difference "
+        f"by {min_effect:g} or more: {what}"
+    )
+
+
+def window_title(joint_effect: float, window: Sequence[int], min_effect: float = MIN_WINDOW_EFFECT) -> str:
+    """The window figure's title, from the same numbers as ``window_verdict``."""
+    name = f"layers {window[0]}-{window[-1]}"
+    if joint_effect >= min_effect:
+        return f"Mean-ablating {name} together lowers the probability difference most (fall {joint_effect:.3f})"
+    change = f"fall {joint_effect:.3f}" if joint_effect > 0 else f"rise {-joint_effect:.3f}"
+    return f"No window carries the task: best, {name}, {change} < {min_effect:g}"
+
+
+def features_vs_neurons(curve: pd.DataFrame, min_n: int, seed: int = 0) -> verdicts.Verdict:
+    """Top-k features vs top-k neurons: the bootstrap interval of (features - neurons) over the
+    circuit sizes k, judged for a rise (features carry more of the task at the same k)."""
+    refused = verdicts.too_few(len(curve), min_n)
+    if refused:
+        return refused
+    difference = stats.paired_difference(curve.neurons.to_numpy(), curve.features.to_numpy(), seed=seed)
+    return verdicts.from_interval(difference, "rise", min_n)
+
+
+def quality_table(prose: pd.DataFrame, own: pd.DataFrame) -> pd.DataFrame:
+    """Per layer: L0, FVU, recovered, ΔCE, KL and dead share on human held-out text, with FVU and
+    recovered on the model's own text beside them (``layer_quality`` frames)."""
+    table = prose[["layer", *QUALITY_COLUMNS]].rename(columns=QUALITY_COLUMNS)
+    beside = own[["layer", "fvu", "frac_recovered"]].rename(
+        columns={"fvu": f"FVU {OWN_TEXT}", "frac_recovered": f"recovered {OWN_TEXT}"}
+    )
+    return table.merge(beside, on="layer", how="left")
+
+
+def feature_digit_scores(
+    model: HookedTransformer,
+    transcoders: Mapping[int, Any],
+    features: pd.DataFrame,
+    answers: Sequence[int],
+    labels: Sequence[str],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """For each (layer, unit) row of ``features`` with a transcoder: its de-embedding over the
+    answer tokens (embedding through the MLP's norm and encoder) and its logit effect on them
+    (decoder row through the unembedding); two [feature, answer] frames indexed "L<layer>.F<unit>"."""
+    emb = T.rms_embeddings(model)[list(answers)]
+    de_emb, logit = {}, {}
+    for r in features.itertuples():
+        layer, unit = int(r.layer), int(r.unit)
+        if layer in transcoders:
+            tc = transcoders[layer]
+            de_emb[f"L{layer}.F{unit}"] = (emb @ tc.W_enc[:, unit]).detach().numpy()
+            logit[f"L{layer}.F{unit}"] = (tc.W_dec[unit] @ model.W_U[:, list(answers)]).detach().numpy()
+    frame = lambda d: pd.DataFrame.from_dict(d, orient="index", columns=list(labels))  # noqa: E731
+    return frame(de_emb), frame(logit)
+
+
+def _diverging(ax: Axes, fig: Figure, scores: pd.DataFrame, title: str, bar: str) -> None:
+    """One heatmap on its own scale, centred at 0 (white), with its colour bar."""
+    values = scores.to_numpy(dtype=float)
+    bound = float(np.abs(values).max()) if values.size else 1.0
+    bound = bound or 1.0
+    image = ax.imshow(values, aspect="auto", cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -bound, bound))
+    step = max(len(scores.columns) // 10, 1)
+    ax.set_xticks(range(0, len(scores.columns), step), list(scores.columns)[::step], fontsize=8)
+    ax.set_yticks(range(len(scores.index)), list(scores.index))
+    fig.colorbar(image, ax=ax, label=bar)
+    label(ax, title, "answer token", "feature", legend=False)
+
+
+def plot_feature_digits(de_emb: pd.DataFrame, logit: pd.DataFrame) -> Figure:
+    """Two panels, each with its own diverging colour scale centred at 0 and a colour bar: the
+    features' de-embeddings over the answers (left) and their logit effects on them (right)."""
+    fig, axes = new_figure(ncols=2, width=13)
+    _diverging(axes[0, 0], fig, de_emb, "What each feature reads: de-embedding", "encoder score")
+    _diverging(axes[0, 1], fig, logit, "What each feature writes: logit effect", "logit per unit activation")
+    fig.tight_layout()
+    return fig
+
+
+def plot_window_effects(
+    ax: Axes, single: pd.Series, joint: pd.Series, window: Sequence[int], title: str
+) -> None:
+    """Bars: each MLP's mean-ablation effect alone; line: each window's joint effect (at its first
+    layer); the chosen window shaded. Effects are clean minus ablated (a fall is positive)."""
+    ax.bar(single.index, single.values, color="tab:blue", alpha=0.7, label="one MLP mean-ablated")
+    ax.plot(joint.index, joint.values, marker="o", color="k", label=f"{len(window)} layers from here, together")
+    ax.axhline(0, color="0.5", linewidth=0.8)
+    ax.axvspan(window[0] - 0.5, window[-1] + 0.5, color="tab:orange", alpha=0.2, label="chosen window")
+    label(ax, title, "layer", "fall in mean probability difference (clean − ablated)")
+
+
+def plot_layer_quality(prose: pd.DataFrame, own: pd.DataFrame, max_l0: float) -> Figure:
+    """L0, FVU and fraction of the loss recovered per layer (``layer_quality`` frames) on human
+    held-out prose, with the model's own text dashed beside it where ``own`` has rows."""
+    fig, axes = new_figure(ncols=3, width=15)
+    panels = [("l0", "L0 (active features per token)", "{:.0f}"), ("fvu", "fraction of variance unexplained", "{:.2f}"),
+              ("frac_recovered", "fraction of CE loss recovered", "{:.0%}")]
+    for ax, (column, ylabel, fmt) in zip(axes[0], panels, strict=True):
+        ax.plot(prose.layer, prose[column], marker="o", label="human prose (held out)")
+        title = f"{QUALITY_COLUMNS[column]} per layer: median {fmt.format(prose[column].median())}"
+        if len(own):
+            ax.plot(own.layer, own[column], marker=".", linestyle="--", color="tab:gray", label=OWN_TEXT)
+            title += f" ({fmt.format(own[column].median())} {OWN_TEXT})"
+        label(ax, title, "layer (one MLP replaced)", ylabel)
+    axes[0, 0].axhline(max_l0, color="k", linestyle=":")
+    axes[0, 2].axhline(0.8, color="k", linestyle=":", label="80% target")
+    axes[0, 2].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_top_k(curve: pd.DataFrame, levels: Mapping[str, float], verdict: verdicts.Verdict) -> Figure:
+    """The mean probability difference keeping the top-k features or neurons (``curve``: k,
+    features, neurons), with reference ``levels`` as horizontal lines, titled by ``verdict``."""
+    fig, ax = new_figure(width=9)
+    ax.plot(curve.k, curve.features, marker="o", label="top-k transcoder features (rest mean-ablated)")
+    ax.plot(curve.k, curve.neurons, marker="s", label="top-k MLP neurons (rest mean-ablated)")
+    for (name, level), style in zip(levels.items(), ["--", ":", "-.", (0, (1, 3))], strict=False):
+        ax.axhline(level, color="0.3", linestyle=style, label=name)
+    ax.set_xscale("log")
+    if verdict.interval is not None:
+        found = f"features − neurons {verdict.interval.format(digits=3)} over {verdict.n} sizes: {verdict.word}"
+    else:
+        found = f"features vs neurons: {verdict.word}"
+    label(ax, f"Top-k circuits, {found}", "k (units kept, log scale)", "mean probability difference")
+    return fig
+
+
+def _tokens(table: pd.DataFrame) -> str:
+    return "|".join(repr(t.strip() or t)[1:-1] for t in table.token)
+
+
+def feature_labels(
+    model: HookedTransformer, transcoders: Mapping[int, Any], features: pd.DataFrame, k: int = 3
+) -> pd.Series:
+    """For each (layer, unit) row of ``features``: "reads a|b|c → writes x|y|z", its ``k`` top
+    de-embedded tokens and ``k`` top logit-effect tokens ("" where the layer has no transcoder)."""
+    labels = []
+    for r in features.itertuples():
+        tc = transcoders.get(int(r.layer))
+        if tc is None:
+            labels.append("")
+            continue
+        reads = _tokens(T.de_embedding(model, tc, int(r.unit), k))
+        writes = _tokens(T.logit_effect(model, tc, int(r.unit), k))
+        labels.append(f"reads {reads} → writes {writes}")
+    return pd.Series(labels, index=features.index, name="label")
+
+
+def circuit_key(
+    ax: Axes, model: HookedTransformer, transcoders: Mapping[int, Any], shown: pd.DataFrame
+) -> pd.DataFrame:
+    """Write, below a circuit figure, each shown feature node ("L<layer> F<unit>") with its
+    ``feature_labels`` label; returns those nodes with their labels (layer, unit, label)."""
+    nodes = shown[shown.kind == "feature"][["layer", "unit"]].astype(int).drop_duplicates()
+    nodes = nodes.assign(label=feature_labels(model, transcoders, nodes)).reset_index(drop=True)
+    lines = [f"L{r.layer} F{r.unit}: {r.label}" for r in nodes.itertuples()]
+    ax.text(0.0, -0.16, "Features shown, " + ("; ".join(lines) if lines else "none"), transform=ax.transAxes,
+            va="top", ha="left", fontsize=8, wrap=True)
+    return nodes
