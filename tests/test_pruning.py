@@ -456,3 +456,116 @@ def test_write_runs_round_trips_and_the_schema_names_what_is_wrong(tmp_path, shi
     pruning.write_runs(path, broken)
     with pytest.raises(pruning.RecordedRunsError, match=r"runs\.json is not a valid recording: runs\['0'\]\['sprint'\]\.steps"):
         pruning.read_runs(path)
+
+
+def test_interpolate_at_is_linear_between_the_nearest_snapshots():
+    points = [(1.1, 10.0), (1.2, 20.0), (1.4, 40.0)]
+    assert pruning.interpolate_at(points, 1.3) == pytest.approx(30.0)
+    assert pruning.interpolate_at(points, 1.2) == 20.0  # a snapshot exactly at the target
+    assert pruning.interpolate_at(points, 1.15) == pytest.approx(15.0)
+    with pytest.raises(ValueError, match="not bracketed"):
+        pruning.interpolate_at(points, 1.5)  # never extrapolates
+
+
+def test_matched_rows_compare_methods_at_the_same_speedup():
+    rows = [{"seed": 0, "method": m, "target": t, "speedup_paper": s, "cloze_acc": a, "perplexity": p}
+            for m, t, s, a, p in (("sprint", 1.2, 1.2, 0.6, 10.0), ("sprint", 1.3, 1.4, 0.4, 20.0),
+                                  ("sleb", 1.2, 1.25, 0.5, 12.0), ("sleb", 1.3, 1.3, 0.45, 14.0),
+                                  ("short", 1.3, 1.31, 0.1, 9.0))]
+    matched = {r["method"]: r for r in pruning.matched_rows(rows, 1.3, ["cloze_acc", "perplexity"])}
+    assert set(matched) == {"sprint", "sleb"}  # "short" has no snapshot at or below 1.3
+    assert matched["sprint"]["cloze_acc"] == pytest.approx(0.5)
+    assert matched["sprint"]["perplexity"] == pytest.approx(15.0)
+    assert (matched["sprint"]["speedup_below"], matched["sprint"]["speedup_above"]) == (1.2, 1.4)
+    assert matched["sleb"]["cloze_acc"] == 0.45 and matched["sleb"]["target"] == 1.3
+    adv = pruning.paired_advantage(list(matched.values()), 1.3, "sprint", "sleb", "cloze_acc")
+    assert adv.estimate == pytest.approx(5.0)
+    with_dense = pruning.matched_rows(rows, 1.1, ["cloze_acc"], dense={"cloze_acc": 0.8, "perplexity": 5.0})
+    sprint = next(r for r in with_dense if r["method"] == "sprint")
+    assert sprint["cloze_acc"] == pytest.approx(0.7) and sprint["speedup_below"] == 1.0
+
+
+@pytest.mark.parametrize("method", ["sprint", "sprint_no_tuning", "sleb"])
+def test_rebuilt_snapshot_equals_the_run_that_made_it(deep, calib, method):
+    originals = pruning.original_down_projections(deep)
+    latency = pruning.LatencyModel(1.0, {"attn": 0.05, "mlp": 0.07}, deep.cfg.n_layers)
+    result = pruning.run_method(method, deep, calib, latency, [1.2], originals, 2, 0.1)
+    snapshot = result.snapshots[1.2]
+    try:
+        pruning.apply_snapshot(deep, snapshot, originals)
+        want = deep(calib)
+        pruning.rebuild_snapshot(deep, method, result.steps[-1]["pruned"], calib, 0.1, originals)
+        torch.testing.assert_close(deep(calib), want, atol=1e-5, rtol=1e-5)
+    finally:
+        pruning.restore_dense(deep, originals)
+
+
+def test_text_rows_evaluate_each_target_once_per_state_and_leave_the_model_dense(deep, calib):
+    originals = pruning.original_down_projections(deep)
+    latency = pruning.LatencyModel(1.0, {"attn": 0.05, "mlp": 0.07}, deep.cfg.n_layers)
+    runs = {m: {"steps": pruning.run_method(m, deep, calib, latency, [1.1, 1.2], originals, 2, 0.1).steps}
+            for m in ("sprint", "sleb")}
+    runs["copy"] = runs["sleb"]
+    calls = []
+    rows = pruning.text_rows(deep, runs, calib, 0.1, latency, [1.1, 1.2],
+                             lambda m: calls.append(1) or {"perplexity": float(len(skipped_now(m)))})
+    assert [(r["method"], r["target"]) for r in rows] == [(m, t) for m in runs for t in (1.1, 1.2)]
+    states = {(r["method"] == "sprint", r["speedup_paper"]) for r in rows}
+    assert len(calls) == len(states) < len(rows)  # "copy" reuses sleb's evaluations
+    assert all(r["speedup_paper"] >= r["target"] for r in rows)
+    assert not skipped_now(deep)
+    for layer, weight in originals.items():
+        assert torch.equal(deep.blocks[layer].mlp.W_out, weight)
+
+
+def _matched(cloze_by_method):
+    return [{"seed": s, "method": m, "target": 1.3, "cloze_acc": a + 0.01 * s, "perplexity": 10.0 / a,
+             "speedup_below": 1.2, "speedup_above": 1.31} for s in range(3) for m, a in cloze_by_method.items()]
+
+
+def test_claim_rows_judge_every_comparison_on_its_numbers():
+    from utils import verdicts
+
+    matched = _matched({"sprint": 0.5, "sleb": 0.4, "sprint_no_both": 0.55, "sprint_no_latency": 0.3})
+    human = [{"method": m, "target": 1.3, "speedup_paper": 1.3, "perplexity": p}
+             for m, p in (("sprint", 80.0), ("sleb", 60.0))]
+    rows = pruning.claim_rows(matched, ["sleb"], {"sprint_no_both": "both", "sprint_no_latency": "latency"},
+                              "1.1 [0.7, 2.9]", False, [math.log(20.0)] * 3, human)
+    words = {r["claim"].split(":")[0]: r["verdict"] for r in rows}
+    assert all(r["verdict"] in verdicts.WORDS for r in rows)
+    assert words["SPRINT is more accurate than sleb at 1.3× (cloze)"] == verdicts.HOLDS
+    assert words["both-awareness helps"] == verdicts.OPPOSITE  # SPRINT loses to its ablation: said so
+    assert words["latency-awareness helps"] == verdicts.NOT_TESTABLE
+    assert words["SPRINT keeps the lowest perplexity on human text at 1.3×"] == verdicts.TOO_FEW
+    assert "20.0×" in rows[-1]["here"] and rows[-1]["verdict"] == verdicts.HOLDS
+    assert "1.200× and 1.310×" in rows[0]["here"]  # each method's snapshot speed-ups are reported
+    text = pruning.found_sentences(matched, human, 1.3)
+    assert "sprint_no_both keeps the highest" in text and "sleb has the lowest perplexity" in text
+    assert pruning.CALIBRATION_NOTE in text
+
+
+def test_check_rows_and_text_table():
+    diagnostic = [{"ridge": 1.0, "tokens": 8, "tuned_in": 0.5, "untuned_in": 1.0, "tuned_held": h,
+                   "untuned_held": 1.0} for h in (0.8, 0.9, 0.7)]
+    live = {"shortgpt_order_matches": True, "dense_perplexity_here": 7.0, "dense_perplexity_recorded": 7.0}
+    rows = pruning.check_rows(diagnostic, 1.0, 8, live)
+    assert [r["result"] for r in rows] == ["passes"] * 4
+    table = pruning.text_table([{"method": "sprint", "target": 1.3, "speedup_paper": 1.33, "perplexity": 80.0,
+                                 "cloze_acc": 0.2}],
+                               [{"method": "sprint", "target": 1.3, "perplexity": 11.0, "cloze_acc": 0.4}],
+                               {"perplexity": 40.0, "cloze_acc": 0.3}, {"perplexity": 7.0, "cloze_acc": 0.5})
+    assert [r["method"] for r in table] == ["dense", "sprint"]
+    assert table[1]["perplexity (on the model's own text)"] == 11.0 and table[1]["speed-up"] == 1.33
+
+
+def test_one_latency_ratio_estimator():
+    raw = {"samples_s": {"dense": [10.0, 10.0, 10.0], "attn_removed": [8.0, 8.0, 8.0],
+                         "mlp_removed": [9.0, 9.0, 9.0]}}
+    interval, testable, text = pruning.latency_ratio(raw)
+    assert interval.estimate == pytest.approx(2.0) and testable and "n=3" in text
+
+
+def test_coinciding_names_methods_with_identical_picks():
+    rows = [{"seed": 0, "target": t, "method": m, "pruned": p} for t in (1.1, 1.2)
+            for m, p in (("a", [1, 2]), ("b", [1, 2]), ("c", [3]))]
+    assert pruning.coinciding(rows) == ["a = b"]

@@ -27,6 +27,11 @@ Notebook 04's harness:
 * ``compare``: comparisons over calibration seeds (``snapshot_rows``, ``paired_advantage``,
   ``closing_table``, ``log_time_ratios``).
 * ``harness``: ``PRESETS``, ``load_or_record``, ``live_check``.
+* ``human_text``: recorded snapshots rebuilt (SPRINT's refit recomputed) and evaluated on another
+  text (``rebuild_snapshot``, ``text_rows``, ``text_evaluator``).
+* ``figures``: the notebook's multi-line figures (``plot_refit_diagnostic``, ``plot_quality_vs_speedup``).
+* ``report``: the notebook's tables, verdict rows, checks and computed sentences (``claim_rows``,
+  ``check_rows``, ``matched_table``, ``text_table``, ``found_sentences``, ``latency_ratio``).
 
 ``from utils import pruning`` gives every public name of these modules (each lists its own) as
 ``pruning.X``; a researcher usually needs ``run_sprint``, ``run_method``, ``LatencyModel``,
@@ -53,7 +58,9 @@ from utils.pruning.compare import (
     HIGHER_IS_BETTER,
     MIN_SEEDS,
     closing_table,
+    interpolate_at,
     log_time_ratios,
+    matched_rows,
     paired_advantage,
     per_seed,
     snapshot_rows,
@@ -66,7 +73,9 @@ from utils.pruning.diagnostic import (
     refit_diagnostic,
     refit_errors,
 )
+from utils.pruning.figures import plot_quality_vs_speedup, plot_refit_diagnostic
 from utils.pruning.harness import PRESETS, live_check, load_or_record
+from utils.pruning.human_text import TUNING_METHODS, rebuild_snapshot, text_evaluator, text_rows
 from utils.pruning.latency import (
     LATENCY_FRACTION,
     MIN_LATENCY_S,
@@ -122,6 +131,17 @@ from utils.pruning.recorded_runs import (
     time_scales,
     write_runs,
 )
+from utils.pruning.report import (
+    CALIBRATION_NOTE,
+    LATENCY_ESTIMATOR,
+    check_rows,
+    claim_rows,
+    coinciding,
+    found_sentences,
+    latency_ratio,
+    matched_table,
+    text_table,
+)
 from utils.pruning.sprint import (
     SPRINT_VARIANTS,
     Candidate,
@@ -149,6 +169,11 @@ __all__ = [
     "EvalData", "RecordingProtocol", "calibration_split", "eval_data", "quality_metrics", "tokens_hash",
     "CHECKSUM_KEY", "RECORDED_RUNS", "RecordedRunsError", "check_recorded", "content_checksum", "missing_runs", "read_runs",
     "rebuild_command", "record_runs", "reference_pass_s", "resumable", "schema_problems", "time_scales", "write_runs",
-    "HIGHER_IS_BETTER", "MIN_SEEDS", "closing_table", "log_time_ratios", "paired_advantage", "per_seed",
+    "HIGHER_IS_BETTER", "MIN_SEEDS", "closing_table", "interpolate_at", "log_time_ratios", "matched_rows",
+    "paired_advantage", "per_seed",
     "snapshot_rows", "PRESETS", "live_check", "load_or_record",
+    "plot_quality_vs_speedup", "plot_refit_diagnostic",
+    "TUNING_METHODS", "rebuild_snapshot", "text_evaluator", "text_rows",
+    "CALIBRATION_NOTE", "LATENCY_ESTIMATOR", "check_rows", "claim_rows", "coinciding", "found_sentences", "latency_ratio",
+    "matched_table", "text_table",
 ]

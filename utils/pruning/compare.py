@@ -5,10 +5,12 @@
 * ``paired_advantage``: how much one method beats another on a metric, paired over seeds.
 * ``closing_table``: per method, mean speed-ups and quality with bootstrap intervals over seeds.
 * ``log_time_ratios``: per seed, how much longer the fastest of some methods took than SPRINT.
+* ``interpolate_at`` / ``matched_rows``: compare at a matched speed-up: each method's quality
+  interpolated linearly between its two snapshots nearest the target speed-up (paper formula).
 Below ``MIN_SEEDS`` calibration seeds a comparison's verdict says "too few".
 
 Public names: ``snapshot_rows``, ``paired_advantage``, ``per_seed``, ``closing_table``,
-``log_time_ratios``, ``HIGHER_IS_BETTER``, ``MIN_SEEDS``.
+``log_time_ratios``, ``interpolate_at``, ``matched_rows``, ``HIGHER_IS_BETTER``, ``MIN_SEEDS``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,17 @@ from utils.pruning.recorded_runs import time_scales
 from utils.stats import Interval, bootstrap_interval, paired_difference
 from utils.sublayers import sublayer
 
-__all__ = ["HIGHER_IS_BETTER", "MIN_SEEDS", "closing_table", "log_time_ratios", "paired_advantage", "per_seed", "snapshot_rows"]
+__all__ = [
+    "HIGHER_IS_BETTER",
+    "MIN_SEEDS",
+    "closing_table",
+    "interpolate_at",
+    "log_time_ratios",
+    "matched_rows",
+    "paired_advantage",
+    "per_seed",
+    "snapshot_rows",
+]
 
 HIGHER_IS_BETTER = {"cloze_acc": True, "probe_above_chance": True, "perplexity": False}
 MIN_SEEDS = 3  # below this many calibration seeds a comparison says "too few"
@@ -94,3 +106,38 @@ def log_time_ratios(rows: Sequence[dict], target: float, others: Sequence[str], 
         if reference in t and any(o in t for o in others):
             ratios.append(math.log(min(t[o] for o in others if o in t) / t[reference]))
     return ratios
+
+
+def interpolate_at(points: Sequence[tuple[float, float]], target: float) -> float:
+    """The value at speed-up ``target``, linear between the two (speed-up, value) points nearest it
+    on either side; a point exactly at ``target`` is returned as is. Never extrapolates."""
+    below = [p for p in points if p[0] <= target]
+    above = [p for p in points if p[0] >= target]
+    if not below or not above:
+        reached = sorted(p[0] for p in points)
+        raise ValueError(f"speed-up {target} is not bracketed by the snapshots' speed-ups {reached}")
+    (x0, y0), (x1, y1) = max(below), min(above)
+    return y0 if x1 == x0 else y0 + (y1 - y0) * (target - x0) / (x1 - x0)
+
+
+def matched_rows(
+    rows: Sequence[dict], speedup: float, metrics: Sequence[str], key: str = "speedup_paper",
+    dense: Mapping[str, float] | None = None,
+) -> list[dict]:
+    """Per seed and method: each of ``metrics`` interpolated at the matched speed-up ``speedup``
+    (``interpolate_at`` over that method's snapshots of that seed), with the speed-ups of the two
+    snapshots it rests on (``speedup_below``, ``speedup_above``); ``target`` is ``speedup``, so the
+    result goes into ``paired_advantage`` as it is. ``dense`` (its metrics) is every method's
+    snapshot at 1×. Methods whose snapshots do not bracket ``speedup`` are left out."""
+    out = []
+    for seed, name in dict.fromkeys((r["seed"], r["method"]) for r in rows):
+        own = [r for r in rows if r["seed"] == seed and r["method"] == name]
+        own += [{key: 1.0, **dense}] if dense is not None else []
+        speeds = [r[key] for r in own]
+        if not (min(speeds) <= speedup <= max(speeds)):
+            continue
+        values = {m: interpolate_at([(r[key], r[m]) for r in own], speedup) for m in metrics}
+        out.append({"seed": seed, "method": name, "target": speedup, **values,
+                    "speedup_below": max(x for x in speeds if x <= speedup),
+                    "speedup_above": min(x for x in speeds if x >= speedup)})
+    return out

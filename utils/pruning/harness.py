@@ -39,16 +39,19 @@ PRESETS = {
         "n_val_tokens": 64, "val_ctx": 32, "n_task_items": 4, "n_cloze_items": 4, "cloze_ctx": 32,
         "ridge_grid": [0.1, 1.0], "diagnostic_windows": [2], "diagnostic_candidates": 3,
         "latency_prompt_len": 4, "latency_new_tokens": 2, "latency_repeats": 2, "recompute_baselines": True,
+        "n_human_tokens": 64, "n_human_cloze": 2,
     },
     "dry_run": {  # a paper-scale rehearsal (dry_run=True): every branch, the smallest sizes
         "targets": [1.02], "n_calib_windows": 1, "n_val_tokens": 32, "n_task_items": 2, "n_cloze_items": 2,
         "ridge_grid": [1.0], "diagnostic_windows": [1], "diagnostic_candidates": 1, "latency_repeats": 1,
+        "n_human_tokens": 32, "n_human_cloze": 2,
     },
     "default": {  # the recorded runs (data/pruning/runs.json) were made with exactly these values
         "model_name": "smollm2-135m", "source": "shipped", "device": "cpu", "targets": [1.1, 1.2, 1.3], "n_calib_windows": 16, "calib_ctx": 128, "calib_seeds": [0, 1, 2],
         "n_val_tokens": 4096, "val_ctx": 128, "n_task_items": 32, "n_cloze_items": 160, "cloze_ctx": 128,
         "ridge_grid": [0.01, 0.1, 1.0, 10.0], "diagnostic_windows": [16], "diagnostic_candidates": 12,
         "latency_prompt_len": 512, "latency_new_tokens": 128, "latency_repeats": 3, "recompute_baselines": False,
+        "human_source": "prose", "human_split": "test", "n_human_tokens": 8192, "n_human_cloze": 32,
     },
     "paper": {  # a Llama-family model on one 80 GB GPU, 128 x 2048 WikiText-2 calibration, lm-eval tasks
         "model_name": "meta-llama/Llama-3.1-8B", "source": "wikitext", "device": "cuda",
@@ -56,6 +59,7 @@ PRESETS = {
         "n_val_tokens": 262_144, "val_ctx": 2048, "n_task_items": 500, "n_cloze_items": 1000, "cloze_ctx": 1024,
         "ridge_grid": [0.01, 0.1, 1.0], "diagnostic_windows": [128], "diagnostic_candidates": 16,
         "latency_prompt_len": 1024, "latency_new_tokens": 512, "latency_repeats": 5, "recompute_baselines": True,
+        "n_human_tokens": 262_144, "n_human_cloze": 1000,
     },
 }
 
