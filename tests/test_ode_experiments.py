@@ -33,6 +33,10 @@ def test_runner_caches_runs_and_compare_reports_noise():
     )
     summary = ex.summarize(runs)
     assert list(summary.kind) == ["sequential", "parallel"] and (summary.seeds == 2).all()
+    shown = ex.show_summary(summary, ["kind", "params", "metric_mean", "cpu_s"]).data
+    assert list(shown.columns) == ["scheme", "parameters", "test metric (mean)", "CPU per run"]
+    with pytest.raises(KeyError, match="no header"):
+        ex.show_summary(summary, ["wall_s"])
     family = ex.compare_family(
         runs, ex.Variant("sequential"), [ex.Variant("parallel")], "metric", higher_is_better=False
     )

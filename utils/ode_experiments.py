@@ -12,7 +12,8 @@ benchmark are ``utils.ode_benchmarks``; the paired tests over seeds and the verd
   the notebook's size parameters (warmup for the first 10% of the steps, then cosine decay).
 * ``Runner``: trains each (benchmark, variant, seed) once and caches it across experiments; its
   ``run`` returns one row per run, ``curves`` the loss curves.
-* ``summarize`` (mean and spread over seeds per variant) and ``plot_pairs`` (one line per seed).
+* ``summarize`` (mean and spread over seeds per variant), ``show_summary`` (its columns under
+  readable headers, ``SUMMARY_HEADERS``) and ``plot_pairs`` (one line per seed).
 
 The notebook reaches everything through this module (``from utils import ode_experiments as
 ex``), so it also re-exports the loaders ``image_benchmark`` and ``lm_benchmark``, ``Variant``, and
@@ -21,7 +22,7 @@ the comparisons ``compare_family``, ``verdict``, ``family_verdict``, ``seeds_nee
 
 Public names: ``PRESETS``, ``model_config``, ``train_configs``, ``warmup_cosine_config``,
 ``Runner``, ``Job``, ``run_job``, ``check_device``, ``ODEBenchmark``, ``summarize``,
-``plot_pairs``, and the re-exports above.
+``show_summary``, ``SUMMARY_HEADERS``, ``plot_pairs``, and the re-exports above.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from typing import Protocol
 
 import pandas as pd
 import torch
+from pandas.io.formats.style import Styler
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -50,6 +52,7 @@ from utils.ode_comparisons import (
     verdict,
 )
 from utils.ode_models import Variant
+from utils.tables import show_table
 from utils.training import Benchmark, TrainConfig, TrainResult, train
 
 __all__ = [
@@ -58,6 +61,7 @@ __all__ = [
     "Job",
     "ODEBenchmark",
     "Runner",
+    "SUMMARY_HEADERS",
     "Variant",
     "check_device",
     "compare_family",
@@ -68,6 +72,7 @@ __all__ = [
     "plot_pairs",
     "run_job",
     "seeds_needed",
+    "show_summary",
     "summarize",
     "train_configs",
     "verdict",
@@ -322,6 +327,32 @@ def summarize(
         sublayer_calls_per_layer=("sublayer_calls_per_layer", "first"),
     )
     return table.reset_index()
+
+
+# summary column -> (header a reader sees, number kind of utils.tables.show_table)
+SUMMARY_HEADERS = {
+    "kind": ("scheme", None),
+    "share": ("layers per field", "count"),
+    "params": ("parameters", "count"),
+    "metric_mean": ("test metric (mean)", "float"),
+    "metric_std": ("sd over seeds", "float"),
+    "test_loss_mean": ("test loss (mean)", "nats"),
+    "seeds": ("seeds", "count"),
+    "sublayer_calls_per_layer": ("calls per layer", "count"),
+    "train_gflops_per_step": ("GFLOPs per step", "float"),
+    "cpu_s": ("CPU per run", "s"),
+    "steps": ("steps (mean)", "float"),
+}
+
+
+def show_summary(summary: pd.DataFrame, columns: Sequence[str]) -> Styler:
+    """``columns`` of a ``summarize`` table under readable headers, through ``show_table``."""
+    unknown = [c for c in columns if c not in SUMMARY_HEADERS]
+    if unknown:
+        raise KeyError(f"no header for {unknown}; known: {list(SUMMARY_HEADERS)}")
+    frame = summary[list(columns)].rename(columns={c: SUMMARY_HEADERS[c][0] for c in columns})
+    kinds = {SUMMARY_HEADERS[c][0]: SUMMARY_HEADERS[c][1] for c in columns if SUMMARY_HEADERS[c][1]}
+    return show_table(frame, kinds=kinds)
 
 
 def plot_pairs(ax, runs: pd.DataFrame, a: Variant, b: Variant, column: str = "metric") -> None:
