@@ -1,5 +1,8 @@
 import dataclasses
+import logging
+import warnings
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -329,6 +332,8 @@ def test_losses_from_a_cached_layer_equal_the_full_model(tiny):
     assert clean["ce"] == pytest.approx(float(tiny(tokens, return_type="loss")), abs=1e-5)
     assert clean["kl"] == pytest.approx(0.0, abs=1e-5)
     assert ev.clean_ce == pytest.approx(clean["ce"], abs=1e-5)
+    per_sequence = T.replaced_losses(tiny, ev, per_sequence=True)["ce_per_sequence"]
+    assert per_sequence.shape == (8,) and per_sequence.mean() == pytest.approx(clean["ce"], abs=1e-5)
     zero = T.replaced_losses(tiny, ev, {1: T.zero_fn})
     zeroed = T.replace_mlps({1: T.zero_fn}, T.model_sinks(tiny, tokens))
     zero_logits = hooks.run(tiny, tokens, zeroed)
@@ -377,6 +382,26 @@ def test_fraction_recovered_and_matched_l0_gap():
     # the SAE curve at L0 20 (log-interpolated between 10 and 40) is 3.5; L0 80 lies outside it
     assert T.matched_l0_gap(table) == pytest.approx(-0.1)
     assert len(T.pareto_points(table)) == 4
+    assert T.overlap_counts(table) == {
+        "transcoders": 2, "saes": 2, "transcoders_inside": 1, "saes_inside": 1
+    }
+
+
+def test_matched_l0_interval_resamples_sequences_at_fixed_l0():
+    table = pd.DataFrame(
+        {"kind": ["sae", "sae", "transcoder"], "l0": [10.0, 40.0, 20.0], "ce_loss": [4.0, 3.0, 3.4]}
+    )
+    flat = [np.full(6, ce) for ce in table.ce_loss]  # no spread across sequences: a point
+    interval = T.matched_l0_interval(table, flat)
+    assert (interval.estimate, interval.low, interval.high, interval.n) == pytest.approx(
+        (-0.1, -0.1, -0.1, 6)
+    )
+    rng = np.random.default_rng(0)
+    noisy = [ce + rng.normal(0, 0.2, 40) for ce in table.ce_loss]
+    interval = T.matched_l0_interval(table, noisy)
+    assert interval.low < interval.estimate < interval.high and interval.n == 40
+    apart = table.assign(l0=[10.0, 40.0, 80.0])  # no transcoder inside the SAE range
+    assert T.matched_l0_interval(apart, flat) is None
 
 
 class Spelled:
@@ -403,9 +428,12 @@ def test_contexts_cards_and_ratings():
     assert summary.loc["tc", "count"] == 2
 
 
-def test_sae_lens_runner_trains_from_the_shared_cache(tmp_path, tiny):
+def test_sae_lens_runner_trains_from_the_shared_cache_and_writes_nothing_to_stderr(
+    tmp_path, tiny, capfd
+):
     tokens = windows(tiny, n=16, ctx=8, seed=5)
     folder = T.cache_activations(tiny, [1], [tokens], tmp_path / "acts")
+    capfd.readouterr()
     sae = T.train_sae_with_sae_lens(
         tiny,
         1,
@@ -419,6 +447,16 @@ def test_sae_lens_runner_trains_from_the_shared_cache(tmp_path, tiny):
     )
     assert sae.cfg.metadata.hook_name == MLP1.out_hook
     assert sae.W_dec.shape == (16, 32) and torch.isfinite(sae.W_dec).all()
+    assert capfd.readouterr().err == ""  # no logger lines, warnings or progress bars
+
+
+def test_quiet_sae_lens_restores_the_logger_and_the_warning_filters():
+    logger = logging.getLogger("sae_lens")
+    level, filters = logger.level, list(warnings.filters)
+    with T.quiet_sae_lens():
+        assert logger.level == logging.ERROR
+        warnings.warn("dropped inside the block", UserWarning, stacklevel=1)
+    assert logger.level == level and warnings.filters == filters
 
 
 def test_the_resampling_pool_keeps_only_the_most_recent_tokens():
@@ -504,3 +542,42 @@ def test_a_misspelt_setting_is_rejected_with_the_closest_fields(tmp_path):
     with pytest.raises(ValueError, match="decay_fraction"):  # TranscoderTraining's checks hold too
         T.LayerSettings(d_sae=8, decay_fraction=2.0)
     assert T.LayerSettings(d_sae=8, lr=0.01, model="m").training(l1=0.5) == T.TranscoderTraining(d_sae=8, l1=0.5, lr=0.01)
+
+
+def test_sweep_metrics_on_two_texts_and_the_recovered_interval():
+    model = relu_model()
+    ev = T.eval_set(model, [1], [windows(model, seed=1)])
+    own = T.eval_set(model, [1], [windows(model, n=4, seed=2)])
+    exact = exact_transcoder(model.blocks[1].mlp)
+    dictionaries = {"transcoder": {0.0: exact, 1.0: T.SparseTranscoder(32, 24, 32, seed=3)}}
+    table, sequences = T.sweep_metrics(model, 1, dictionaries, ev, own)
+    assert list(table.l1) == [0.0, 1.0] and len(sequences) == 2 and sequences[0].shape == (8,)
+    assert {f"own_{m}" for m in T.COMPARED} <= set(table.columns)
+    assert table.own_frac_recovered[0] == pytest.approx(1.0, abs=1e-4)
+    assert sequences[1].mean() == pytest.approx(table.ce_loss[1], abs=1e-5)
+    interval = T.recovered_interval(ev, 1, sequences[0])
+    assert interval.estimate == pytest.approx(1.0, abs=1e-4) and interval.n == 8
+
+
+def on_par_table(tc_ce: float, n_tc: int = 3) -> tuple[pd.DataFrame, list[np.ndarray]]:
+    l0 = [10.0, 20.0, 40.0, 80.0][: max(n_tc, 1)]
+    table = pd.DataFrame(
+        {
+            "kind": ["sae"] * 3 + ["transcoder"] * len(l0),
+            "l0": [5.0, 30.0, 100.0, *l0],
+            "ce_loss": [3.0, 3.0, 3.0, *[tc_ce] * len(l0)],
+        }
+    )
+    rng = np.random.default_rng(0)
+    return table, [ce + rng.normal(0, 0.01, 30) for ce in table.ce_loss]
+
+
+@pytest.mark.parametrize(
+    ("tc_ce", "n_tc", "word"),
+    [(2.9, 3, "holds"), (3.5, 3, "opposite"), (3.1, 3, "within noise"), (2.9, 2, "too few")],
+)
+def test_on_par_is_a_non_inferiority_test_against_the_margin(tc_ce, n_tc, word):
+    table, sequences = on_par_table(tc_ce, n_tc)
+    result = T.on_par_verdict(table, sequences, clean_ce=2.0, zero_ce=3.0)  # margin 0.1 nats
+    assert result.verdict.word == word and result.margin == pytest.approx(0.1)
+    assert (result.interval is None) == (word == "too few")

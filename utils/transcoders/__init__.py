@@ -15,7 +15,10 @@ meets it (each module's docstring maps its functions to the paper's steps):
   ``replace_mlps``) and judging it: L0, FVU, spliced CE/KL, fraction recovered, the Pareto comparison
   (``eval_set``, ``dictionary_metrics``, ``layer_quality``, ``matched_l0_gap``);
 * ``interpret``: top contexts, de-embeddings, logit effects and the blind rating study;
-* ``sae_baseline``: the SAE baseline, trained by sae-lens (``train_sae_with_sae_lens``).
+* ``compare``: transcoders against SAEs: the sweep on two texts and the verdicts
+  (``sweep_metrics``, ``on_par_verdict``, ``recovered_interval``);
+* ``sae_baseline``: the SAE baseline, trained by sae-lens (``train_sae_with_sae_lens``), quietly
+  (``quiet_sae_lens``).
 
 The harness: ``layers`` (a transcoder for every layer, cached on disk with a manifest, and the L1
 sweep that chooses their ``l1``: ``train_all_layers``, ``LayerSettings``, ``L1Sweep``; notebook 03)
@@ -38,6 +41,13 @@ from utils.transcoders.activations import (
     shuffled,
     steps_per_run,
     stream_activations,
+)
+from utils.transcoders.compare import (
+    COMPARED,
+    OnPar,
+    on_par_verdict,
+    recovered_interval,
+    sweep_metrics,
 )
 from utils.transcoders.interpret import (
     HIGHLIGHT,
@@ -76,6 +86,8 @@ from utils.transcoders.metrics import (
     layer_quality,
     matched_l0_count,
     matched_l0_gap,
+    matched_l0_interval,
+    overlap_counts,
     pareto_points,
     replace_mlps,
     replaced_losses,
@@ -94,7 +106,7 @@ from utils.transcoders.model import (
     transcoder_loss,
 )
 from utils.transcoders.presets import PRESETS, RANGES
-from utils.transcoders.sae_baseline import token_dataset, train_sae_with_sae_lens
+from utils.transcoders.sae_baseline import quiet_sae_lens, token_dataset, train_sae_with_sae_lens
 from utils.transcoders.sinks import (
     MASSIVE_FACTOR,
     massive_tokens,
@@ -117,6 +129,11 @@ from utils.transcoders.training import (
 )
 
 __all__ = [
+    "COMPARED",
+    "OnPar",
+    "on_par_verdict",
+    "recovered_interval",
+    "sweep_metrics",
     # model
     "SparseTranscoder",
     "load_transcoder",
@@ -170,6 +187,8 @@ __all__ = [
     "layer_quality",
     "matched_l0_count",
     "matched_l0_gap",
+    "matched_l0_interval",
+    "overlap_counts",
     "pareto_points",
     "replace_mlps",
     "replaced_losses",
@@ -188,6 +207,7 @@ __all__ = [
     "top_contexts",
     "unblind",
     # sae_baseline
+    "quiet_sae_lens",
     "token_dataset",
     "train_sae_with_sae_lens",
     # layers (notebook 03's harness)

@@ -22,6 +22,7 @@ Public names: ``Pair``, ``SINK_ID``, ``stream_activations``, ``collect_activatio
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -97,6 +98,18 @@ def collect_activations(
     return {layer: (torch.cat(xs), torch.cat(ys)) for layer, (xs, ys) in parts.items()}
 
 
+@contextlib.contextmanager
+def _no_datasets_progress() -> Iterator[None]:
+    """No ``datasets`` progress bars within the block (the previous setting restored after)."""
+    was_disabled = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            datasets.enable_progress_bars()
+
+
 def cache_activations(
     model: HookedTransformer,
     layers: Sequence[int],
@@ -137,7 +150,8 @@ def cache_activations(
                     columns[name] = act.half().cpu().numpy()
             writer.write_batch(columns)
         writer.finalize()
-    datasets.Dataset.from_file(str(arrow)).save_to_disk(str(staging / "dataset"))
+    with _no_datasets_progress():  # the copy is quick; its bar would only be noise
+        datasets.Dataset.from_file(str(arrow)).save_to_disk(str(staging / "dataset"))
     folder.parent.mkdir(parents=True, exist_ok=True)
     replace_folder(staging / "dataset", folder)
     shutil.rmtree(staging, ignore_errors=True)

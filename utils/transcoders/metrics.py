@@ -16,12 +16,14 @@ real MLP write at attention sinks.
   -> ``dictionary_metrics`` (with ``ce_baselines``, ``fvu``, ``fraction_recovered``, ``feature_acts``);
   per layer and with every layer spliced at once -> ``layer_quality``;
 * the Pareto comparison: ``pareto_points``, and the CE gap at matched L0 (``matched_l0_gap``,
-  ``matched_l0_count``).
+  ``matched_l0_count``, ``overlap_counts``) with its bootstrap interval over evaluation sequences
+  (``matched_l0_interval``, from ``replaced_losses(..., per_sequence=True)``).
 
 Public names: ``Replacement``, ``transcoder_fn``, ``sae_fn``, ``zero_fn``, ``dictionary_fn``,
 ``replace_mlps``, ``EvalSet``, ``eval_set``, ``dictionary_input``, ``replaced_losses``,
 ``feature_acts``, ``fvu``, ``fraction_recovered``, ``ce_baselines``, ``dictionary_metrics``,
-``layer_quality``, ``pareto_points``, ``matched_l0_gap``, ``matched_l0_count``, ``DENSE_THRESHOLD``.
+``layer_quality``, ``pareto_points``, ``matched_l0_gap``, ``matched_l0_count``, ``overlap_counts``,
+``matched_l0_interval``, ``DENSE_THRESHOLD``.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from transformer_lens import HookedTransformer
 
 from utils import hooks
 from utils.hooks import FwdHooks, Replacement
+from utils.stats import CONFIDENCE, N_BOOTSTRAP, Interval
 from utils.sublayers import Sublayer
 from utils.transcoders.model import mlp_hooks
 from utils.transcoders.sinks import model_sinks, sink_hook
@@ -57,6 +60,8 @@ __all__ = [
     "layer_quality",
     "matched_l0_count",
     "matched_l0_gap",
+    "matched_l0_interval",
+    "overlap_counts",
     "pareto_points",
     "replace_mlps",
     "replaced_losses",
@@ -196,26 +201,32 @@ def replaced_losses(
     ev: EvalSet,
     replacements: Mapping[int, Replacement] | None = None,
     batch_size: int = 16,
-) -> dict[str, float]:
+    per_sequence: bool = False,
+) -> dict[str, Any]:
     """Mean next-token CE and KL(clean || replaced) per token on ``ev`` with MLP writes replaced
     (at non-sink positions), running only the layers from the first replaced one (from its cached
-    residual stream)."""
+    residual stream). With ``per_sequence``, also 'ce_per_sequence': each sequence's mean CE
+    [n_sequences] (numpy), the units a bootstrap resamples."""
     replacements = replacements or {}
     start = min(replacements, default=min(ev.resid_pre))
     total_ce, total_kl, count = 0.0, 0.0, 0
+    sequences: list[np.ndarray] = []
     for lo in range(0, len(ev.tokens), batch_size):
         tokens = ev.tokens[lo : lo + batch_size]
         fwd = replace_mlps(replacements, ev.sinks[lo : lo + batch_size])
         logits = hooks.run(model, ev.resid_pre[start][lo : lo + batch_size], fwd, start_at_layer=start)
         logprobs = logits[:, :-1].float().log_softmax(-1)
-        total_ce += float(
-            -logprobs.gather(-1, tokens[:, 1:, None].to(logprobs.device)).sum()
-        )
+        token_ce = -logprobs.gather(-1, tokens[:, 1:, None].to(logprobs.device))[..., 0]
+        total_ce += float(token_ce.sum())
+        sequences.append(token_ce.double().mean(-1).cpu().numpy())
         # KL(p || q) = sum p log p - sum p log q, one dot product per token
         cross = torch.einsum("btv,btv->bt", ev.clean_probs[lo : lo + batch_size].to(logprobs.device), logprobs)
         total_kl += float((ev.clean_neg_entropy[lo : lo + batch_size].to(logprobs.device) - cross).double().sum())
         count += tokens[:, 1:].numel()
-    return {"ce": total_ce / count, "kl": total_kl / count}
+    losses: dict[str, Any] = {"ce": total_ce / count, "kl": total_kl / count}
+    if per_sequence:
+        losses["ce_per_sequence"] = np.concatenate(sequences)
+    return losses
 
 
 @torch.no_grad()
@@ -239,9 +250,10 @@ def fraction_recovered(ce: float, clean_ce: float, zero_ce: float) -> float:
 
 def ce_baselines(model: HookedTransformer, ev: EvalSet, layer: int) -> dict[str, float]:
     """Clean CE and CE with MLP ``layer`` zero-ablated at non-sink positions (and that KL); the
-    zero-ablated run of ``model`` (the one ``ev`` was made with) is kept on ``ev`` for later calls."""
+    zero-ablated run of ``model`` (the one ``ev`` was made with, with its CE per sequence) is kept
+    on ``ev`` for later calls."""
     if layer not in ev.zero_ablated:
-        ev.zero_ablated[layer] = replaced_losses(model, ev, {layer: zero_fn})
+        ev.zero_ablated[layer] = replaced_losses(model, ev, {layer: zero_fn}, per_sequence=True)
     zero = ev.zero_ablated[layer]
     return {"clean": ev.clean_ce, "zero": zero["ce"], "zero_kl": zero["kl"]}
 
@@ -254,13 +266,19 @@ def dictionary_metrics(
     dictionary: Any,
     kind: str,
     baselines: Mapping[str, float],
-) -> dict[str, float]:
+    per_sequence: bool = False,
+) -> dict[str, Any]:
     """On non-sink tokens: L0, FVU, spliced CE and KL, CE increase over clean (nats), fraction of CE
-    recovered vs zero-ablation, dead and dense fractions. ``baselines``: 'clean' and 'zero' CE."""
+    recovered vs zero-ablation, dead and dense fractions. ``baselines``: 'clean' and 'zero' CE.
+    With ``per_sequence``, also each sequence's spliced CE ('ce_per_sequence', see
+    ``replaced_losses``)."""
     keep = ev.keep
     acts = feature_acts(dictionary, dictionary_input(ev, layer, kind))[keep]
-    losses = replaced_losses(model, ev, {layer: dictionary_fn(dictionary, kind)})
+    losses = replaced_losses(
+        model, ev, {layer: dictionary_fn(dictionary, kind)}, per_sequence=per_sequence
+    )
     freq = (acts > 0).float().mean(0)
+    extra = {"ce_per_sequence": losses["ce_per_sequence"]} if per_sequence else {}
     return {
         "l0": float((acts > 0).sum(-1).float().mean()),
         "fvu": fvu(ev.y[layer][keep], dictionary.decode(acts)),
@@ -270,6 +288,7 @@ def dictionary_metrics(
         "frac_recovered": fraction_recovered(losses["ce"], baselines["clean"], baselines["zero"]),
         "dead_frac": float((freq == 0).float().mean()),
         "dense_frac": float((freq > DENSE_THRESHOLD).float().mean()),
+        **extra,
     }
 
 
@@ -341,3 +360,47 @@ def matched_l0_gap(table: pd.DataFrame) -> float:
         return float("nan")
     sae_ce = np.interp(np.log(inside.l0), np.log(sae.l0), sae.ce_loss)
     return float(np.mean(inside.ce_loss.to_numpy() - sae_ce))
+
+
+def overlap_counts(table: pd.DataFrame) -> dict[str, int]:
+    """How many points each curve of a sweep table has, and how many lie inside the other kind's L0
+    range: 'transcoders', 'saes', 'transcoders_inside' (the n of the matched-L0 gap), 'saes_inside'."""
+    tc = table[table.kind == "transcoder"]
+    sae = table[table.kind == "sae"]
+    inside = lambda a, b: int(((a.l0 >= b.l0.min()) & (a.l0 <= b.l0.max())).sum())  # noqa: E731
+    return {
+        "transcoders": len(tc),
+        "saes": len(sae),
+        "transcoders_inside": inside(tc, sae) if len(sae) >= 2 else 0,
+        "saes_inside": inside(sae, tc) if len(tc) >= 2 else 0,
+    }
+
+
+def matched_l0_interval(
+    table: pd.DataFrame,
+    ce_per_sequence: Sequence[np.ndarray],
+    level: float = CONFIDENCE,
+    n_boot: int = N_BOOTSTRAP,
+    seed: int = 0,
+) -> Interval | None:
+    """Percentile bootstrap interval of ``matched_l0_gap`` over evaluation sequences.
+
+    ``ce_per_sequence[i]`` [n_sequences] is row i's spliced CE per sequence (the same sequences for
+    every row); each draw resamples the sequences, recomputes every row's CE and the gap at the
+    rows' fixed L0s. None when the curves do not overlap. The interval's n is the sequence count.
+    """
+    if np.isnan(matched_l0_gap(table)):
+        return None
+    per_row = np.stack([np.asarray(c, dtype=float) for c in ce_per_sequence])  # [rows, n_seq]
+    if per_row.shape[0] != len(table):
+        raise ValueError(f"need one CE array per table row: {per_row.shape[0]} for {len(table)} rows")
+    draws = np.random.default_rng(seed).integers(0, per_row.shape[1], (n_boot, per_row.shape[1]))
+    resampled = table.reset_index(drop=True).copy()
+    boot = []
+    for draw in draws:
+        resampled["ce_loss"] = per_row[:, draw].mean(-1)
+        boot.append(matched_l0_gap(resampled))
+    resampled["ce_loss"] = per_row.mean(-1)
+    tail = (1 - level) / 2
+    low, high = np.quantile(boot, [tail, 1 - tail])
+    return Interval(matched_l0_gap(resampled), float(low), float(high), per_row.shape[1], level)

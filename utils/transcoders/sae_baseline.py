@@ -3,25 +3,62 @@
 The SAEs are trained by sae-lens's own runner, not by this package's trainer, so the comparison is
 with the standard tool: ``LanguageModelSAETrainingRunner`` gets the model and the token windows, and
 reads the very activations the transcoders were trained on from ``cache_activations``'s folder
-(attention sinks skipped) instead of re-running the model for every L1 value.
+(attention sinks skipped) instead of re-running the model for every L1 value. The run is quiet:
+``quiet_sae_lens`` scopes sae-lens's logger, its warnings and its progress bars to the call, so a
+notebook cell prints nothing to stderr (nothing outside the call is silenced).
 
-Public names: ``train_sae_with_sae_lens``, ``token_dataset``.
+Public names: ``train_sae_with_sae_lens``, ``token_dataset``, ``quiet_sae_lens``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import importlib
+import logging
 import os
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import datasets
 import torch
+from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from utils.transcoders.activations import SINK_ID
 from utils.transcoders.model import mlp_hooks
 
-__all__ = ["token_dataset", "train_sae_with_sae_lens"]
+__all__ = ["quiet_sae_lens", "token_dataset", "train_sae_with_sae_lens"]
+
+# sae-lens's modules whose progress bars a training run draws (each imports ``tqdm`` by name)
+_PROGRESS_MODULES = (
+    "sae_lens.training.activation_scaler",
+    "sae_lens.training.activations_store",
+    "sae_lens.training.sae_trainer",
+)
+
+
+@contextlib.contextmanager
+def quiet_sae_lens() -> Iterator[None]:
+    """Within the block: sae-lens's logger only reports errors, warnings raised are dropped, and
+    sae-lens's progress bars are not drawn; everything is restored on exit."""
+    logger = logging.getLogger("sae_lens")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.ExitStack() as patches:
+            warnings.simplefilter("ignore")  # scoped: catch_warnings restores the filters on exit
+            for name in _PROGRESS_MODULES:
+                module = importlib.import_module(name)  # sae-lens is heavy: loaded on first use
+                patches.enter_context(
+                    mock.patch.object(module, "tqdm", functools.partial(tqdm, disable=True))
+                )
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def token_dataset(windows: torch.Tensor) -> datasets.Dataset:
@@ -52,7 +89,8 @@ def train_sae_with_sae_lens(
     warms up over ``warmup_steps`` and falls linearly to 0 over the last ``decay_steps``. No wandb, no
     download. Activations are rescaled to norm sqrt(d_model) during training (folded back at the end),
     so L1 values are comparable across layers. Attention sinks are skipped when reading the cache
-    (marked ``SINK_ID``). Returns the trained inference ``SAE``.
+    (marked ``SINK_ID``). Nothing is written to stderr (``quiet_sae_lens``). Returns the trained
+    inference ``SAE``.
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # set before sae-lens loads, so it never downloads
     from sae_lens import (  # heavy (~1.5 s to import): only the SAE baseline needs it
@@ -101,9 +139,10 @@ def train_sae_with_sae_lens(
         verbose=False,
     )
     torch.manual_seed(seed)
-    runner = LanguageModelSAETrainingRunner(
-        cfg, override_dataset=token_dataset(windows), override_model=model
-    )
-    with torch.enable_grad():
-        runner.run()
-    return SAE.load_from_disk(out_dir).eval()
+    with quiet_sae_lens():
+        runner = LanguageModelSAETrainingRunner(
+            cfg, override_dataset=token_dataset(windows), override_model=model
+        )
+        with torch.enable_grad():
+            runner.run()
+        return SAE.load_from_disk(out_dir).eval()
