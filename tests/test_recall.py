@@ -566,8 +566,9 @@ def test_curve_bands_hold_the_mean_and_the_knockout_figure_shares_its_y_range():
     assert recall.curve_bands(result, ~rows)["subject → last"]["mean"].isna().all()
     half = rows.copy()
     half[:20] = False
-    fig = recall.plot_knockout(result, {"a": rows, "b": half}, "title")
+    fig = recall.plot_knockout(result, {"a": rows, "b": half}, "title", excess_in=["b"])
     assert fig.axes[0].get_ylim() == fig.axes[1].get_ylim()
+    assert [len(ax.get_lines()) for ax in fig.axes] == [5, 6]  # 4 curves + 0 line, + the excess
     ticks = fig.axes[0].get_xticks()
     assert all(float(t).is_integer() for t in ticks)
 
@@ -583,6 +584,8 @@ def test_enrichment_claims_name_a_rise_a_rise():
     assert [r["verdict"] for r in rows] == ["opposite", "opposite"]  # MLP raises it more, too
     title = recall.enrichment_title(changes)
     assert title.startswith("Early MLP knockouts raise the rate by 20.") and "raise it by" in title
+    changes["attn"] = recall.fact_interval(torch.zeros(40))
+    assert recall.enrichment_title(changes).endswith("attention knockouts leave it unchanged (n=40)")
     assert "-" not in rows[0]["here"].split("knockout;")[-1]  # the effect is named, not signed
 
 

@@ -157,14 +157,20 @@ def enrichment_claims(
     return rows, {"mlp": mlp, "attn": attn, "mlp_vs_attn": mlp_vs_attn}
 
 
+def _changes(effect: float, what: str) -> str:
+    """'raise the rate by 0.06 points', 'lower it by …' or 'leave it unchanged'."""
+    verb = change_verb(effect)
+    if verb == _VERBS["no change"]:
+        return "leave it unchanged"
+    return f"{verb} {what} by {abs(100 * effect):.2f} points"
+
+
 def enrichment_title(intervals: Mapping[str, Interval]) -> str:
     """The enrichment figure's title, from the intervals its verdict rows use."""
     mlp, attn = intervals["mlp"], intervals["attn"]
     return (
-        f"Early MLP knockouts {change_verb(mlp.estimate)} the rate by "
-        f"{abs(100 * mlp.estimate):.2f} "
-        f"points, attention knockouts {change_verb(attn.estimate)} it by "
-        f"{abs(100 * attn.estimate):.2f} (n={mlp.n})"
+        f"Early MLP knockouts {_changes(mlp.estimate, 'the rate')}, attention knockouts "
+        f"{_changes(attn.estimate, 'it')} (n={mlp.n})"
     )
 
 

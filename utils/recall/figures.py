@@ -41,17 +41,21 @@ STYLES = ["o-", "s-", "^-", "x--"]
 
 
 def plot_knockout(
-    result: KnockoutResult, subsets: Mapping[str, Sequence[bool]], title: str
+    result: KnockoutResult,
+    subsets: Mapping[str, Sequence[bool]],
+    title: str,
+    excess_in: Sequence[str] = (),
 ) -> Figure:
     """One panel per subset of facts: the mean relative change of p(prediction) per window centre
-    and knockout source, with 95% bootstrap bands over facts; panels share the y-range."""
+    and knockout source, with 95% bootstrap bands over facts; panels share the y-range. The panels
+    named in ``excess_in`` also show the non-subject curve minus the first-token curve (dotted)."""
     fig, axes = new_figure(ncols=len(subsets), width=6.5 * len(subsets))
     axes = np.atleast_2d(axes)[0]
     for ax, (name, rows) in zip(axes, subsets.items(), strict=True):
         for (curve, band), style in zip(curve_bands(result, rows).items(), STYLES, strict=False):
             (line,) = ax.plot(band.index, band["mean"], style, markersize=4, label=curve)
             ax.fill_between(band.index, band.low, band.high, color=line.get_color(), alpha=0.15)
-        if np.sum(rows) and {"non-subject", "first"} <= set(result.sources):
+        if name in excess_in and np.sum(rows):
             change = result.change(rows).mean(-1)
             excess = (
                 change[result.sources.index("non-subject")] - change[result.sources.index("first")]
