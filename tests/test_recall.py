@@ -577,7 +577,8 @@ def test_enrichment_claims_name_a_rise_a_rise():
     # knockouts raise the rate: the paper's expected fall comes out "opposite", the title says so
     base = torch.full((40,), 0.2)
     knocked = torch.stack([torch.full((2, 40), 0.4), torch.full((2, 40), 0.3)])
-    knocked = knocked + 0.01 * torch.randn(knocked.shape, generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    knocked = knocked + 0.01 * torch.randn(knocked.shape, generator=gen)
     enrichment = recall.EnrichmentResult(10, 2, [0, 4], base, knocked)
     rows, changes = recall.enrichment_claims(enrichment, min_n=30)
     assert changes["mlp"].estimate == pytest.approx(0.2, abs=0.01)
@@ -585,7 +586,8 @@ def test_enrichment_claims_name_a_rise_a_rise():
     title = recall.enrichment_title(changes)
     assert title.startswith("Early MLP knockouts raise the rate by 20.") and "raise it by" in title
     changes["attn"] = recall.fact_interval(torch.zeros(40))
-    assert recall.enrichment_title(changes).endswith("attention knockouts leave it unchanged (n=40)")
+    title = recall.enrichment_title(changes)
+    assert title.endswith("attention knockouts leave it unchanged (n=40)")
     assert "-" not in rows[0]["here"].split("knockout;")[-1]  # the effect is named, not signed
 
 

@@ -129,7 +129,7 @@ def fit_tuned_lens(
     source: str = "shipped",
 ) -> TunedLens:
     """Fit (or load from the cache folder) a tuned lens on ``n_tokens`` tokens of ``source``'s
-    training split (``utils.data.token_batches``: "shipped" is the model's own text, "prose" human)."""
+    training split (``utils.data.token_batches``: "shipped" the model's own text, "prose" human)."""
 
     def fit() -> TunedLens:
         samples = residual_samples(model, n_tokens, ctx, progress=progress, source=source)
