@@ -563,6 +563,9 @@ def test_one_latency_ratio_estimator():
                          "mlp_removed": [9.0, 9.0, 9.0]}}
     interval, testable, text = pruning.latency_ratio(raw)
     assert interval.estimate == pytest.approx(2.0) and testable and "n=3" in text
+    table = pruning.latency_table(raw)
+    assert [r["configuration"] for r in table] == ["dense", "attn_removed", "mlp_removed"]
+    assert table[1]["median time"] == pytest.approx(8000.0) and table[1]["repeats"] == 3
 
 
 def test_coinciding_names_methods_with_identical_picks():

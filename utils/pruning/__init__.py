@@ -139,6 +139,7 @@ from utils.pruning.report import (
     coinciding,
     found_sentences,
     latency_ratio,
+    latency_table,
     matched_table,
     text_table,
 )
@@ -174,6 +175,6 @@ __all__ = [
     "snapshot_rows", "PRESETS", "live_check", "load_or_record",
     "plot_quality_vs_speedup", "plot_refit_diagnostic",
     "TUNING_METHODS", "rebuild_snapshot", "text_evaluator", "text_rows",
-    "CALIBRATION_NOTE", "LATENCY_ESTIMATOR", "check_rows", "claim_rows", "coinciding", "found_sentences", "latency_ratio",
+    "CALIBRATION_NOTE", "LATENCY_ESTIMATOR", "check_rows", "claim_rows", "coinciding", "found_sentences", "latency_ratio", "latency_table",
     "matched_table", "text_table",
 ]
