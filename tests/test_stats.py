@@ -50,18 +50,6 @@ def test_holm_matches_hand_computation_and_keeps_order():
     assert stats.holm({"x": 0.6, "y": 0.7}) == pytest.approx({"x": 1.0, "y": 1.0})
 
 
-def test_verdicts_can_fail_and_name_their_n():
-    up = stats.Interval(0.3, 0.1, 0.5, n=40)
-    down = stats.Interval(-0.3, -0.5, -0.1, n=40)
-    straddle = stats.Interval(0.1, -0.1, 0.3, n=40)
-    assert stats.interval_verdict(up, min_n=20) == "holds (n=40)"
-    assert stats.interval_verdict(down, min_n=20) == "differs (n=40)"
-    assert stats.interval_verdict(straddle, min_n=20) == "within noise (n=40)"
-    assert stats.interval_verdict(up, min_n=50).startswith("too few: n=40")
-    assert stats.test_verdict(0.2, 0.01, n=8, min_n=5).startswith("holds (n=8")
-    assert stats.test_verdict(-0.2, 0.01, n=8, min_n=5).startswith("fails (n=8")
-    assert stats.test_verdict(0.2, 0.2, n=8, min_n=5).startswith("within noise")
-    assert stats.test_verdict(0.2, 0.01, n=3, min_n=5).startswith("too few: n=3")
 
 
 def test_power_grows_with_seeds_and_matches_the_normal_approximation():

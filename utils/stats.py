@@ -1,13 +1,10 @@
-"""Intervals, tests and the verdict rules every notebook's "paper vs here" table uses.
+"""Intervals, tests and power: the numbers every notebook's verdicts rest on.
 
-A verdict always names its n. The vocabulary (counted by ``utils.reproduce``'s summary):
-``holds``, ``within noise``, ``differs``, ``fails``; ``too few: n=…`` below a stated minimum;
-``identity`` for a check that holds by construction (reported, never counted as a reproduced claim).
+The verdict words themselves are defined once, in ``utils.verdicts``, from these intervals and tests.
 
 Public names: ``Interval``, ``bootstrap_interval``, ``paired_difference``, ``paired_p_value``,
-``permutation_p_value``, ``holm``, ``too_few``, ``interval_verdict``, ``test_verdict``,
-``paired_power``, ``seeds_for_power``, ``detectable_effect``, and ``CONFIDENCE``, ``N_BOOTSTRAP``,
-``ALPHA``, ``IDENTITY``.
+``permutation_p_value``, ``holm``, ``paired_power``, ``seeds_for_power``, ``detectable_effect``, and
+``CONFIDENCE``, ``N_BOOTSTRAP``, ``ALPHA``.
 """
 
 from __future__ import annotations
@@ -23,26 +20,21 @@ from scipy.stats import t as student_t
 __all__ = [
     "ALPHA",
     "CONFIDENCE",
-    "IDENTITY",
     "N_BOOTSTRAP",
     "Interval",
     "bootstrap_interval",
     "detectable_effect",
     "holm",
-    "interval_verdict",
     "paired_difference",
     "paired_p_value",
     "paired_power",
     "permutation_p_value",
     "seeds_for_power",
-    "test_verdict",
-    "too_few",
 ]
 
 CONFIDENCE = 0.95
 N_BOOTSTRAP = 2000
 ALPHA = 0.05
-IDENTITY = "identity"
 
 
 @dataclass(frozen=True)
@@ -130,37 +122,10 @@ def holm(p_values: Mapping[str, float]) -> dict[str, float]:
     return {name: adjusted[name] for name in p_values}
 
 
-def too_few(n: int, min_n: int) -> str | None:
-    """``'too few: n=…'`` when ``n`` is below the stated minimum, else None."""
-    return f"too few: n={n} (minimum {min_n})" if n < min_n else None
 
 
-def interval_verdict(interval: Interval, min_n: int, threshold: float = 0.0) -> str:
-    """'holds' if the whole interval lies above ``threshold``, 'differs' if it lies below, else
-    'within noise'; each with its n. Below ``min_n`` units: 'too few'."""
-    refused = too_few(interval.n, min_n)
-    if refused:
-        return refused
-    if interval.low > threshold:
-        word = "holds"
-    elif interval.high < threshold:
-        word = "differs"
-    else:
-        word = "within noise"
-    return f"{word} (n={interval.n})"
 
 
-def test_verdict(effect: float, p_value: float, n: int, min_n: int, alpha: float = ALPHA) -> str:
-    """'holds' if the effect is positive and p < alpha, 'fails' if negative and p < alpha,
-    otherwise 'within noise'; each with its n. Pass Holm-adjusted p-values for a family of variants."""
-    refused = too_few(n, min_n)
-    if refused:
-        return refused
-    if p_value < alpha:
-        word = "holds" if effect > 0 else "fails"
-    else:
-        word = "within noise"
-    return f"{word} (n={n}, p={p_value:.3g})"
 
 
 def paired_power(effect: float, sd: float, n: int, alpha: float = ALPHA) -> float:
