@@ -63,10 +63,12 @@ def test_library_logit_lens_matches_decoding_each_layer(tiny, tokens, monkeypatc
         assert lens.top_token[layer] == str(int(logits.argmax()))
 
 
-def test_hook_interventions_keep_their_contracts(tiny, tokens):
+def test_toolbox_interventions_keep_their_contracts(tiny, tokens):
     one = tokens[:1]
     logits = tiny(one)
-    frame, noop_same, skip_vs_zero = tour.hook_interventions(tiny, one, logits, answer=3, layer=1)
+    frame, noop_same, skip_vs_zero = tour.toolbox_interventions(
+        tiny, one, logits, answer=3, layer=1
+    )
     assert noop_same and skip_vs_zero < 1e-4
     assert list(frame.columns) == ["intervention", "p(answer)"] and len(frame) == 4
     assert frame["p(answer)"].iloc[0] == float(logits[0, -1].softmax(-1)[3])

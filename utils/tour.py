@@ -4,7 +4,7 @@ and the sizes of attention vs MLP writes.
 Public names: ``residual_components`` (every write into the residual stream, named by sublayer),
 ``decomposition_error``, ``direct_logit_attribution``, ``plot_attribution`` (its bars, every
 sublayer labelled), ``decode_residual``, ``logit_lens``, ``sublayer_write_norms``,
-``hook_interventions`` (the hook toolbox's contracts and a few interventions), and the notebook's
+``toolbox_interventions`` (the hook toolbox's contracts and a few interventions), and the notebook's
 ``PRESETS``.
 """
 
@@ -27,7 +27,7 @@ __all__ = [
     "decode_residual",
     "decomposition_error",
     "direct_logit_attribution",
-    "hook_interventions",
+    "toolbox_interventions",
     "logit_lens",
     "plot_attribution",
     "residual_components",
@@ -110,7 +110,7 @@ def plot_attribution(
     ax.legend(handles=[Patch(color=colors[k], label=names[k]) for k in colors], fontsize=9)
 
 
-def hook_interventions(
+def toolbox_interventions(
     model: HookedTransformer, tokens: torch.Tensor, logits: torch.Tensor, answer: int, layer: int
 ) -> tuple[pd.DataFrame, bool, float]:
     """The hook toolbox on one prompt (``tokens`` [1, pos], its ``logits`` [1, pos, vocab]):
