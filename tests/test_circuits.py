@@ -366,6 +366,7 @@ def test_threshold_and_window_verdicts_use_the_five_words():
     assert "fall 0.030" in C.window_verdict(0.03, [1, 2], 0.05).reason
     assert C.window_title(0.2, [3, 4], 0.05).endswith("(fall 0.200)")
     assert "rise 0.111" in C.window_title(-0.111, [21, 22], 0.05)
+    assert "lowers it by only 0.030" in C.window_title(0.03, [21, 22], 0.05)
 
 
 def test_features_vs_neurons_reads_the_interval_over_sizes():

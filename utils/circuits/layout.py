@@ -143,7 +143,7 @@ def plot_circuit(graph: Graph, ax: Axes, token_labels: Sequence[str], title: str
     ax.set_xlim(-0.3, centres[-1] + 0.8)
     ax.set_ylim(-1.7, float(shown.layer.max()) + 3.5)
     ax.set_title(title, fontsize=10)
-    ax.legend(handles=_edge_legend(biggest), loc="upper right", fontsize=8, framealpha=0.9)
+    ax.legend(handles=_edge_legend(biggest), loc="lower left", fontsize=8, framealpha=0.9)
     ax.set_xlabel("token position (input token)")
     ax.set_ylabel("layer (heads at the layer, MLP features +0.5)")
     return shown

@@ -33,6 +33,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from transformer_lens import HookedTransformer
 
 from utils import stats, verdicts
@@ -95,8 +96,9 @@ def window_title(joint_effect: float, window: Sequence[int], min_effect: float =
     name = f"layers {window[0]}-{window[-1]}"
     if joint_effect >= min_effect:
         return f"Mean-ablating {name} together lowers the probability difference most (fall {joint_effect:.3f})"
-    change = f"fall {joint_effect:.3f}" if joint_effect > 0 else f"rise {-joint_effect:.3f}"
-    return f"No window carries the task: best, {name}, {change} < {min_effect:g}"
+    if joint_effect > 0:
+        return f"No window carries the task: the best, {name}, lowers it by only {joint_effect:.3f} (< {min_effect:g})"
+    return f"No window carries the task: even the best, {name}, raises it (rise {-joint_effect:.3f})"
 
 
 def features_vs_neurons(curve: pd.DataFrame, min_n: int, seed: int = 0) -> verdicts.Verdict:
@@ -173,6 +175,7 @@ def plot_window_effects(
     ax.plot(joint.index, joint.values, marker="o", color="k", label=f"{len(window)} layers from here, together")
     ax.axhline(0, color="0.5", linewidth=0.8)
     ax.axvspan(window[0] - 0.5, window[-1] + 0.5, color="tab:orange", alpha=0.2, label="chosen window")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     label(ax, title, "layer", "fall in mean probability difference (clean − ablated)")
 
 
