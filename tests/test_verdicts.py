@@ -70,3 +70,10 @@ def test_summary_is_computed_from_the_verdicts():
     assert V.count_words(rows) == {"holds": 1, "opposite": 1, "within noise": 1, "not testable here": 1, "too few": 0}
     with pytest.raises(ValueError, match="claim_row"):
         V.count_words([{"verdict": "differs"}])
+
+
+def test_a_run_that_tested_nothing_says_so():
+    rows = [{"claim": "A", "verdict": V.TOO_FEW}, {"claim": "B", "verdict": V.NOT_TESTABLE}]
+    assert V.summary_sentences(rows, "M") == (
+        "On M, no claim could be tested here (a precondition failed or n was too small)."
+    )

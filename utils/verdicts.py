@@ -180,6 +180,9 @@ def summary_sentences(rows: Iterable[Mapping[str, Any]], model: str) -> str:
         count_words([row])  # rejects a word outside the vocabulary
         by_word[row["verdict"]].append(str(row["claim"]))
     sentences = []
+    untested = by_word[NOT_TESTABLE] + by_word[TOO_FEW]
+    if len(untested) == sum(len(claims) for claims in by_word.values()):
+        return f"On {model}, no claim could be tested here (a precondition failed or n was too small)."
     if by_word[HOLDS]:
         sentences.append(f"On {model}, {_listed(by_word[HOLDS])} reproduce{'s' if len(by_word[HOLDS]) == 1 else ''}.")
     else:
@@ -190,7 +193,6 @@ def summary_sentences(rows: Iterable[Mapping[str, Any]], model: str) -> str:
     if against:
         text = " and ".join(against)
         sentences.append(text[0].upper() + text[1:] + ".")
-    untested = by_word[NOT_TESTABLE] + by_word[TOO_FEW]
     if untested:
         sentences.append(f"Not tested here (a precondition failed or n was too small): {_listed(untested)}.")
     return " ".join(sentences)
