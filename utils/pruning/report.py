@@ -188,7 +188,7 @@ def found_sentences(matched: Sequence[dict], human: Sequence[dict], speedup: flo
             f"{len(table)}. On human text (first calibration seed, each method's first snapshot ≥ "
             f"{speedup:g}×) {human_rank[0]} has the lowest perplexity ({ppl[human_rank[0]]:.1f}); SPRINT "
             f"ranks {human_rank.index('sprint') + 1} of {len(human_rank)} ({ppl['sprint']:.1f}). "
-            f"All {CALIBRATION_NOTE}.")
+            f"(Calibration: {CALIBRATION_NOTE}.)")
 
 
 def coinciding(rows: Sequence[dict]) -> list[str]:
