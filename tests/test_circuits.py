@@ -438,3 +438,16 @@ def test_feature_labels_name_the_top_read_and_written_tokens():
     assert key.to_dict("records") == [{"layer": 2, "unit": 5, "label": label}]
     assert ax.texts[-1].get_text() == f"Features shown, L2 F5: {label}"
     plt.close(fig)
+
+
+def test_window_figure_marks_the_chosen_window():
+    import matplotlib.pyplot as plt
+
+    joint = pd.Series({0: -0.2, 1: 0.01, 2: 0.04})
+    fig, ax = plt.subplots()
+    C.plot_window_effects(ax, joint, [2, 3], C.window_title(0.04, [2, 3]))
+    heights = [bar.get_height() for bar in ax.patches]
+    assert heights == pytest.approx([-0.2, 0.01, 0.04])
+    assert [bar.get_facecolor() == ax.patches[2].get_facecolor() for bar in ax.patches] == [False, False, True]
+    assert "lowers it by only 0.040" in ax.get_title()
+    plt.close(fig)

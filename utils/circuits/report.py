@@ -11,7 +11,7 @@ rows of ``utils.verdicts`` and figures whose titles come from the same numbers.
 * ``quality_table``: the per-layer table on human held-out text with the model-written values beside.
 * ``feature_digit_scores`` / ``plot_feature_digits``: each top feature's de-embedding and logit
   effect over the answer tokens, two panels with their own diverging scales centred at 0.
-* ``plot_window_effects``: per-layer and per-window mean-ablation effects with the chosen window.
+* ``plot_window_effects``: each window's joint mean-ablation effect, the chosen window marked.
 * ``feature_labels``: a short computed label per feature, from its top de-embedded tokens (what it
   reads straight from the embeddings) and its top logit-effect tokens (what it writes).
 * ``circuit_key``: the feature nodes a circuit figure shows, with those labels, as a key below it.
@@ -166,17 +166,15 @@ def plot_feature_digits(de_emb: pd.DataFrame, logit: pd.DataFrame) -> Figure:
     return fig
 
 
-def plot_window_effects(
-    ax: Axes, single: pd.Series, joint: pd.Series, window: Sequence[int], title: str
-) -> None:
-    """Bars: each MLP's mean-ablation effect alone; line: each window's joint effect (at its first
-    layer); the chosen window shaded. Effects are clean minus ablated (a fall is positive)."""
-    ax.bar(single.index, single.values, color="tab:blue", alpha=0.7, label="one MLP mean-ablated")
-    ax.plot(joint.index, joint.values, marker="o", color="k", label=f"{len(window)} layers from here, together")
+def plot_window_effects(ax: Axes, joint: pd.Series, window: Sequence[int], title: str) -> None:
+    """One bar per window (at its first layer): the fall in mean probability difference when its
+    MLPs are mean-ablated together (clean − ablated, so a rise is negative); the chosen one in orange."""
+    colours = ["tab:orange" if first == window[0] else "tab:blue" for first in joint.index]
+    ax.bar(joint.index, joint.values, color=colours)
     ax.axhline(0, color="0.5", linewidth=0.8)
-    ax.axvspan(window[0] - 0.5, window[-1] + 0.5, color="tab:orange", alpha=0.2, label="chosen window")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    label(ax, title, "layer", "fall in mean probability difference (clean − ablated)")
+    label(ax, title, f"first layer of the {len(window)}-layer window",
+          "fall in mean probability difference (clean − ablated)")
 
 
 def plot_layer_quality(prose: pd.DataFrame, own: pd.DataFrame, max_l0: float) -> Figure:
