@@ -581,3 +581,24 @@ def test_on_par_is_a_non_inferiority_test_against_the_margin(tc_ce, n_tc, word):
     result = T.on_par_verdict(table, sequences, clean_ce=2.0, zero_ce=3.0)  # margin 0.1 nats
     assert result.verdict.word == word and result.margin == pytest.approx(0.1)
     assert (result.interval is None) == (word == "too few")
+
+
+def test_a_damaged_transcoder_cache_is_retrained_with_a_warning_naming_the_file(tmp_path):
+    model = tiny_model(n_layers=2, seed=4)
+    windows_ = torch.randint(0, model.cfg.d_vocab, (8, 16), generator=torch.Generator().manual_seed(0))
+    settings = T.LayerSettings(d_sae=24, l1=1e-3, seed=0, data=T.fingerprint([windows_]))
+    first = T.train_all_layers(model, [0, 1], [windows_], tmp_path / "tc", settings, batch_tokens=32)
+    w_enc = first.transcoders[1].W_enc.detach().clone()  # loaded tensors map the file: copy before damaging it
+    del first
+    (weights,) = (tmp_path / "tc" / "L1").glob("*.safetensors")
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated, as by a killed copy
+    with pytest.warns(UserWarning, match=rf"damaged \({weights}.*checksum"):
+        again = T.train_all_layers(model, [0, 1], [windows_], tmp_path / "tc", settings, batch_tokens=32)
+    torch.testing.assert_close(again.transcoders[1].W_enc, w_enc)
+    (tmp_path / "tc" / T.MANIFEST).write_text("{")  # an unreadable request
+    with pytest.warns(UserWarning, match="damaged"):
+        T.train_all_layers(model, [0, 1], [windows_], tmp_path / "tc", settings, batch_tokens=32)
+    other = dataclasses.replace(settings, l1=2e-3)  # other settings: replaced without a warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert T.train_all_layers(model, [0, 1], [windows_], tmp_path / "tc", other, batch_tokens=32).l1 == 2e-3

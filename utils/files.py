@@ -267,7 +267,11 @@ def check_manifest(folder: str | os.PathLike) -> dict:
 
 
 def cached_folder(
-    folder: str | os.PathLike, build: Callable[[Path], T], load: Callable[[Path], T], what: str
+    folder: str | os.PathLike,
+    build: Callable[[Path], T],
+    load: Callable[[Path], T],
+    what: str,
+    current: Callable[[Path], bool] | None = None,
 ) -> T:
     """``load(folder)`` when its manifest checks out; else ``build(staging)``, which writes the folder's files and returns the object.
 
@@ -275,13 +279,16 @@ def cached_folder(
     the finished folder. A damaged folder (a file missing, truncated or changed, or one that
     ``load`` cannot read) is rebuilt with a warning that names the file and says ``what`` it holds.
     A folder in a read-only cache (a classroom's shared one) is checked and loaded without a lock.
+    ``current(folder)`` False means the folder answers another request (other settings): it is
+    replaced without a warning; an empty folder counts as nothing cached.
     """
     folder = Path(folder)
     if folder.is_dir() and not os.access(folder.parent, os.W_OK):  # no one can change it: no lock needed
         check_manifest(folder)
         return load(folder)
     with file_lock(folder):
-        if folder.exists():
+        stale = folder.is_dir() and (not any(folder.iterdir()) or (current is not None and not current(folder)))
+        if folder.exists() and not stale:
             try:
                 check_manifest(folder)
                 return load(folder)

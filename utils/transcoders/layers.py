@@ -3,8 +3,10 @@
 Notebook 03 needs one transcoder per MLP layer, as Dunefsky et al.'s circuit analysis does. This module
 trains them from one forward pass (``collect_activations``: every layer's activations in RAM, sinks
 dropped) and one stream of batches feeding every trainer (``train_transcoders``), saves them in
-sae-lens format with a manifest of the request, and loads them back instead of retraining when the
-request is the same (``train_all_layers``). An optional L1 sweep on a few layers chooses the one
+sae-lens format with the request they answer and a checksum of every file (``utils.files``), and
+loads them back instead of retraining when the request is the same (``train_all_layers``). A damaged
+folder (a truncated transcoder, an unreadable manifest) is found on load and retrained, with a warning
+naming the file; two processes asking at once train once. An optional L1 sweep on a few layers chooses the one
 ``l1`` every layer then trains with (``L1Sweep``, ``sweep_l1``, ``choose_l1``).
 
 Settings are typed: ``LayerSettings`` holds ``TranscoderTraining``'s fields plus what identifies the
@@ -30,6 +32,7 @@ import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 
+from utils.files import cached_folder
 from utils.transcoders.activations import Pair, collect_activations, epoch_batches, steps_per_run
 from utils.transcoders.metrics import EvalSet, ce_baselines, dictionary_metrics
 from utils.transcoders.model import SparseTranscoder, load_transcoder, save_transcoder
@@ -52,7 +55,7 @@ __all__ = [
     "train_all_layers",
 ]
 
-MANIFEST = "manifest.json"
+MANIFEST = "request.json"  # the request a folder's transcoders answer (checksums: utils.files)
 
 
 @reject_unknown_fields
@@ -190,10 +193,53 @@ def train_all_layers(
                             "eval": fingerprint([sweep.ev.tokens])}
     elif settings.l1 is None:
         raise ValueError("settings hold no 'l1': give one, or an L1Sweep to choose it")
-    path = folder / MANIFEST
-    if path.is_file() and (saved := json.loads(path.read_text())).get("request") == json.loads(json.dumps(request)):
-        table = pd.read_csv(folder / "sweep.csv") if sweep is not None else None
-        return TrainedLayers({layer: load_transcoder(folder / f"L{layer}", device) for layer in layers}, saved["l1"], table)
+    request = json.loads(json.dumps(request))  # as it reads back from the file
+
+    def current(where: Path) -> bool:
+        try:
+            return json.loads((where / MANIFEST).read_text()).get("request") == request
+        except (OSError, ValueError, AttributeError):  # missing or damaged: the checksums will say which
+            return True
+
+    def load(where: Path) -> TrainedLayers:
+        saved = json.loads((where / MANIFEST).read_text())
+        table = pd.read_csv(where / "sweep.csv") if sweep is not None else None
+        loaded = {layer: load_transcoder(where / f"L{layer}", device) for layer in layers}
+        return TrainedLayers(loaded, saved["l1"], table)
+
+    def build(where: Path) -> TrainedLayers:
+        l1, done, table = _train(model, layers, token_batches, settings, batch_tokens, epochs, sweep, folder)
+        for layer in layers:
+            save_transcoder(done[layer], layer, where / f"L{layer}", model.cfg.model_name)
+        if table is not None:
+            table.to_csv(where / "sweep.csv", index=False)
+        (where / MANIFEST).write_text(json.dumps({"request": request, "l1": l1}))
+        return load(where)
+
+    trained = cached_folder(folder, build, load, "a set of trained transcoders", current=current)
+    for layer in layers:  # a finished run needs no checkpoints to resume from
+        shutil.rmtree(_checkpoint_dir(folder, layer), ignore_errors=True)
+    return trained
+
+
+def _checkpoint_dir(folder: Path, layer: int) -> Path:
+    """Where layer ``layer``'s trainer saves checkpoints: beside ``folder``, so an interrupted
+    training resumes while ``folder`` itself only ever holds finished transcoders."""
+    return folder.parent / f".{folder.name}.ckpt{layer}"
+
+
+def _train(
+    model: HookedTransformer,
+    layers: Sequence[int],
+    token_batches: Iterable[torch.Tensor],
+    settings: LayerSettings,
+    batch_tokens: int,
+    epochs: int,
+    sweep: L1Sweep | None,
+    folder: Path,
+) -> tuple[float, dict[int, SparseTranscoder], pd.DataFrame | None]:
+    """``train_all_layers``' work: the l1 it used, a transcoder per layer and the sweep's table."""
+    device = model.cfg.device
     acts = collect_activations(model, layers, token_batches)
     n_tokens = len(acts[layers[0]][0])
     n_steps = steps_per_run(n_tokens, batch_tokens, epochs)
@@ -207,19 +253,14 @@ def train_all_layers(
         l1 = choose_l1(table, sweep.max_l0)
         done = {layer: tried[(layer, l1)].transcoder for layer in sweep.layers}
     rest = [layer for layer in layers if layer not in done]
-    configs = {layer: (layer, settings.training(l1=l1, checkpoint_dir=str(folder / f"ckpt{layer}"))) for layer in rest}
+    configs = {
+        layer: (layer, settings.training(l1=l1, checkpoint_dir=str(_checkpoint_dir(folder, layer))))
+        for layer in rest
+    }
     if rest:
         trainers = train_transcoders(
             epoch_batches({layer: acts[layer] for layer in rest}, batch_tokens, epochs, seed=settings.seed),
             configs, model.cfg.d_model, model.cfg.model_name, n_steps, "training all layers", init_data=acts, device=device,
         )
         done |= {layer: trainer.transcoder for layer, trainer in trainers.items()}
-    out = {}
-    for layer in layers:
-        save_transcoder(done[layer], layer, folder / f"L{layer}", model.cfg.model_name)
-        shutil.rmtree(folder / f"ckpt{layer}", ignore_errors=True)
-        out[layer] = load_transcoder(folder / f"L{layer}", device)
-    if table is not None:
-        table.to_csv(folder / "sweep.csv", index=False)
-    path.write_text(json.dumps({"request": request, "l1": l1}))
-    return TrainedLayers(out, l1, table)
+    return l1, done, table
