@@ -26,6 +26,7 @@ import contextlib
 import itertools
 import os
 import shutil
+import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
@@ -136,25 +137,26 @@ def cache_activations(
         {"token_ids": datasets.Sequence(datasets.Value("int32"), length=ctx)}
         | {name: datasets.Array2D(shape=(ctx, d), dtype="float16") for name in names}
     )
-    staging = folder.with_name(folder.name + ".building")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    arrow = staging / "activations.arrow"
-    stream = stream_activations(model, layers, itertools.chain([first], batches))
-    with ArrowWriter(features=features, path=str(arrow)) as writer:
-        for tokens, sinks, pairs in tqdm(stream, desc="caching activations", unit="batch"):
-            marked = torch.where(sinks, SINK_ID, tokens)
-            columns = {"token_ids": marked.int().cpu().numpy()}
-            for layer in layers:
-                for name, act in zip(mlp_hooks(layer), pairs[layer], strict=True):
-                    columns[name] = act.half().cpu().numpy()
-            writer.write_batch(columns)
-        writer.finalize()
-    with _no_datasets_progress():  # the copy is quick; its bar would only be noise
-        datasets.Dataset.from_file(str(arrow)).save_to_disk(str(staging / "dataset"))
     folder.parent.mkdir(parents=True, exist_ok=True)
-    replace_folder(staging / "dataset", folder)
-    shutil.rmtree(staging, ignore_errors=True)
+    # a staging folder of its own: a second run writing the same cache never deletes this one's
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".building"))
+    try:
+        arrow = staging / "activations.arrow"
+        stream = stream_activations(model, layers, itertools.chain([first], batches))
+        with ArrowWriter(features=features, path=str(arrow)) as writer:
+            for tokens, sinks, pairs in tqdm(stream, desc="caching activations", unit="batch"):
+                marked = torch.where(sinks, SINK_ID, tokens)
+                columns = {"token_ids": marked.int().cpu().numpy()}
+                for layer in layers:
+                    for name, act in zip(mlp_hooks(layer), pairs[layer], strict=True):
+                        columns[name] = act.half().cpu().numpy()
+                writer.write_batch(columns)
+            writer.finalize()
+        with _no_datasets_progress():  # the copy is quick; its bar would only be noise
+            datasets.Dataset.from_file(str(arrow)).save_to_disk(str(staging / "dataset"))
+        replace_folder(staging / "dataset", folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return folder
 
 
