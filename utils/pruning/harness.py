@@ -19,6 +19,7 @@ import torch
 from transformer_lens import HookedTransformer
 
 from utils.evaluation import perplexity
+from utils.paths import REPO_ROOT
 from utils.pruning.latency import LatencyModel, latency_from_raw, measure_latency_model
 from utils.pruning.methods import run_method
 from utils.pruning.protocol import RecordingProtocol, eval_data
@@ -66,10 +67,11 @@ PRESETS = {
 
 def load_or_record(
     model: HookedTransformer, protocol: RecordingProtocol, hashes: dict[str, str], recompute: bool, prompt_len: int,
-    new_tokens: int, repeats: int, root: Path,
+    new_tokens: int, repeats: int, root: Path = REPO_ROOT,
 ) -> tuple[LatencyModel, dict, dict, str]:
     """(latency model, its raw timings, the recorded runs, where they come from): measured and recorded
-    in this run when ``recompute``, else loaded from the shipped files under ``root`` and checked."""
+    in this run when ``recompute``, else loaded from the shipped files under ``root`` (the
+    repository) and checked."""
     if recompute:
         latency, raw = measure_latency_model(model, prompt_len, new_tokens, repeats)
         raw["machine"] = {"cpu": "this run's machine", "load_average": list(os.getloadavg())}
