@@ -1,3 +1,4 @@
+import inspect
 import json
 import math
 import re
@@ -572,3 +573,9 @@ def test_coinciding_names_methods_with_identical_picks():
     rows = [{"seed": 0, "target": t, "method": m, "pruned": p} for t in (1.1, 1.2)
             for m, p in (("a", [1, 2]), ("b", [1, 2]), ("c", [3]))]
     assert pruning.coinciding(rows) == ["a = b"]
+
+
+def test_the_default_root_finds_the_shipped_recording():
+    """load_or_record looks under the repository root by default (not under the package's folder)."""
+    root = inspect.signature(pruning.load_or_record).parameters["root"].default
+    assert "runs" in pruning.read_runs(root / pruning.RECORDED_RUNS)
