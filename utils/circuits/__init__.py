@@ -24,94 +24,28 @@ task's names from ``utils.greater_than`` (``GreaterThan``, ``greater_than_prompt
 ``prob_diff``, ``later_earlier``, ``GT_TEMPLATE``).
 """
 
-from utils.circuits.ablation import (
-    Edit,
-    MeanActs,
-    best_layer_window,
-    best_window,
-    feature_ablator,
-    features_kept,
-    layer_effects,
-    mean_feature_acts,
-    mean_neuron_acts,
-    mean_write_fn,
-    mean_writes,
-    neuron_ablator,
-    neurons_kept,
-    precision_at_k,
-    random_units,
-    top_units,
-    unit_scores,
-    window_effects,
+from __future__ import annotations
+
+from utils.circuits import (
+    ablation,
+    attribution,
+    blind,
+    harness,
+    invariant,
+    layout,
+    paths,
+    report,
+    runs,
 )
-from utils.circuits.attribution import (
-    EXPANDABLE,
-    Site,
-    Target,
-    Trace,
-    contributions,
-    encoder_bias,
-    error_share,
-    expand,
-    feature_attributions,
-    feature_target,
-    head_terms,
-    logit_target,
-    scale_key,
-    target_value,
-    trace,
-    upstream_layers,
-)
-from utils.circuits.blind import (
-    Hypothesis,
-    blind_scores,
-    hypothesis_hits,
-    layer0_hypotheses,
-    token_word,
-)
-from utils.circuits.harness import PRESETS, rating_sheet, save_rating_sheet
-from utils.circuits.invariant import (
-    all_feature_weights,
-    feature_weights,
-    invariant_vs_dependent,
-    ov_weights,
-    permuted_correlation_null,
-    topk_overlap,
-)
-from utils.circuits.layout import (
-    MAX_NODES,
-    circuit_edges,
-    circuit_layout,
-    circuit_nodes,
-    plot_circuit,
-)
-from utils.circuits.paths import Graph, node_id, path_search
-from utils.circuits.report import (
-    MIN_WINDOW_EFFECT,
-    OWN_TEXT,
-    circuit_key,
-    feature_digit_scores,
-    feature_labels,
-    features_vs_neurons,
-    plot_feature_digits,
-    plot_layer_quality,
-    plot_top_k,
-    plot_window_effects,
-    quality_table,
-    threshold_verdict,
-    window_title,
-    window_verdict,
-)
-from utils.circuits.runs import (
-    CleanRun,
-    answer_probs,
-    clean_run,
-    first_edited_layer,
-    greater_than_task,
-    mean_prob_diff,
-    prompt_tokens,
-    run_start,
-)
+from utils.circuits.ablation import *  # noqa: F403  (each module's __all__)
+from utils.circuits.attribution import *  # noqa: F403  (each module's __all__)
+from utils.circuits.blind import *  # noqa: F403  (each module's __all__)
+from utils.circuits.harness import *  # noqa: F403  (each module's __all__)
+from utils.circuits.invariant import *  # noqa: F403  (each module's __all__)
+from utils.circuits.layout import *  # noqa: F403  (each module's __all__)
+from utils.circuits.paths import *  # noqa: F403  (each module's __all__)
+from utils.circuits.report import *  # noqa: F403  (each module's __all__)
+from utils.circuits.runs import *  # noqa: F403  (each module's __all__)
 from utils.greater_than import (
     GT_TEMPLATE,
     GreaterThan,
@@ -122,98 +56,19 @@ from utils.greater_than import (
 )
 
 __all__ = [
-    # attribution
-    "EXPANDABLE",
-    "Site",
-    "Target",
-    "Trace",
-    "contributions",
-    "encoder_bias",
-    "error_share",
-    "expand",
-    "feature_attributions",
-    "feature_target",
-    "head_terms",
-    "logit_target",
-    "scale_key",
-    "target_value",
-    "trace",
-    "upstream_layers",
-    # paths
-    "Graph",
-    "node_id",
-    "path_search",
-    # invariant
-    "all_feature_weights",
-    "feature_weights",
-    "invariant_vs_dependent",
-    "ov_weights",
-    "permuted_correlation_null",
-    "topk_overlap",
-    # blind
-    "Hypothesis",
-    "blind_scores",
-    "hypothesis_hits",
-    "layer0_hypotheses",
-    "token_word",
-    # runs
-    "CleanRun",
-    "answer_probs",
-    "clean_run",
-    "first_edited_layer",
-    "greater_than_task",
-    "mean_prob_diff",
-    "prompt_tokens",
-    "run_start",
-    # ablation
-    "Edit",
-    "MeanActs",
-    "best_layer_window",
-    "best_window",
-    "feature_ablator",
-    "features_kept",
-    "layer_effects",
-    "mean_feature_acts",
-    "mean_neuron_acts",
-    "mean_write_fn",
-    "mean_writes",
-    "neuron_ablator",
-    "neurons_kept",
-    "precision_at_k",
-    "random_units",
-    "top_units",
-    "unit_scores",
-    "window_effects",
-    # layout
-    "MAX_NODES",
-    "circuit_edges",
-    "circuit_layout",
-    "circuit_nodes",
-    "plot_circuit",
-    # harness
-    "PRESETS",
-    "rating_sheet",
-    "save_rating_sheet",
-    # the greater-than task (utils.greater_than)
+    *ablation.__all__,
+    *attribution.__all__,
+    *blind.__all__,
+    *harness.__all__,
+    *invariant.__all__,
+    *layout.__all__,
+    *paths.__all__,
+    *report.__all__,
+    *runs.__all__,
     "GT_TEMPLATE",
     "GreaterThan",
     "greater_than_prompts",
     "later_earlier",
     "prob_diff",
     "spread_starts",
-    # report (notebook 03's verdict rules, tables and figures)
-    "MIN_WINDOW_EFFECT",
-    "OWN_TEXT",
-    "circuit_key",
-    "feature_digit_scores",
-    "feature_labels",
-    "features_vs_neurons",
-    "plot_feature_digits",
-    "plot_layer_quality",
-    "plot_top_k",
-    "plot_window_effects",
-    "quality_table",
-    "threshold_verdict",
-    "window_title",
-    "window_verdict",
 ]

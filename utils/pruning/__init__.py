@@ -39,142 +39,49 @@ Notebook 04's harness:
 ``restore_dense``.
 """
 
-from utils.pruning.baselines import (
-    BASELINE_METHODS,
-    BASELINES,
-    JS_CHUNK_ROWS,
-    Baseline,
-    block_influence,
-    block_units,
-    blockpruner,
-    finercut,
-    greedy,
-    js_divergence,
-    mean_nll,
-    shortgpt,
-    sleb,
+from __future__ import annotations
+
+from utils.pruning import (
+    baselines,
+    compare,
+    diagnostic,
+    figures,
+    harness,
+    human_text,
+    latency,
+    methods,
+    protocol,
+    pruned_model,
+    recorded_runs,
+    report,
+    sprint,
 )
-from utils.pruning.compare import (
-    HIGHER_IS_BETTER,
-    MIN_SEEDS,
-    closing_table,
-    interpolate_at,
-    log_time_ratios,
-    matched_rows,
-    paired_advantage,
-    per_seed,
-    snapshot_rows,
-)
-from utils.pruning.diagnostic import (
-    RefitData,
-    choose_ridge,
-    diagnostic_summary,
-    refit_data,
-    refit_diagnostic,
-    refit_errors,
-)
-from utils.pruning.figures import plot_quality_vs_speedup, plot_refit_diagnostic
-from utils.pruning.harness import PRESETS, live_check, load_or_record
-from utils.pruning.human_text import TUNING_METHODS, rebuild_snapshot, text_evaluator, text_rows
-from utils.pruning.latency import (
-    LATENCY_FRACTION,
-    MIN_LATENCY_S,
-    SPEEDUP_FORMULAS,
-    LatencyModel,
-    Timer,
-    generation_time,
-    latency_from_raw,
-    latency_ratio_test,
-    latency_ratios,
-    measure_latency_model,
-    measured_speedup,
-    paired_samples,
-    paired_times,
-    timing_prompt,
-)
-from utils.pruning.methods import METHODS, run_method
-from utils.pruning.protocol import (
-    EvalData,
-    RecordingProtocol,
-    calibration_split,
-    eval_data,
-    quality_metrics,
-    tokens_hash,
-)
-from utils.pruning.pruned_model import (
-    Checkpoints,
-    PruneResult,
-    PruningClock,
-    Snapshot,
-    StepCallback,
-    apply_snapshot,
-    apply_sublayer,
-    final_logits,
-    original_down_projections,
-    record_step,
-    restore_dense,
-    run_range,
-)
-from utils.pruning.recorded_runs import (
-    CHECKSUM_KEY,
-    RECORDED_RUNS,
-    RecordedRunsError,
-    check_recorded,
-    content_checksum,
-    missing_runs,
-    read_runs,
-    rebuild_command,
-    record_runs,
-    reference_pass_s,
-    resumable,
-    schema_problems,
-    time_scales,
-    write_runs,
-)
-from utils.pruning.report import (
-    CALIBRATION_NOTE,
-    LATENCY_ESTIMATOR,
-    check_rows,
-    claim_rows,
-    coinciding,
-    found_sentences,
-    latency_ratio,
-    latency_table,
-    matched_table,
-    text_table,
-)
-from utils.pruning.sprint import (
-    SPRINT_VARIANTS,
-    Candidate,
-    SprintScorer,
-    fit_down_projection,
-    relative_l1,
-    run_sprint,
-)
+from utils.pruning.baselines import *  # noqa: F403  (each module's __all__)
+from utils.pruning.compare import *  # noqa: F403  (each module's __all__)
+from utils.pruning.diagnostic import *  # noqa: F403  (each module's __all__)
+from utils.pruning.figures import *  # noqa: F403  (each module's __all__)
+from utils.pruning.harness import *  # noqa: F403  (each module's __all__)
+from utils.pruning.human_text import *  # noqa: F403  (each module's __all__)
+from utils.pruning.latency import *  # noqa: F403  (each module's __all__)
+from utils.pruning.methods import *  # noqa: F403  (each module's __all__)
+from utils.pruning.protocol import *  # noqa: F403  (each module's __all__)
+from utils.pruning.pruned_model import *  # noqa: F403  (each module's __all__)
+from utils.pruning.recorded_runs import *  # noqa: F403  (each module's __all__)
+from utils.pruning.report import *  # noqa: F403  (each module's __all__)
+from utils.pruning.sprint import *  # noqa: F403  (each module's __all__)
 
 __all__ = [
-    # SPRINT
-    "SPRINT_VARIANTS", "Candidate", "SprintScorer", "fit_down_projection", "relative_l1", "run_sprint",
-    # latency
-    "LATENCY_FRACTION", "MIN_LATENCY_S", "SPEEDUP_FORMULAS", "LatencyModel", "Timer", "generation_time", "latency_from_raw",
-    "latency_ratio_test", "latency_ratios", "measure_latency_model", "measured_speedup", "paired_samples",
-    "paired_times", "timing_prompt",
-    # shared by every method
-    "Checkpoints", "PruneResult", "PruningClock", "Snapshot", "StepCallback", "apply_snapshot", "apply_sublayer",
-    "final_logits", "original_down_projections", "record_step", "restore_dense", "run_range",
-    # baselines and methods by name
-    "BASELINES", "BASELINE_METHODS", "JS_CHUNK_ROWS", "Baseline", "block_influence", "block_units", "blockpruner", "finercut",
-    "greedy", "js_divergence", "mean_nll", "shortgpt", "sleb", "METHODS", "run_method",
-    # notebook 04's harness
-    "RefitData", "choose_ridge", "diagnostic_summary", "refit_data", "refit_diagnostic", "refit_errors",
-    "EvalData", "RecordingProtocol", "calibration_split", "eval_data", "quality_metrics", "tokens_hash",
-    "CHECKSUM_KEY", "RECORDED_RUNS", "RecordedRunsError", "check_recorded", "content_checksum", "missing_runs", "read_runs",
-    "rebuild_command", "record_runs", "reference_pass_s", "resumable", "schema_problems", "time_scales", "write_runs",
-    "HIGHER_IS_BETTER", "MIN_SEEDS", "closing_table", "interpolate_at", "log_time_ratios", "matched_rows",
-    "paired_advantage", "per_seed",
-    "snapshot_rows", "PRESETS", "live_check", "load_or_record",
-    "plot_quality_vs_speedup", "plot_refit_diagnostic",
-    "TUNING_METHODS", "rebuild_snapshot", "text_evaluator", "text_rows",
-    "CALIBRATION_NOTE", "LATENCY_ESTIMATOR", "check_rows", "claim_rows", "coinciding", "found_sentences", "latency_ratio", "latency_table",
-    "matched_table", "text_table",
+    *baselines.__all__,
+    *compare.__all__,
+    *diagnostic.__all__,
+    *figures.__all__,
+    *harness.__all__,
+    *human_text.__all__,
+    *latency.__all__,
+    *methods.__all__,
+    *protocol.__all__,
+    *pruned_model.__all__,
+    *recorded_runs.__all__,
+    *report.__all__,
+    *sprint.__all__,
 ]

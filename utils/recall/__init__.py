@@ -29,183 +29,39 @@ through the final norm and the unembedding).
 from __future__ import annotations
 
 from utils.prompts import project
-from utils.recall.attributes import (
-    ATTRIBUTE_SOURCES,
-    MIN_TOKEN_CHARS,
-    WIKIPEDIA,
-    AttributeSets,
-    attribute_masks,
-    attribute_texts,
-    eligible_tokens,
-    fact_attribute_texts,
-    other_subject_masks,
-    token_keys,
+from utils.recall import (
+    attributes,
+    claims,
+    enrichment,
+    extraction,
+    facts,
+    figures,
+    harness,
+    heads,
+    knockout,
+    readout,
 )
-from utils.recall.claims import (
-    attribute_claims,
-    change_verb,
-    enrichment_claims,
-    enrichment_title,
-    extraction_claims,
-    knockout_claims,
-    ov_claim,
-)
-from utils.recall.enrichment import (
-    LOGIT_LENS,
-    POSITIONS,
-    SUBLAYER_KINDS,
-    AttributeRates,
-    EnrichmentResult,
-    attribute_rates,
-    attributes_rate,
-    enrichment_knockout,
-    knockout_starts,
-    leading_tokens,
-    mean_table,
-    position_table,
-    share_of_attributes,
-)
-from utils.recall.extraction import extraction_events, extraction_summary, sublayer_top_tokens
-from utils.recall.facts import (
-    FactBatch,
-    equal_length_batches,
-    fact_batches,
-    load_fact_table,
-    locate_subjects,
-    prepare_facts,
-    require_range_index,
-)
-from utils.recall.figures import (
-    plot_enrichment,
-    plot_extraction,
-    plot_knockout,
-    plot_lens_kl,
-    plot_ov_hits,
-    plot_rates,
-)
-from utils.recall.harness import (
-    NO_FACTS,
-    PRESETS,
-    curve_bands,
-    describe_minimum,
-    excess_minimum,
-    fact_interval,
-    knockout_minima,
-    minimum_layer,
-    minimum_layer_gap,
-    peak_advantage,
-    position_peaks,
-    smallest_effect_margin,
-    specific_summary,
-)
-from utils.recall.heads import OV_INPUTS, control_heads, head_attribute_hits, ov_circuit, top_heads
-from utils.recall.knockout import (
-    KNOCKOUT_LABELS,
-    KNOCKOUT_SOURCES,
-    KnockoutResult,
-    batch_masks,
-    frozen_prefix_cache,
-    knockout_loop,
-    knockout_mask,
-    knockout_sweep,
-    window_layers,
-)
-from utils.recall.readout import (
-    FACTORED_NORMS,
-    argmax_of_product,
-    head_readout,
-    head_top_tokens,
-    top_tokens,
-)
+from utils.recall.attributes import *  # noqa: F403  (each module's __all__)
+from utils.recall.claims import *  # noqa: F403  (each module's __all__)
+from utils.recall.enrichment import *  # noqa: F403  (each module's __all__)
+from utils.recall.extraction import *  # noqa: F403  (each module's __all__)
+from utils.recall.facts import *  # noqa: F403  (each module's __all__)
+from utils.recall.figures import *  # noqa: F403  (each module's __all__)
+from utils.recall.harness import *  # noqa: F403  (each module's __all__)
+from utils.recall.heads import *  # noqa: F403  (each module's __all__)
+from utils.recall.knockout import *  # noqa: F403  (each module's __all__)
+from utils.recall.readout import *  # noqa: F403  (each module's __all__)
 
 __all__ = [
-    # facts
-    "FactBatch",
-    "equal_length_batches",
-    "fact_batches",
-    "load_fact_table",
-    "locate_subjects",
-    "prepare_facts",
-    "require_range_index",
-    # knockout
-    "KNOCKOUT_LABELS",
-    "KNOCKOUT_SOURCES",
-    "KnockoutResult",
-    "batch_masks",
-    "frozen_prefix_cache",
-    "knockout_loop",
-    "knockout_mask",
-    "knockout_sweep",
-    "window_layers",
-    # attributes
-    "ATTRIBUTE_SOURCES",
-    "AttributeSets",
-    "MIN_TOKEN_CHARS",
-    "WIKIPEDIA",
-    "attribute_masks",
-    "attribute_texts",
-    "eligible_tokens",
-    "fact_attribute_texts",
-    "other_subject_masks",
-    "token_keys",
-    # enrichment
-    "AttributeRates",
-    "EnrichmentResult",
-    "LOGIT_LENS",
-    "POSITIONS",
-    "SUBLAYER_KINDS",
-    "attribute_rates",
-    "attributes_rate",
-    "enrichment_knockout",
-    "knockout_starts",
-    "leading_tokens",
-    "mean_table",
-    "position_table",
-    "share_of_attributes",
-    # readout
-    "FACTORED_NORMS",
-    "argmax_of_product",
-    "head_readout",
-    "head_top_tokens",
+    *attributes.__all__,
+    *claims.__all__,
+    *enrichment.__all__,
+    *extraction.__all__,
+    *facts.__all__,
+    *figures.__all__,
+    *harness.__all__,
+    *heads.__all__,
+    *knockout.__all__,
+    *readout.__all__,
     "project",
-    "top_tokens",
-    # extraction
-    "extraction_events",
-    "extraction_summary",
-    "sublayer_top_tokens",
-    # heads
-    "OV_INPUTS",
-    "control_heads",
-    "head_attribute_hits",
-    "ov_circuit",
-    "top_heads",
-    # harness
-    "NO_FACTS",
-    "PRESETS",
-    "curve_bands",
-    "describe_minimum",
-    "excess_minimum",
-    "fact_interval",
-    "knockout_minima",
-    "minimum_layer",
-    "minimum_layer_gap",
-    "peak_advantage",
-    "position_peaks",
-    "smallest_effect_margin",
-    "specific_summary",
-    # claims
-    "attribute_claims",
-    "change_verb",
-    "enrichment_claims",
-    "enrichment_title",
-    "extraction_claims",
-    "knockout_claims",
-    "ov_claim",
-    # figures
-    "plot_enrichment",
-    "plot_extraction",
-    "plot_knockout",
-    "plot_lens_kl",
-    "plot_ov_hits",
-    "plot_rates",
 ]

@@ -30,196 +30,38 @@ Every public name of those modules is re-exported here: ``from utils import tran
 
 from __future__ import annotations
 
-from utils.transcoders.activations import (
-    SINK_ID,
-    Pair,
-    cache_activations,
-    cached_chunks,
-    collect_activations,
-    epoch_batches,
-    load_activations,
-    shuffled,
-    steps_per_run,
-    stream_activations,
+from utils.transcoders import (
+    activations,
+    compare,
+    interpret,
+    layers,
+    metrics,
+    model,
+    presets,
+    sae_baseline,
+    sinks,
+    training,
 )
-from utils.transcoders.compare import (
-    COMPARED,
-    OnPar,
-    on_par_verdict,
-    recovered_interval,
-    sweep_metrics,
-)
-from utils.transcoders.interpret import (
-    HIGHLIGHT,
-    blind_cards,
-    de_embedding,
-    live_features,
-    logit_effect,
-    rating_difference,
-    rms_embeddings,
-    token_consistency,
-    top_contexts,
-    unblind,
-)
-from utils.transcoders.layers import (
-    MANIFEST,
-    L1Sweep,
-    LayerSettings,
-    TrainedLayers,
-    choose_l1,
-    fingerprint,
-    sweep_l1,
-    train_all_layers,
-)
-from utils.transcoders.metrics import (
-    DENSE_THRESHOLD,
-    EvalSet,
-    Replacement,
-    ce_baselines,
-    dictionary_fn,
-    dictionary_input,
-    dictionary_metrics,
-    eval_set,
-    feature_acts,
-    fraction_recovered,
-    fvu,
-    layer_quality,
-    matched_l0_count,
-    matched_l0_gap,
-    matched_l0_interval,
-    overlap_counts,
-    pareto_points,
-    replace_mlps,
-    replaced_losses,
-    sae_fn,
-    transcoder_fn,
-    zero_fn,
-)
-from utils.transcoders.model import (
-    SparseTranscoder,
-    load_transcoder,
-    mlp_hooks,
-    output_scale,
-    random_transcoder,
-    sae_transformer,
-    save_transcoder,
-    transcoder_loss,
-)
-from utils.transcoders.presets import PRESETS, RANGES
-from utils.transcoders.sae_baseline import quiet_sae_lens, token_dataset, train_sae_with_sae_lens
-from utils.transcoders.sinks import (
-    MASSIVE_FACTOR,
-    massive_tokens,
-    model_sinks,
-    sink_hook,
-    sink_layer,
-    sink_mask,
-    sink_resid,
-    special_token_ids,
-)
-from utils.transcoders.training import (
-    CHECKPOINT_NAME,
-    TRAINER_VERSION,
-    TrainingDiverged,
-    TranscoderTrainer,
-    TranscoderTraining,
-    lr_multiplier,
-    reject_unknown_fields,
-    train_transcoders,
-)
+from utils.transcoders.activations import *  # noqa: F403  (each module's __all__)
+from utils.transcoders.compare import *  # noqa: F403  (each module's __all__)
+from utils.transcoders.interpret import *  # noqa: F403  (each module's __all__)
+from utils.transcoders.layers import *  # noqa: F403  (each module's __all__)
+from utils.transcoders.metrics import *  # noqa: F403  (each module's __all__)
+from utils.transcoders.model import *  # noqa: F403  (each module's __all__)
+from utils.transcoders.presets import *  # noqa: F403  (each module's __all__)
+from utils.transcoders.sae_baseline import *  # noqa: F403  (each module's __all__)
+from utils.transcoders.sinks import *  # noqa: F403  (each module's __all__)
+from utils.transcoders.training import *  # noqa: F403  (each module's __all__)
 
 __all__ = [
-    "COMPARED",
-    "OnPar",
-    "on_par_verdict",
-    "recovered_interval",
-    "sweep_metrics",
-    # model
-    "SparseTranscoder",
-    "load_transcoder",
-    "mlp_hooks",
-    "output_scale",
-    "random_transcoder",
-    "sae_transformer",
-    "save_transcoder",
-    "transcoder_loss",
-    # sinks
-    "MASSIVE_FACTOR",
-    "massive_tokens",
-    "model_sinks",
-    "sink_hook",
-    "sink_layer",
-    "sink_mask",
-    "sink_resid",
-    "special_token_ids",
-    # activations
-    "SINK_ID",
-    "Pair",
-    "cache_activations",
-    "cached_chunks",
-    "collect_activations",
-    "epoch_batches",
-    "load_activations",
-    "shuffled",
-    "steps_per_run",
-    "stream_activations",
-    # training
-    "CHECKPOINT_NAME",
-    "TRAINER_VERSION",
-    "TrainingDiverged",
-    "TranscoderTrainer",
-    "TranscoderTraining",
-    "lr_multiplier",
-    "reject_unknown_fields",
-    "train_transcoders",
-    # metrics
-    "DENSE_THRESHOLD",
-    "EvalSet",
-    "Replacement",
-    "ce_baselines",
-    "dictionary_fn",
-    "dictionary_input",
-    "dictionary_metrics",
-    "eval_set",
-    "feature_acts",
-    "fraction_recovered",
-    "fvu",
-    "layer_quality",
-    "matched_l0_count",
-    "matched_l0_gap",
-    "matched_l0_interval",
-    "overlap_counts",
-    "pareto_points",
-    "replace_mlps",
-    "replaced_losses",
-    "sae_fn",
-    "transcoder_fn",
-    "zero_fn",
-    # interpret
-    "HIGHLIGHT",
-    "blind_cards",
-    "de_embedding",
-    "live_features",
-    "logit_effect",
-    "rating_difference",
-    "rms_embeddings",
-    "token_consistency",
-    "top_contexts",
-    "unblind",
-    # sae_baseline
-    "quiet_sae_lens",
-    "token_dataset",
-    "train_sae_with_sae_lens",
-    # layers (notebook 03's harness)
-    "MANIFEST",
-    "L1Sweep",
-    "LayerSettings",
-    "TrainedLayers",
-    "choose_l1",
-    "fingerprint",
-    "sweep_l1",
-    "train_all_layers",
-    # presets (notebook 02's parameters)
-    "PRESETS",
-    "RANGES",
+    *activations.__all__,
+    *compare.__all__,
+    *interpret.__all__,
+    *layers.__all__,
+    *metrics.__all__,
+    *model.__all__,
+    *presets.__all__,
+    *sae_baseline.__all__,
+    *sinks.__all__,
+    *training.__all__,
 ]
