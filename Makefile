@@ -33,8 +33,9 @@ reproduce: env  ## the reference run: every notebook at default scale -> results
 	$(PY) -m utils.reproduce --scale default --reference
 	$(PY) -m utils.reproduce --scale smoke --record-runtimes
 
+TEST_WORKERS ?= 2  # pytest-xdist processes: the independent test files share the cores
 test: env  ## unit tests + every notebook at smoke scale (offline)
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-unit: env
 	$(PY) -m pytest -m "not notebook"

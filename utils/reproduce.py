@@ -340,7 +340,7 @@ def paper_summaries(results_root: Path = RESULTS_ROOT) -> str:
         title = notebook_title(nbformat.read(notebook, as_version=4)) if notebook.is_file() else folder.name
         rows = m.get("paper_vs_here", [])
         found = summary_sentences(rows, f"`{m.get('model')}`") if rows else "No paper claim is tested here."
-        lines.append(f"- **{folder.name[:2]} · {title}.** {found}")
+        lines.append(f"- **{title}.** {found}")
     return "\n".join(lines)
 
 
