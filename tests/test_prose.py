@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from utils import data, prose
+from utils.files import sha256_file
 from utils.prose import PROSE_SPLITS, DamagedCorpusError, prose_documents
 
 MIN_TOKENS, MIN_SOURCES_PER_SPLIT, MIN_GENRES_PER_SPLIT = 1_000_000, 5, 5
@@ -52,7 +53,7 @@ def test_a_prefix_of_a_split_already_mixes_its_sources():
 
 
 def test_manifest_records_the_file_checksum(manifest):
-    assert manifest["sha256"] == prose.file_sha256(prose.DOCUMENTS_PATH)
+    assert manifest["sha256"] == sha256_file(prose.DOCUMENTS_PATH)
     assert manifest["bytes"] == prose.DOCUMENTS_PATH.stat().st_size
 
 

@@ -11,16 +11,14 @@ the sources, so any prefix of a split mixes its genres.
   ``author``, ``title``, ``licence``, ``url``, ``split`` and ``text``.
 * ``prose_texts(split)``: their texts, in stored order; ``utils.data.token_batches(..., source="prose")``
   reads them through this.
-* ``file_sha256(path)``: the checksum that ``data/prose/manifest.json`` records and every load verifies.
 
 Public names: ``PROSE_SOURCE``, ``PROSE_SPLITS``, ``PROSE_DIR``, ``DOCUMENTS_PATH``, ``MANIFEST_PATH``,
-``REBUILD_COMMAND``, ``DamagedCorpusError``, ``file_sha256``, ``prose_documents``, ``prose_texts``.
+``REBUILD_COMMAND``, ``DamagedCorpusError``, ``prose_documents``, ``prose_texts``.
 """
 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 import os
 import zlib
@@ -28,7 +26,8 @@ from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
 
-from utils.outputs import REPO_ROOT
+from utils.files import sha256_file
+from utils.paths import REPO_ROOT
 
 __all__ = [
     "DOCUMENTS_PATH",
@@ -38,7 +37,6 @@ __all__ = [
     "PROSE_SPLITS",
     "REBUILD_COMMAND",
     "DamagedCorpusError",
-    "file_sha256",
     "prose_documents",
     "prose_texts",
 ]
@@ -55,15 +53,6 @@ class DamagedCorpusError(ValueError):
     """The prose corpus file does not match its manifest; the message names the file and the rebuild."""
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's bytes, as hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _missing(path: Path) -> FileNotFoundError:
     return FileNotFoundError(
         f"{path} is missing; restore it from git (`git checkout -- data/prose/`) or rebuild the "
@@ -78,7 +67,7 @@ def _all_documents(documents_path: Path, manifest_path: Path) -> tuple[dict, ...
         if not path.is_file():
             raise _missing(path)
     expected = json.loads(manifest_path.read_text(encoding="utf-8"))["sha256"]
-    found = file_sha256(documents_path)
+    found = sha256_file(documents_path)
     if found != expected:
         raise DamagedCorpusError(
             f"{documents_path} is damaged: its SHA-256 is {found}, the manifest {manifest_path.name} "
