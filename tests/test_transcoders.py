@@ -595,7 +595,7 @@ def test_a_damaged_transcoder_cache_is_retrained_with_a_warning_naming_the_file(
     with pytest.warns(UserWarning, match=rf"damaged \({weights}.*checksum"):
         again = T.train_all_layers(model, [0, 1], [windows_], tmp_path / "tc", settings, batch_tokens=32)
     torch.testing.assert_close(again.transcoders[1].W_enc, w_enc)
-    (tmp_path / "tc" / T.MANIFEST).write_text("{")  # an unreadable request
+    (tmp_path / "tc" / T.REQUEST_FILE).write_text("{")  # an unreadable request
     with pytest.warns(UserWarning, match="damaged"):
         T.train_all_layers(model, [0, 1], [windows_], tmp_path / "tc", settings, batch_tokens=32)
     other = dataclasses.replace(settings, l1=2e-3)  # other settings: replaced without a warning

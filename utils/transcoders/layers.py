@@ -13,7 +13,7 @@ Settings are typed: ``LayerSettings`` holds ``TranscoderTraining``'s fields plus
 run's data, and rejects a field it does not know (naming the closest ones).
 
 Public names: ``train_all_layers``, ``LayerSettings``, ``L1Sweep``, ``TrainedLayers``, ``sweep_l1``,
-``choose_l1``, ``fingerprint``, ``MANIFEST``.
+``choose_l1``, ``fingerprint``, ``REQUEST_FILE``.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from utils.transcoders.training import (
 )
 
 __all__ = [
-    "MANIFEST",
+    "REQUEST_FILE",
     "L1Sweep",
     "LayerSettings",
     "TrainedLayers",
@@ -55,7 +55,7 @@ __all__ = [
     "train_all_layers",
 ]
 
-MANIFEST = "request.json"  # the request a folder's transcoders answer (checksums: utils.files)
+REQUEST_FILE = "request.json"  # the request a folder's transcoders answer (checksums: utils.files)
 
 
 @reject_unknown_fields
@@ -197,12 +197,12 @@ def train_all_layers(
 
     def current(where: Path) -> bool:
         try:
-            return json.loads((where / MANIFEST).read_text()).get("request") == request
+            return json.loads((where / REQUEST_FILE).read_text()).get("request") == request
         except (OSError, ValueError, AttributeError):  # missing or damaged: the checksums will say which
             return True
 
     def load(where: Path) -> TrainedLayers:
-        saved = json.loads((where / MANIFEST).read_text())
+        saved = json.loads((where / REQUEST_FILE).read_text())
         table = pd.read_csv(where / "sweep.csv") if sweep is not None else None
         loaded = {layer: load_transcoder(where / f"L{layer}", device) for layer in layers}
         return TrainedLayers(loaded, saved["l1"], table)
@@ -213,7 +213,7 @@ def train_all_layers(
             save_transcoder(done[layer], layer, where / f"L{layer}", model.cfg.model_name)
         if table is not None:
             table.to_csv(where / "sweep.csv", index=False)
-        (where / MANIFEST).write_text(json.dumps({"request": request, "l1": l1}))
+        (where / REQUEST_FILE).write_text(json.dumps({"request": request, "l1": l1}))
         return load(where)
 
     trained = cached_folder(folder, build, load, "a set of trained transcoders", current=current)
