@@ -2,10 +2,11 @@ import json
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import pytest
 
 from tests.processes import finish, start, wait_for
-from utils.outputs import RESULTS_ROOT, RUNS_ENV, load_metrics, paper_vs_here, save_results
+from utils.outputs import RESULTS_ROOT, RUNS_ENV, load_metrics, save_results
 from utils.scales import apply_scale
 
 PRESETS = {"smoke": {"n": 2, "ctx": 8}, "default": {"n": 100, "ctx": 64}, "paper": {"n": 1000}}
@@ -25,7 +26,7 @@ def test_apply_scale_fills_untouched_parameters_only():
 def test_save_results_writes_figures_and_jsonable_metrics(tmp_path):
     fig, ax = plt.subplots()
     ax.plot([0, 1])
-    table = paper_vs_here([{"claim": "c", "paper": "p", "here": 1.5, "verdict": "holds"}])
+    table = pd.DataFrame([{"claim": "c", "paper": "p", "here": 1.5, "verdict": "holds"}])
     path = save_results(tmp_path, {"x": np.float32(0.5), "nan": float("nan"), "t": table}, {"line": fig})
     metrics = load_metrics(tmp_path)
     assert path.name == "metrics.json" and (tmp_path / "line.png").stat().st_size > 0
@@ -48,11 +49,6 @@ def test_failed_write_keeps_the_previous_metrics(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
 
 
-def test_paper_vs_here_requires_its_columns():
-    with pytest.raises(ValueError, match="verdict"):
-        paper_vs_here([{"claim": "c", "paper": "p", "here": 1}])
-
-
 def test_a_run_that_names_a_reference_folder_writes_to_the_runs_folder(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv(RUNS_ENV, str(tmp_path / "runs"))
     monkeypatch.chdir(RESULTS_ROOT.parent / "notebooks")  # as JupyterLab and papermill --cwd notebooks run
@@ -64,12 +60,6 @@ def test_a_run_that_names_a_reference_folder_writes_to_the_runs_folder(tmp_path,
     assert (reference.read_bytes() if reference.exists() else None) == before
     elsewhere = save_results(tmp_path / "mine", {"value": 2}, {})  # any other folder is used as given
     assert elsewhere == tmp_path / "mine" / "metrics.json"
-
-
-def test_paper_vs_here_shows_whole_claims():
-    claim = "a claim long enough to be cut at fifty characters by pandas' default display"
-    html = paper_vs_here([{"claim": claim, "paper": "p", "here": 1, "verdict": "holds"}])._repr_html_()
-    assert claim in html
 
 
 CLAIM_AND_WAIT = """\

@@ -25,3 +25,8 @@ def test_default_formats_and_missing_values():
 def test_kinds_must_name_real_columns():
     with pytest.raises(KeyError, match="lacks"):
         show_table(pd.DataFrame({"a": [1]}), {"b": "%"})
+
+
+def test_tables_show_whole_claims():
+    claim = "a claim long enough to be cut at fifty characters by pandas' default display"
+    assert claim in show_table(pd.DataFrame([{"claim": claim, "verdict": "holds"}])).to_html()

@@ -9,7 +9,7 @@ A run claims its results folder (``claim_results_folder``: a lock held until the
 taken by ``apply_scale`` in a notebook's first code cell and again by ``save_results``), so a second
 run into the same folder stops at once with ``FolderInUse`` naming the first (pid, start time).
 
-Public names: ``save_results``, ``paper_vs_here``, ``load_metrics``, ``results_folder``,
+Public names: ``save_results``, ``load_metrics``, ``results_folder``,
 ``claim_results_folder``, ``FolderInUse``, ``runs_root``, ``is_reference_folder``, ``RESULTS_ROOT``,
 ``REPO_ROOT``, ``RUNS_ENV``, ``METRICS_FILE``, ``UNSCALED``.
 """
@@ -20,7 +20,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,6 @@ __all__ = [
     "claim_results_folder",
     "is_reference_folder",
     "load_metrics",
-    "paper_vs_here",
     "results_folder",
     "runs_root",
     "save_results",
@@ -53,7 +52,6 @@ __all__ = [
 RESULTS_ROOT = REPO_ROOT / "results"
 RUNS_ENV = "SUBLAYER_LAB_RESULTS"
 METRICS_FILE = "metrics.json"
-PAPER_VS_HERE_COLUMNS = ["claim", "paper", "here", "verdict"]
 NOTEBOOK_NAME = re.compile(r"[0-9]{2}_\w+")
 UNSCALED = "unscaled"  # the runs subfolder of metrics that state no scale
 
@@ -79,16 +77,6 @@ def results_folder(results_dir: str | os.PathLike, scale: str = UNSCALED) -> Pat
         path = runs_root() / scale / path.resolve().name
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def paper_vs_here(rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """The closing 'paper vs here' table: one row per claim with paper, here and verdict."""
-    pd.set_option("display.max_colwidth", None)  # show whole claims, not 50 characters of each
-    table = pd.DataFrame(list(rows))
-    missing = [c for c in PAPER_VS_HERE_COLUMNS if c not in table.columns]
-    if missing:
-        raise ValueError(f"paper-vs-here rows lack {missing}")
-    return table[PAPER_VS_HERE_COLUMNS]
 
 
 def _jsonable(value: Any) -> Any:
