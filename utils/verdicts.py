@@ -175,9 +175,10 @@ def _listed(claims: list[str]) -> str:
 def summary_sentences(rows: Iterable[Mapping[str, Any]], model: str) -> str:
     """Two or three sentences computed from the verdicts: what reproduces on ``model``, what does
     not, and what cannot be tested here."""
+    rows = list(rows)
+    count_words(rows)  # rejects a word outside the vocabulary
     by_word: dict[str, list[str]] = {w: [] for w in WORDS}
     for row in rows:
-        count_words([row])  # rejects a word outside the vocabulary
         by_word[row["verdict"]].append(str(row["claim"]))
     sentences = []
     untested = by_word[NOT_TESTABLE] + by_word[TOO_FEW]
