@@ -17,6 +17,7 @@ meets it (each module's docstring maps its functions to the paper's steps):
 * ``interpret``: top contexts, de-embeddings, logit effects and the blind rating study;
 * ``compare``: transcoders against SAEs: the sweep on two texts and the verdicts
   (``sweep_metrics``, ``on_par_verdict``, ``recovered_interval``);
+* ``figures``: notebook 02's Pareto and feature-density figures (``plot_pareto``, ``plot_density``);
 * ``sae_baseline``: the SAE baseline, trained by sae-lens (``train_sae_with_sae_lens``), quietly
   (``quiet_sae_lens``).
 
@@ -33,6 +34,7 @@ from __future__ import annotations
 from utils.transcoders import (
     activations,
     compare,
+    figures,
     interpret,
     layers,
     metrics,
@@ -44,6 +46,7 @@ from utils.transcoders import (
 )
 from utils.transcoders.activations import *  # noqa: F403  (each module's __all__)
 from utils.transcoders.compare import *  # noqa: F403  (each module's __all__)
+from utils.transcoders.figures import *  # noqa: F403  (each module's __all__)
 from utils.transcoders.interpret import *  # noqa: F403  (each module's __all__)
 from utils.transcoders.layers import *  # noqa: F403  (each module's __all__)
 from utils.transcoders.metrics import *  # noqa: F403  (each module's __all__)
@@ -56,6 +59,7 @@ from utils.transcoders.training import *  # noqa: F403  (each module's __all__)
 __all__ = [
     *activations.__all__,
     *compare.__all__,
+    *figures.__all__,
     *interpret.__all__,
     *layers.__all__,
     *metrics.__all__,
