@@ -602,3 +602,40 @@ def test_a_damaged_transcoder_cache_is_retrained_with_a_warning_naming_the_file(
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert T.train_all_layers(model, [0, 1], [windows_], tmp_path / "tc", other, batch_tokens=32).l1 == 2e-3
+
+
+def _sweep(rows):
+    return pd.DataFrame(rows, columns=["kind", "l1", "l0", "ce_loss"])
+
+
+def test_closest_l0_pair_compares_l0s_by_ratio():
+    sweep = _sweep([("transcoder", 1.0, 10, 3.5), ("transcoder", 2.0, 100, 3.4),
+                    ("sae", 1.0, 25, 3.6), ("sae", 2.0, 95, 3.45)])
+    tc, sae = T.closest_l0_pair(sweep)
+    assert (tc.l0, sae.l0) == (100, 95)
+
+
+def test_closest_l0_pair_needs_both_kinds():
+    with pytest.raises(ValueError, match="at least one transcoder and one SAE"):
+        T.closest_l0_pair(_sweep([("transcoder", 1.0, 10, 3.5)]))
+
+
+def test_feature_density_counts_only_kept_tokens():
+    acts = torch.tensor([[1.0, 0.0], [0.0, 0.0], [2.0, 3.0], [5.0, 5.0]])
+    keep = torch.tensor([True, True, True, False])
+    np.testing.assert_allclose(T.feature_density(acts, keep), [2 / 3, 1 / 3])
+
+
+def test_density_title_gives_each_kind_median_live_density():
+    density = {"transcoder": np.array([0.0, 0.01, 0.03]), "sae": np.array([0.02, 0.04, 0.06])}
+    fig = T.plot_density(density, {"transcoder": 1.0, "sae": 2.0}, 1234)
+    title = fig.axes[0].get_title()
+    assert "1,234 held-out tokens" in title and "2.00% (transcoder)" in title and "4.00% (sae)" in title
+
+
+def test_pareto_figure_draws_one_curve_per_kind_sorted_by_l0():
+    sweep = _sweep([("transcoder", 1.0, 100, 3.4), ("transcoder", 2.0, 10, 3.5), ("sae", 1.0, 25, 3.6)])
+    ax = T.plot_pareto(sweep, 3.3, 9.0, 4, "title").axes[0]
+    curves = {line.get_label(): list(line.get_xdata()) for line in ax.get_lines()}
+    assert curves["transcoders"] == [10, 100] and curves["saes"] == [25]
+    assert ax.get_xscale() == "log" and "nats" in ax.get_ylabel()
