@@ -7,11 +7,28 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 # Notebook kernels inherit this environment: with MPLBACKEND unset they draw inline, so executed
 # notebooks (and the HTML pages made from them) keep their figures; this process falls back to Agg.
 os.environ.pop("MPLBACKEND", None)
+# Under pytest-xdist each worker gets its share of the cores, and so do the notebook kernels it starts
+# (they inherit OMP_NUM_THREADS): two workers with two threads each on two cores spend much of their
+# time spinning in OpenMP barriers.
+from tests.cores import THREADS, WORKERS  # noqa: E402
+
+if WORKERS > 1:
+    os.environ["OMP_NUM_THREADS"] = str(THREADS)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from utils.models import load_model, tiny_model  # noqa: E402
+
+if WORKERS > 1:
+    torch.set_num_threads(THREADS)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files that run notebooks first, the rest in their order: with ``--dist loadfile`` the long
+    files then start early and the short ones fill the gaps, instead of one long file ending last."""
+    heavy = {item.path for item in items if item.get_closest_marker("notebook")}
+    items.sort(key=lambda item: item.path not in heavy)  # stable: keeps the order within each group
 
 
 @pytest.fixture(scope="session")

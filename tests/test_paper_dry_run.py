@@ -1,19 +1,19 @@
 """Every notebook at scale='paper' with dry_run=True: the paper branches on offline stand-ins, the
-smallest sizes, two notebooks at a time (the six together take about two minutes on two cores)."""
+smallest sizes, as many notebooks at a time as this worker has cores (tests.cores)."""
 
 import pytest
 
+from tests.cores import THREADS
 from tests.notebook_runner import run_dry_all
 from utils.reproduce import notebooks
 
 NOTEBOOKS = [p.stem for p in notebooks()]
-WORKERS = 2
 
 
 @pytest.fixture(scope="module")
 def dry_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("dry_runs")
-    return root, run_dry_all(NOTEBOOKS, root, WORKERS)
+    return root, run_dry_all(NOTEBOOKS, root, THREADS)
 
 
 @pytest.mark.notebook

@@ -10,6 +10,7 @@ def test_numbers_are_formatted_by_kind_and_text_is_left_aligned():
     assert "70.2%" in html and "18,054.8 ms" in html
     assert "7.015513e-01" not in html and "18054.843807" not in html
     assert "text-align: left" in html
+    assert "overflow-wrap: anywhere" in html  # a long column name wraps instead of widening the page
     assert '<th class="blank level0"' not in html and "row_heading" not in html  # no index column
 
 

@@ -75,7 +75,7 @@ def show_table(
         styler = styler.format(lambda v, kind=kind: format_value(v, kind), subset=[column])
     styles = [
         {"selector": "", "props": [("width", "100%"), ("border-collapse", "collapse")]},
-        {"selector": "th", "props": [("text-align", "left")]},
+        {"selector": "th", "props": [("text-align", "left"), ("overflow-wrap", "anywhere")]},  # long names wrap
         {"selector": "td", "props": [("vertical-align", "top"), ("padding", "2px 8px")]},
     ]
     styler = styler.set_table_styles(styles)
