@@ -26,8 +26,10 @@ $(STAMP): requirements-lock.txt pyproject.toml
 	$(PY) -c "from utils.models import load_model; load_model('smollm2-135m')"  # convert the embedded model once (about 35 s), not in a notebook's first run
 	touch $@
 
-student: env  ## learner versions of every notebook (solutions replaced by stubs) in student/notebooks/
-	$(PY) scripts/make_student.py --out student/notebooks
+STUDENT_DIR ?= student/notebooks
+student:  ## learner versions of every notebook in student/notebooks/ (never overwrites learner work; FORCE=1 keeps a backup)
+	@test -x $(PY) || { echo "make student needs $(VENV): run 'make env' once (with network) first"; exit 1; }
+	$(PY) scripts/make_student.py --out $(STUDENT_DIR) $(if $(FORCE),--force)
 
 reproduce: env  ## the reference run: every notebook at default scale -> results/, REPORT.md, README; then times the smoke runs
 	$(PY) -m utils.reproduce --scale default --reference

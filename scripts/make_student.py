@@ -12,15 +12,23 @@ and this script honours the same markers:
 The learner notebooks go to ``student/notebooks/`` (git-ignored), so their ``../results/...`` folders
 land in ``student/results/``, never in the committed results.
 
-    .venv/bin/python scripts/make_student.py [--out student/notebooks] [notebooks...]
+A learner's work is never overwritten: the folder keeps a record (``.generated.json``) of what the
+script wrote; a notebook that differs from it (edited, or run with outputs saved) is left alone and
+the script stops with a message naming it, unless ``--force`` (``make student FORCE=1``), which first
+keeps the learner's file as ``NN_name.ipynb.bak-<UTC time>`` beside it.
+
+    .venv/bin/python scripts/make_student.py [--out student/notebooks] [--force] [notebooks...]
     .venv/bin/python scripts/make_student.py --teaching   # only rewrite TEACHING.md's exercise table
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import re
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = ROOT / "notebooks"
 STUDENT_DIR = ROOT / "student" / "notebooks"
 TEACHING = NOTEBOOKS_DIR / "TEACHING.md"
+RECORD = ".generated.json"  # in the output folder: file name -> sha256 of what this script wrote there
 TABLE_START, TABLE_END = "<!-- exercises:start -->", "<!-- exercises:end -->"
 EXERCISE_HEADING = re.compile(
     r"^###\s+Exercise\s+(?P<id>\d+\.\d+)\s+[—–-]\s+(?P<title>.+?)\s+"
@@ -44,6 +53,10 @@ MARKDOWN_MARKER = re.compile(r"<!--\s*(BEGIN|END) SOLUTION\s*-->")
 
 class MarkerError(ValueError):
     """Solution markers that do not pair up, or a solution with no exercise heading before it."""
+
+
+class EditedNotebook(RuntimeError):
+    """A learner notebook in the output folder differs from what this script wrote there."""
 
 
 @dataclass(frozen=True)
@@ -122,19 +135,50 @@ def learner_version(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     return learner
 
 
-def write_learner_notebooks(notebooks: list[Path], out: Path = STUDENT_DIR) -> list[Path]:
-    """Write the learner version of each notebook into ``out``; return the written paths."""
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def edited_notebooks(out: Path, names: list[str]) -> list[Path]:
+    """Those of ``names`` in ``out`` whose content is not what this script last wrote there."""
+    record_file = out / RECORD
+    record = json.loads(record_file.read_text()) if record_file.exists() else {}
+    return [out / n for n in names if (out / n).exists() and record.get(n) != _digest(out / n)]
+
+
+def write_learner_notebooks(notebooks: list[Path], out: Path = STUDENT_DIR, force: bool = False) -> list[Path]:
+    """Write the learner version of each notebook into ``out``; return the written paths.
+
+    Raises EditedNotebook, writing nothing, if a target was edited since it was written, unless
+    ``force``: then the edited file is first kept as ``<name>.bak-<UTC time>``.
+    """
+    learners = {}
     for path in notebooks:
         try:
-            learner = learner_version(nbformat.read(path, as_version=4))
+            learners[path.name] = learner_version(nbformat.read(path, as_version=4))
         except MarkerError as err:
             raise MarkerError(f"{path.name}: {err}") from None
-        nbformat.validate(learner)
-        target = out / path.name
-        nbformat.write(learner, target)
-        written.append(target)
+        nbformat.validate(learners[path.name])
+    out.mkdir(parents=True, exist_ok=True)
+    edited = edited_notebooks(out, list(learners))
+    if edited and not force:
+        names = ", ".join(p.name for p in edited)
+        raise EditedNotebook(
+            f"not overwriting learner work in {out}: {names} changed since `make student` wrote it. "
+            "Collect it first, or run `make student FORCE=1` (keeps each as <name>.bak-<time>)."
+        )
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    for path in edited:
+        path.rename(path.with_name(f"{path.name}.bak-{stamp}"))
+        print(f"kept the edited {path.name} as {path.name}.bak-{stamp}")
+    record_file = out / RECORD
+    record = json.loads(record_file.read_text()) if record_file.exists() else {}
+    written = []
+    for name, learner in learners.items():
+        nbformat.write(learner, out / name)
+        record[name] = _digest(out / name)
+        written.append(out / name)
+    record_file.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
     return written
 
 
@@ -163,13 +207,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("notebooks", nargs="*", type=Path)
     parser.add_argument("--out", type=Path, default=STUDENT_DIR)
+    parser.add_argument("--force", action="store_true", help="overwrite edited learner notebooks (kept as .bak-<time>)")
     parser.add_argument("--teaching", action="store_true", help=f"only rewrite the exercise table in {TEACHING.name}")
     args = parser.parse_args(argv)
     notebooks = args.notebooks or sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
     if args.teaching:
         update_teaching(notebooks)
         return 0
-    for path in write_learner_notebooks(notebooks, args.out):
+    try:
+        written = write_learner_notebooks(notebooks, args.out, args.force)
+    except EditedNotebook as err:
+        print(err, file=sys.stderr)
+        return 1
+    for path in written:
         count = len(exercises(nbformat.read(path, as_version=4)))
         print(f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}: {count} exercises")
     return 0

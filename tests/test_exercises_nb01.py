@@ -1,31 +1,34 @@
+from functools import partial
+
 import pytest
 
 from utils import recall
 from utils.checks import ExerciseFailed
 from utils.exercises import nb01
 
+KNOCKOUT = partial(recall.knockout_mask)  # handles the checks do not hide (wrong answers build on them)
+RATE = partial(recall.attributes_rate)
+
 
 def test_reference_solutions_pass(capsys):
     nb01.check_knockout_mask(recall.knockout_mask)
-    nb01.check_attributes_rate(lambda *args: float(recall.attributes_rate(*args)))
+    nb01.check_attributes_rate(lambda *args: float(RATE(*args)))
     assert capsys.readouterr().out.count("✓") == 2
 
 
 def _mask_including_last(n_pos, last, s0, s1, source):
-    mask = recall.knockout_mask(n_pos, last, s0, s1, source)
+    mask = KNOCKOUT(n_pos, last, s0, s1, source)
     if source == "non-subject":
         mask[last, last] = True  # wrong: the last position is not a non-subject source
     return mask
 
 
 def _mask_transposed(n_pos, last, s0, s1, source):
-    return recall.knockout_mask(
-        n_pos, last, s0, s1, source
-    ).T  # wrong: edges out of the last position
+    return KNOCKOUT(n_pos, last, s0, s1, source).T  # wrong: edges out of the last position
 
 
 def _mask_inclusive_end(n_pos, last, s0, s1, source):
-    return recall.knockout_mask(
+    return KNOCKOUT(
         n_pos, last, s0, min(s1 + 1, last), source
     )  # wrong: subject end included
 
@@ -48,7 +51,7 @@ def _rate_over_keep(logits, attributes, eligible, top, keep):
 
 
 def _rate_of_lowest(logits, attributes, eligible, top, keep):
-    return float(recall.attributes_rate(-logits, attributes, eligible, top, keep))
+    return float(RATE(-logits, attributes, eligible, top, keep))
 
 
 @pytest.mark.parametrize("wrong", [_rate_ignoring_eligibility, _rate_over_keep, _rate_of_lowest])
@@ -63,3 +66,23 @@ def test_stub_says_it_is_not_written():
 
     with pytest.raises(NotImplementedError, match="Exercise 1.1 knockout_mask: not written yet"):
         nb01.check_knockout_mask(stub)
+
+
+def test_a_float_mask_fails_where_a_bool_mask_is_specified():
+    with pytest.raises(ExerciseFailed, match="expected dtype torch.bool, got torch.float32"):
+        nb01.check_knockout_mask(lambda *args: KNOCKOUT(*args).float())
+
+
+def test_calling_the_reference_by_its_name_fails():
+    with pytest.raises(ExerciseFailed, match="write it yourself"):
+        nb01.check_knockout_mask(lambda *args: recall.knockout_mask(*args))
+
+
+def test_no_eligible_token_is_among_the_inputs():
+    """The documented edge case (no eligible token: rate 0) is checked: a NaN there fails."""
+
+    def nan_when_empty(logits, attributes, eligible, top, keep):
+        return float("nan") if not eligible.any() else float(RATE(logits, attributes, eligible, top, keep))
+
+    with pytest.raises(ExerciseFailed, match="input 5 of 5 .*0 eligible"):
+        nb01.check_attributes_rate(nan_when_empty)

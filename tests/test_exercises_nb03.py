@@ -1,10 +1,14 @@
 """Notebook 03's exercise checks pass the reference and fail wrong answers with a message naming the input."""
 
+from functools import partial
+
 import pytest
 
 from utils import circuits as C
 from utils.checks import ExerciseFailed
 from utils.exercises import nb03
+
+REFERENCE = partial(C.feature_attributions)  # a handle the check does not hide
 
 
 def test_references_pass(capsys):
@@ -44,7 +48,7 @@ def test_completeness_catches_a_term_that_passes_no_random_case(monkeypatch):
 
     def sneaky(acts, w_dec, v):
         calls["n"] += 1
-        out = C.feature_attributions(acts, w_dec, v)
+        out = REFERENCE(acts, w_dec, v)
         return out if calls["n"] <= 2 else 2 * out
 
     with pytest.raises(ExerciseFailed, match="completeness"):

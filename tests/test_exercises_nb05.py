@@ -62,3 +62,17 @@ def test_an_inconsistent_step_fails_the_order_check():
     doubled_mlp = strang_with(mlp_weight=1.0)
     assert nb05.observed_order(doubled_mlp) < 0.25  # it converges to another ODE: no order at all
     assert abs(nb05.observed_order(partial(ode_step, "strang")) - 1.0) < nb05.ORDER_TOLERANCE
+
+
+def _midpoint(field, x, t, h):
+    """The explicit midpoint method: the same as Heun on a linear field, not on a time-dependent one."""
+    return x + h * field.both(x + (h / 2) * field.both(x, t), t + 0.5)
+
+
+def test_rk2_passes_heun_and_fails_the_midpoint_method(capsys):
+    nb05.check_rk2_step(partial(ode_step, "rk2"))
+    assert "✓ Exercise 5.3 rk2_step (order of convergence)" in capsys.readouterr().out
+    with pytest.raises(ExerciseFailed, match="Exercise 5.3 rk2_step: input 3 of 3 \\(time-dependent"):
+        nb05.check_rk2_step(_midpoint)
+    with pytest.raises(ExerciseFailed, match="write it yourself"):
+        nb05.check_rk2_step(lambda field, x, t, h: ode_step("rk2", field, x, t, h))

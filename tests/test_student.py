@@ -1,6 +1,7 @@
 """`make student`: learner notebooks are valid, hold no solution, and stop at their first exercise stub."""
 
 import re
+import subprocess
 from pathlib import Path
 
 import nbformat
@@ -147,3 +148,32 @@ def test_learner_notebook_runs_up_to_its_first_stub(path, learner_notebooks, tmp
     ids = [c.id for c in instructor.cells]
     heading = next(i for i, c in enumerate(instructor.cells) if c.cell_type == "markdown" and make_student.exercises_in(c.source))
     assert ids.index(_first_error_cell(executed)) > heading, "a cell before the first exercise failed"
+
+
+def _make_student(out: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", "-s", "student", f"STUDENT_DIR={out}", *extra], cwd=ROOT,
+                          capture_output=True, text=True, check=False)
+
+
+def test_make_student_twice_keeps_an_edit(tmp_path):
+    """The second `make student` refuses to overwrite an edited learner notebook; FORCE=1 keeps a backup."""
+    out = tmp_path / "notebooks"
+    assert _make_student(out).returncode == 0
+    edited = out / NOTEBOOKS[0].name
+    unedited = (out / NOTEBOOKS[1].name).read_bytes()
+    edited.write_text(edited.read_text().replace("# YOUR CODE HERE", "# my answer", 1))
+    mine = edited.read_bytes()
+    again = _make_student(out)
+    assert again.returncode != 0 and f"{edited.name} changed" in again.stderr
+    assert edited.read_bytes() == mine and (out / NOTEBOOKS[1].name).read_bytes() == unedited
+    assert _make_student(out, "FORCE=1").returncode == 0
+    (backup,) = out.glob(f"{edited.name}.bak-*")
+    assert backup.read_bytes() == mine and "# YOUR CODE HERE" in edited.read_text()
+    assert _make_student(out).returncode == 0, "a notebook the script wrote itself is rewritten freely"
+
+
+def test_make_student_does_not_reinstall_the_environment():
+    """`make student` needs only an existing .venv (offline classroom): it never depends on `env`."""
+    plan = subprocess.run(["make", "-n", "student", "STUDENT_DIR=/nonexistent"], cwd=ROOT,
+                          capture_output=True, text=True, check=True).stdout
+    assert "pip install" not in plan and "make_student.py" in plan

@@ -10,7 +10,7 @@ sublayer labelled), ``decode_residual``, ``logit_lens``, ``sublayer_write_norms`
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import pandas as pd
 import torch
@@ -147,18 +147,21 @@ def decode_residual(model: HookedTransformer, resid: torch.Tensor) -> torch.Tens
 
 
 def logit_lens(
-    model: HookedTransformer, cache: ActivationCache, token: int, pos: int = -1
+    model: HookedTransformer,
+    cache: ActivationCache,
+    token: int,
+    pos: int = -1,
+    decode: Callable[[HookedTransformer, torch.Tensor], torch.Tensor] = decode_residual,
 ) -> pd.DataFrame:
     """Probability and rank of ``token`` when each layer's residual stream is decoded directly.
 
-    Each layer's output is the next layer's input: TransformerLens's
-    ``accumulated_resid(apply_ln=True)`` (the final norm recomputed on each) without the embedding.
+    Each layer's output (the next layer's input, TransformerLens's ``accumulated_resid`` without the
+    embedding) is decoded by ``decode(model, resid [layer, d]) -> logits [layer, d_vocab]``, the
+    final norm recomputed on each (``decode_residual``, or a learner's own).
     """
-    normed = cache.accumulated_resid(apply_ln=True, pos_slice=pos)[
-        1:, 0
-    ]  # [layer, d] after layers 0..n-1
+    resid = cache.accumulated_resid(pos_slice=pos)[1:, 0]  # [layer, d] after layers 0..n-1
     rows = []
-    for layer, logits in enumerate(model.unembed(normed[:, None])[:, 0]):
+    for layer, logits in enumerate(decode(model, resid)):
         rows.append(
             {
                 "layer": layer,

@@ -12,7 +12,7 @@ from utils.checks import Case, check
 __all__ = ["check_attributes_rate", "check_knockout_mask"]
 
 
-def check_knockout_mask(knockout_mask: Callable) -> None:
+def check_knockout_mask(knockout_mask: Callable) -> Callable:
     """Exercise 1.1: the [n_pos, n_pos] bool mask of the edges into the last position from a source."""
     cases = [
         Case(
@@ -22,7 +22,7 @@ def check_knockout_mask(knockout_mask: Callable) -> None:
         for n, last, s0, s1 in [(7, 6, 2, 4), (5, 4, 0, 2), (9, 6, 3, 4)]
         for source in recall.KNOCKOUT_SOURCES
     ]
-    check("Exercise 1.1 knockout_mask", knockout_mask, recall.knockout_mask, cases)
+    return check("Exercise 1.1 knockout_mask", knockout_mask, recall.knockout_mask, cases)
 
 
 def _rate(
@@ -31,7 +31,7 @@ def _rate(
     return float(recall.attributes_rate(logits, attributes, eligible, top, keep))
 
 
-def check_attributes_rate(attributes_rate: Callable) -> None:
+def check_attributes_rate(attributes_rate: Callable) -> Callable:
     """Exercise 1.2: the attributes rate of one hidden state's projection (logits [V] -> a float)."""
     gen = torch.Generator().manual_seed(0)
     cases = []
@@ -40,6 +40,7 @@ def check_attributes_rate(attributes_rate: Callable) -> None:
         (200, 50, 10, 0.5),
         (30, 30, 30, 0.9),
         (60, 8, 5, 0.3),
+        (25, 10, 4, 0.0),  # the documented edge case: no eligible token among the top -> 0
     ]:
         logits = torch.randn(vocab, generator=gen)
         eligible = torch.rand(vocab, generator=gen) < p_eligible
@@ -50,4 +51,4 @@ def check_attributes_rate(attributes_rate: Callable) -> None:
                 (logits, attributes, eligible, top, keep),
             )
         )
-    check("Exercise 1.2 attributes_rate", attributes_rate, _rate, cases)
+    return check("Exercise 1.2 attributes_rate", attributes_rate, _rate, cases, hide=[recall.attributes_rate])

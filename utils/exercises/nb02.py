@@ -8,6 +8,8 @@ with ``utils.transcoders.SparseTranscoder``; ``check_transcoder_loss`` compares
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from utils.checks import Case, check
@@ -43,9 +45,10 @@ def _forward_cases() -> list[Case]:
     ]
 
 
-def check_transcoder_forward(fn) -> None:
+def check_transcoder_forward(fn: Callable) -> Callable:
     """Check ``fn(x, W_enc, b_enc, b_pre, W_dec, b_dec) -> (acts, pred)``."""
-    check("Exercise 2.1 transcoder_forward", fn, _reference_forward, _forward_cases())
+    return check("Exercise 2.1 transcoder_forward", fn, _reference_forward, _forward_cases(),
+                 hide=[SparseTranscoder.encode, SparseTranscoder.decode])
 
 
 def _loss_cases() -> list[Case]:
@@ -63,6 +66,6 @@ def _loss_cases() -> list[Case]:
     ]
 
 
-def check_transcoder_loss(fn) -> None:
+def check_transcoder_loss(fn: Callable) -> Callable:
     """Check ``fn(pred, target, acts, W_dec, l1) -> {"loss", "nmse", "l1"}``."""
-    check("Exercise 2.2 transcoder_loss", fn, transcoder_loss, _loss_cases())
+    return check("Exercise 2.2 transcoder_loss", fn, transcoder_loss, _loss_cases())

@@ -9,6 +9,8 @@ each source position, ``fn(pattern, values, W_O, v) -> [src]``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from utils import circuits as C
@@ -52,15 +54,16 @@ def _feature_cases() -> list[Case]:
     ]
 
 
-def check_feature_attributions(fn) -> None:
+def check_feature_attributions(fn: Callable) -> Callable:
     """Check ``fn(acts, W_dec, v) -> [d_sae]`` on random inputs, then for completeness on a tiny model."""
-    check("Exercise 3.1 feature_attribution_terms", fn, C.feature_attributions, _feature_cases())
+    fn = check("Exercise 3.1 feature_attribution_terms", fn, C.feature_attributions, _feature_cases())
     model, transcoders, tr, target = _setup()
     table = C.contributions(model, tr, target, transcoders)
     v = target.vector / tr.scale[C.scale_key(target)][target.pos]
     learner = sum(float(torch.as_tensor(fn(tr.acts[layer][target.pos], tc.W_dec, v)).sum()) for layer, tc in transcoders.items())
     reference = float(table[table.kind == "feature"].attribution.sum())
     _complete("feature", learner, reference, table, target, tr)
+    return fn
 
 
 def _head_cases() -> list[Case]:
@@ -73,9 +76,9 @@ def _head_cases() -> list[Case]:
     ]
 
 
-def check_head_terms(fn) -> None:
+def check_head_terms(fn: Callable) -> Callable:
     """Check ``fn(pattern, values, W_O, v) -> [src]`` on random inputs, then for completeness on a tiny model."""
-    check("Exercise 3.2 head_attribution_terms", fn, C.head_terms, _head_cases())
+    fn = check("Exercise 3.2 head_attribution_terms", fn, C.head_terms, _head_cases())
     model, transcoders, tr, target = _setup()
     table = C.contributions(model, tr, target, transcoders)
     v = target.vector / tr.scale[C.scale_key(target)][target.pos]
@@ -88,3 +91,4 @@ def check_head_terms(fn) -> None:
             learner += float(torch.as_tensor(out).sum())
     reference = float(table[table.kind == "head"].attribution.sum())
     _complete("head", learner, reference, table, target, tr)
+    return fn

@@ -1,11 +1,11 @@
-"""Checks for notebook 05's exercises: one step of the parallel and of the Strang scheme.
+"""Checks for notebook 05's exercises: one step of the parallel, the Strang and the RK2 scheme.
 
 Each check compares the learner's ``step(field, x, t, h)`` with ``utils.ode_blocks.ode_step`` on a
 linear split field and on a small time-conditioned transformer field, then integrates the linear
 ODE ``dx/dt = (A + B) x`` with 8 to 64 steps and compares the observed order of convergence.
 
-Public names: ``check_parallel_step`` (exercise 5.1), ``check_strang_step`` (exercise 5.2), and
-``observed_order`` (the order a step function shows on the linear test ODE).
+Public names: ``check_parallel_step`` (exercise 5.1), ``check_strang_step`` (exercise 5.2),
+``check_rk2_step`` (exercise 5.3), and ``observed_order`` (the order a step function shows on the linear test ODE).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from utils.ode_blocks import (
     step_errors,
 )
 
-__all__ = ["check_parallel_step", "check_strang_step", "observed_order"]
+__all__ = ["check_parallel_step", "check_rk2_step", "check_strang_step", "observed_order"]
 
 ORDER_STEPS = (8, 16, 32, 64)
 ORDER_TOLERANCE = 0.25  # observed orders within this of the reference's
@@ -71,11 +71,11 @@ def observed_order(step: Step) -> float:
     return order_of(errors)
 
 
-def _check_scheme(exercise: str, kind: str, learner: Step) -> None:
-    """Values on every case, then the observed order of convergence."""
+def _check_scheme(exercise: str, kind: str, learner: Step) -> Step:
+    """Values on every case, then the observed order of convergence; the step the notebook goes on with."""
     reference = partial(ode_step, kind)
     with torch.no_grad():
-        check(exercise, learner, reference, _cases(kind))
+        chosen = check(exercise, learner, reference, _cases(kind), hide=[ode_step])
         check(
             f"{exercise} (order of convergence)",
             lambda: observed_order(learner),
@@ -83,14 +83,21 @@ def _check_scheme(exercise: str, kind: str, learner: Step) -> None:
             [Case(f"observed order on dx/dt = (A + B) x with {ORDER_STEPS} steps to t = 1")],
             atol=ORDER_TOLERANCE,
             rtol=0.0,
+            hide=[ode_step],
         )
+    return chosen
 
 
-def check_parallel_step(parallel_step: Step) -> None:
+def check_parallel_step(parallel_step: Step) -> Step:
     """Exercise 5.1: ``parallel_step(field, x, t, h)`` is one Euler step on the summed field."""
-    _check_scheme("Exercise 5.1 parallel_step", "parallel", parallel_step)
+    return _check_scheme("Exercise 5.1 parallel_step", "parallel", parallel_step)
 
 
-def check_strang_step(strang_step: Step) -> None:
+def check_strang_step(strang_step: Step) -> Step:
     """Exercise 5.2: ``strang_step(field, x, t, h)`` is half an MLP step, an attention step, half an MLP step."""
-    _check_scheme("Exercise 5.2 strang_step", "strang", strang_step)
+    return _check_scheme("Exercise 5.2 strang_step", "strang", strang_step)
+
+
+def check_rk2_step(rk2_step: Step) -> Step:
+    """Exercise 5.3: ``rk2_step(field, x, t, h)`` is one step of Heun's method on the summed field."""
+    return _check_scheme("Exercise 5.3 rk2_step", "rk2", rk2_step)

@@ -25,7 +25,7 @@ Public names: ``run_sprint``, ``SprintScorer``, ``Candidate``, ``fit_down_projec
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -96,7 +96,16 @@ class SprintScorer:
     the scores of windows that end before it; without, everything is recomputed from the embedding.
     """
 
-    def __init__(self, checkpoints: Checkpoints, ridge: float, use_cache: bool = True) -> None:
+    def __init__(
+        self,
+        checkpoints: Checkpoints,
+        ridge: float,
+        use_cache: bool = True,
+        sensitivity: Callable[[torch.Tensor, torch.Tensor], float] | None = None,
+        refit: Callable[..., torch.Tensor] | None = None,
+    ) -> None:
+        self.sensitivity = sensitivity or relative_l1  # a learner's own functions may replace these
+        self.refit = refit or fit_down_projection
         self.cp = checkpoints
         self.model = checkpoints.model
         self.ridge = ridge
@@ -132,7 +141,7 @@ class SprintScorer:
         if index in self.cache:
             return self.cache[index]
         y, y_hat, _, t = self.window(index, capture=False)
-        self.cache[index] = Candidate(index, t, relative_l1(y, y_hat))
+        self.cache[index] = Candidate(index, t, self.sensitivity(y, y_hat))
         return self.cache[index]
 
     def tuned(self, index: int) -> Candidate:
@@ -146,9 +155,9 @@ class SprintScorer:
         y, y_hat, hidden, t = self.window(index, capture=True)
         mlp = self.model.blocks[t // 2].mlp
         rest = y_hat - hidden @ mlp.W_out  # residual minus the down-projection's part
-        weight = fit_down_projection(hidden, y - rest, mlp.W_out.detach(), self.ridge)
+        weight = self.refit(hidden, y - rest, mlp.W_out.detach(), self.ridge)
         cand.tuned_weight = weight
-        cand.tuned_sensitivity = relative_l1(y, rest + hidden @ weight)
+        cand.tuned_sensitivity = self.sensitivity(y, rest + hidden @ weight)
         return cand
 
     def commit(self, cand: Candidate) -> None:
