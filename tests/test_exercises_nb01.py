@@ -1,8 +1,9 @@
 from functools import partial
 
 import pytest
+import torch
 
-from utils import recall
+from utils import hooks, recall
 from utils.checks import ExerciseFailed
 from utils.exercises import nb01
 
@@ -12,7 +13,7 @@ RATE = partial(recall.attributes_rate)
 
 def test_reference_solutions_pass(capsys):
     nb01.check_knockout_mask(recall.knockout_mask)
-    nb01.check_attributes_rate(lambda *args: float(RATE(*args)))
+    nb01.check_attributes_rate(RATE)
     assert capsys.readouterr().out.count("✓") == 2
 
 
@@ -40,23 +41,28 @@ def test_wrong_knockout_masks_fail_naming_the_input(wrong):
 
 
 def _rate_ignoring_eligibility(logits, attributes, eligible, top, keep):
-    ids = logits.topk(min(top, len(logits))).indices[:keep]
-    return float(attributes[ids].float().mean())
+    return RATE(logits, attributes, torch.ones_like(eligible), top, keep)
 
 
 def _rate_over_keep(logits, attributes, eligible, top, keep):
-    ids = logits.topk(min(top, len(logits))).indices
-    kept = ids[eligible[ids]][:keep]
-    return float(attributes[kept].sum()) / keep  # wrong when fewer than `keep` are eligible
+    ids = logits.topk(min(top, logits.shape[-1]), dim=-1).indices
+    ok = eligible[ids]
+    kept = ok & (ok.cumsum(-1) <= keep)
+    hits = attributes.expand(*logits.shape).gather(-1, ids) & kept
+    return hits.sum(-1) / keep  # wrong when fewer than `keep` are eligible
 
 
 def _rate_of_lowest(logits, attributes, eligible, top, keep):
-    return float(RATE(-logits, attributes, eligible, top, keep))
+    return RATE(-logits, attributes, eligible, top, keep)
 
 
-@pytest.mark.parametrize("wrong", [_rate_ignoring_eligibility, _rate_over_keep, _rate_of_lowest])
+def _rate_as_float64(logits, attributes, eligible, top, keep):
+    return RATE(logits, attributes, eligible, top, keep).double()
+
+
+@pytest.mark.parametrize("wrong", [_rate_ignoring_eligibility, _rate_over_keep, _rate_of_lowest, _rate_as_float64])
 def test_wrong_attributes_rates_fail_naming_the_input(wrong):
-    with pytest.raises(ExerciseFailed, match=r"attributes_rate: input \d+ of \d+ \(V="):
+    with pytest.raises(ExerciseFailed, match=r"attributes_rate: input \d+ of \d+ \(logits \("):
         nb01.check_attributes_rate(wrong)
 
 
@@ -82,7 +88,40 @@ def test_no_eligible_token_is_among_the_inputs():
     """The documented edge case (no eligible token: rate 0) is checked: a NaN there fails."""
 
     def nan_when_empty(logits, attributes, eligible, top, keep):
-        return float("nan") if not eligible.any() else float(RATE(logits, attributes, eligible, top, keep))
+        rate = RATE(logits, attributes, eligible, top, keep)
+        return rate if eligible.any() else torch.full_like(rate, float("nan"))
 
     with pytest.raises(ExerciseFailed, match="input 5 of 5 .*0 eligible"):
         nb01.check_attributes_rate(nan_when_empty)
+
+
+def _knockout_probability(model, tokens, mask, layers, target):
+    """Written from the statement: a hook on the attention scores of each layer of the window."""
+
+    def cut(scores, hook):
+        return scores.masked_fill(mask, float("-inf"))
+
+    logits = model.run_with_hooks(tokens, fwd_hooks=[(hooks.attn_scores(layer), cut) for layer in layers])
+    return logits[0, -1].softmax(-1)[target]
+
+
+def test_knockout_probability_passes_a_written_solution_and_fails_wrong_ones():
+    assert nb01.check_knockout_probability(_knockout_probability) is _knockout_probability
+
+    def all_layers(model, tokens, mask, layers, target):
+        return _knockout_probability(model, tokens, mask, range(model.cfg.n_layers), target)
+
+    def after_softmax(model, tokens, mask, layers, target):  # zeroes the pattern: no renormalisation
+        def cut(pattern, hook):
+            return pattern.masked_fill(mask, 0.0)
+
+        fwd = [(hooks.attn_point(layer, "pattern"), cut) for layer in layers]
+        return model.run_with_hooks(tokens, fwd_hooks=fwd)[0, -1].softmax(-1)[target]
+
+    for wrong in (all_layers, after_softmax):
+        with pytest.raises(ExerciseFailed, match="Exercise 1.3 knockout_probability: input"):
+            nb01.check_knockout_probability(wrong)
+    with pytest.raises(ExerciseFailed, match="write it yourself"):
+        nb01.check_knockout_probability(
+            lambda model, tokens, mask, layers, target: hooks.run(model, tokens, hooks.block_attention(layers, mask))[0, -1].softmax(-1)[target]
+        )

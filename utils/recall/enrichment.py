@@ -255,12 +255,14 @@ def enrichment_knockout(
     keep: int = 50,
     fact_batch: int = 128,
     progress: bool = True,
+    rate_fn: Callable[..., torch.Tensor] | None = None,
 ) -> EnrichmentResult:
     """Attributes rate at the last subject token after ``measure_layer``, with the MLP or attention
     sublayers of ``window`` consecutive layers zeroed; every window ends below the measured layer.
 
     ``masks`` [F, V] bool holds each fact's attribute set. The prompts are cut after the subject, so
-    they are short and many go in one pass (``fact_batch``)."""
+    they are short and many go in one pass (``fact_batch``). ``rate_fn`` (default ``attributes_rate``)
+    scores the projections (a learner's own in notebook 01)."""
     require_range_index(facts)
     if not 0 <= measure_layer < model.cfg.n_layers:
         raise ValueError(f"need 0 <= measure_layer < {model.cfg.n_layers}, got {measure_layer}")
@@ -280,7 +282,7 @@ def enrichment_knockout(
 
         def rate(hidden: torch.Tensor, g: FactBatch = g, attrs: torch.Tensor = attrs) -> torch.Tensor:
             logits = project(model, hidden[g.rows, g.subj_end - 1])
-            return attributes_rate(logits, attrs, eligible, top, keep).cpu()
+            return (rate_fn or attributes_rate)(logits, attrs, eligible, top, keep).cpu()
 
         base[g.index] = rate(cache[name])
         for k, kind in enumerate(SUBLAYER_KINDS):

@@ -22,7 +22,7 @@ Public names: ``KNOCKOUT_SOURCES``, ``KNOCKOUT_LABELS``, ``knockout_mask``, ``wi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,12 +94,15 @@ def knockout_mask(
     return mask
 
 
-def batch_masks(batch: FactBatch, sources: Sequence[str]) -> torch.Tensor:
-    """[len(sources) * G, n, n] knockout masks of every fact of ``batch``, source-major."""
-    n = batch.tokens.shape[1]
+def batch_masks(
+    batch: FactBatch, sources: Sequence[str], mask_fn: Callable[..., torch.Tensor] | None = None
+) -> torch.Tensor:
+    """[len(sources) * G, n, n] knockout masks of every fact of ``batch``, source-major, each made by
+    ``mask_fn`` (default ``knockout_mask``; a learner's own in notebook 01)."""
+    n, make = batch.tokens.shape[1], mask_fn or knockout_mask
     return torch.stack(
         [
-            knockout_mask(n, int(last), int(s0), int(s1), source)
+            make(n, int(last), int(s0), int(s1), source)
             for source in sources
             for last, s0, s1 in zip(batch.last, batch.subj_start, batch.subj_end, strict=True)
         ]
@@ -167,8 +170,10 @@ def knockout_sweep(
     fact_batch: int = 32,
     rows_per_pass: int = 256,
     progress: bool = True,
+    mask_fn: Callable[..., torch.Tensor] | None = None,
 ) -> KnockoutResult:
-    """Attention knockouts of every source in a window around every centre, batched.
+    """Attention knockouts of every source in a window around every centre, batched (masks by
+    ``mask_fn``, default ``knockout_mask``).
 
     Only edges *into the last position* are cut, so every other position is unchanged. Per group of
     facts of equal length, one full pass caches their keys, values and residual stream; then the
@@ -194,7 +199,7 @@ def knockout_sweep(
             g.tokens, stop_at_layer=n_layers, names_filter=lambda name: name in names
         )
         p_base[g.index] = _target_probs(model, final, g.last, g.targets)
-        masks = batch_masks(g, sources)[:, n - 1 :]  # the last position's row: [k * G, 1, n]
+        masks = batch_masks(g, sources, mask_fn)[:, n - 1 :]  # the last position's row: [k * G, 1, n]
         per_pass = max(1, rows_per_pass // rows)
         for first in range(0, len(windows), per_pass):
             chunk = range(first, min(first + per_pass, len(windows)))
