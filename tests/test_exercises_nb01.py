@@ -119,7 +119,7 @@ def test_knockout_probability_passes_a_written_solution_and_fails_wrong_ones():
         return model.run_with_hooks(tokens, fwd_hooks=fwd)[0, -1].softmax(-1)[target]
 
     for wrong in (all_layers, after_softmax):
-        with pytest.raises(ExerciseFailed, match="Exercise 1.3 knockout_probability: input"):
+        with pytest.raises(ExerciseFailed, match="Exercise 1.2 knockout_probability: input"):
             nb01.check_knockout_probability(wrong)
     with pytest.raises(ExerciseFailed, match="write it yourself"):
         nb01.check_knockout_probability(

@@ -1,9 +1,9 @@
 """Checks for notebook 01's exercises: the knockout mask, the attributes rate, one knockout forward pass.
 
 ``check_knockout_mask`` (1.1) compares with ``utils.recall.knockout_mask``; ``check_attributes_rate``
-(1.2) with ``utils.recall.attributes_rate`` on batched projections (the edge cases among them: fewer
+(1.3) with ``utils.recall.attributes_rate`` on batched projections (the edge cases among them: fewer
 eligible tokens than ``keep``, none at all, attributes broadcast over a batch);
-``check_knockout_probability`` (1.3) with one forward pass of the tiny model under
+``check_knockout_probability`` (1.2) with one forward pass of the tiny model under
 ``utils.hooks.block_attention``.
 
 Public names: ``check_knockout_mask``, ``check_attributes_rate``, ``check_knockout_probability``.
@@ -57,8 +57,8 @@ def _rate_cases() -> list[Case]:
 
 
 def check_attributes_rate(attributes_rate: Callable) -> Callable:
-    """Exercise 1.2: the attributes rate of projections ``logits`` [..., V] -> a float32 tensor [...]."""
-    return check("Exercise 1.2 attributes_rate", attributes_rate, recall.attributes_rate, _rate_cases())
+    """Exercise 1.3: the attributes rate of projections ``logits`` [..., V] -> a float32 tensor [...]."""
+    return check("Exercise 1.3 attributes_rate", attributes_rate, recall.attributes_rate, _rate_cases())
 
 
 def _knockout_probability(model, tokens: torch.Tensor, mask: torch.Tensor, layers: range, target: int) -> torch.Tensor:
@@ -85,7 +85,7 @@ def _knockout_cases() -> list[Case]:
 
 
 def check_knockout_probability(fn: Callable) -> Callable:
-    """Exercise 1.3: ``fn(model, tokens, mask, layers, target)``, the target's probability under a knockout."""
+    """Exercise 1.2: ``fn(model, tokens, mask, layers, target)``, the target's probability under a knockout."""
     with torch.no_grad():
-        return check("Exercise 1.3 knockout_probability", fn, _knockout_probability, _knockout_cases(),
+        return check("Exercise 1.2 knockout_probability", fn, _knockout_probability, _knockout_cases(),
                      hide=[hooks.block_attention, recall.knockout_loop])
