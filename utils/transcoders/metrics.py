@@ -28,7 +28,7 @@ Public names: ``Replacement``, ``transcoder_fn``, ``sae_fn``, ``zero_fn``, ``dic
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,11 +76,19 @@ DENSE_THRESHOLD = 0.1  # a feature active on more than this fraction of tokens i
 # ----------------------------------------------------------------------------- replacing an MLP
 
 
-def transcoder_fn(transcoder: Any, keep: torch.Tensor | None = None) -> Replacement:
+def transcoder_fn(transcoder: Any, keep: torch.Tensor | None = None, forward: Callable | None = None) -> Replacement:
     """A replacement predicting the MLP write with ``transcoder``; with ``keep`` (a [d_sae] bool
-    mask) only those features stay active (the output bias is kept)."""
+    mask) only those features stay active (the output bias is kept). ``forward(x, W_enc, b_enc,
+    b_pre, W_dec, b_dec) -> (acts, pred)``, if given, computes the prediction instead (a learner's own)."""
+    if forward is not None and keep is not None:
+        raise ValueError("give keep or forward, not both")
 
     def predict(x: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        if forward is not None:  # sae-lens's exported Transcoder has no input centre: b_pre = 0
+            t = transcoder
+            b_pre = getattr(t, "b_pre", None)
+            b_pre = torch.zeros_like(t.W_enc[:, 0]) if b_pre is None else b_pre
+            return forward(x, t.W_enc, t.b_enc, b_pre, t.W_dec, t.b_dec)[1]
         acts = transcoder.encode(x)
         return transcoder.decode(acts if keep is None else acts * keep.to(acts.device))
 
