@@ -2,6 +2,7 @@
 
 from functools import partial
 
+import pandas as pd
 import pytest
 
 from utils import circuits as C
@@ -53,3 +54,21 @@ def test_completeness_catches_a_term_that_passes_no_random_case(monkeypatch):
 
     with pytest.raises(ExerciseFailed, match="completeness"):
         nb03.check_feature_attributions(sneaky)
+
+
+def _top(table, branches, by_abs=True, leaves=True):
+    """Written from the statement; ``by_abs`` False ranks signed values, ``leaves`` False drops the leaf rows."""
+    key = table.attribution.abs() if by_abs else table.attribution
+    ranked = table.loc[key.sort_values(ascending=False).index]
+    expandable = ranked.kind.isin(["feature", "head"])
+    parts = [ranked[expandable].head(branches)] + ([ranked[~expandable].head(branches)] if leaves else [])
+    return pd.concat(parts)
+
+
+def test_top_contributions_passes_a_written_solution_and_fails_wrong_ones():
+    assert nb03.check_top_contributions(_top) is _top
+    for wrong in (partial(_top, by_abs=False), partial(_top, leaves=False)):
+        with pytest.raises(ExerciseFailed, match="Exercise 3.1 top_contributions: input 1 of 4"):
+            nb03.check_top_contributions(wrong)
+    with pytest.raises(ExerciseFailed, match="write it yourself"):
+        nb03.check_top_contributions(lambda table, branches: C.top_contributions(table, branches))

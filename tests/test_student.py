@@ -6,6 +6,7 @@ import subprocess
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 import torch
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
@@ -125,7 +126,7 @@ def _with_solutions_pasted(learner: nbformat.NotebookNode, instructor: nbformat.
         if after.cell_type != "code":
             continue
         regions = iter(re.findall(r"^[ \t]*### BEGIN SOLUTION\n.*?^[ \t]*### END SOLUTION$", before.source, flags=re.S | re.M))
-        pasted.append(stub.sub(lambda _: next(regions), after.source))
+        pasted.append(stub.sub(lambda _, found=regions: next(found), after.source))
     return pasted
 
 
@@ -157,9 +158,9 @@ def test_every_stub_stops_its_check_saying_not_written(path, learner_notebooks):
     """(a) of issue #33 for every exercise, in this process: the stub cell, then its check cell, stop
     with "not written yet" naming the exercise, and the check cell hands the function on by its name."""
     learner = nbformat.read(learner_notebooks[path], as_version=4)
-    namespace: dict = {"torch": torch}
+    namespace: dict = {"torch": torch, "pd": pd}  # what the notebooks import before their exercises
     for number, stub, check in _exercise_cells(learner):
-        assert re.search(rf"^(\w+) = nb\d\d\.check_\w+\(\1\)$", check, flags=re.M), f"Exercise {number}: {check!r}"
+        assert re.search(r"^(\w+) = nb\d\d\.check_\w+\(\1\)$", check, flags=re.M), f"Exercise {number}: {check!r}"
         assert f'checks.skip("Exercise {number}")' in check, f"Exercise {number}'s check cell shows how to skip"
         exec(stub, namespace)  # noqa: S102 - the learner notebook's own cells
         with pytest.raises(NotImplementedError, match=rf"Exercise {re.escape(number)} \w+: not written yet"):

@@ -7,14 +7,15 @@ target (a logit difference, a feature), take its largest contributions, expand e
 weight is an exact attribution from ``contributions``, in the root's units.
 
 * ``path_search``: the beam search; ``Graph`` holds its nodes, edges and expanded targets.
+* ``top_contributions``: which of a node's contributions become edges (one step of the search).
 * ``node_id``: a node's readable name (``L5.F123@7``, ``L4.H2 7<-3``, ``embed@2`` ...).
 
-Public names: ``Graph``, ``node_id``, ``path_search``.
+Public names: ``Graph``, ``node_id``, ``path_search``, ``top_contributions``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +31,7 @@ from utils.circuits.attribution import (
     target_value,
 )
 
-__all__ = ["Graph", "node_id", "path_search"]
+__all__ = ["Graph", "node_id", "path_search", "top_contributions"]
 
 
 @dataclass
@@ -58,6 +59,14 @@ def node_id(row: Mapping[str, Any]) -> str:
     return f"L{layer}.{kind}@{pos}"
 
 
+def top_contributions(table: pd.DataFrame, branches: int) -> pd.DataFrame:
+    """The rows of a contribution table that become edges: its ``branches`` largest expandable rows
+    (features, heads), then its ``branches`` largest leaf rows, each by decreasing |attribution|."""
+    table = table.reindex(table.attribution.abs().sort_values(ascending=False).index)
+    expandable = table.kind.isin(EXPANDABLE)
+    return pd.concat([table[expandable].head(branches), table[~expandable].head(branches)])
+
+
 def path_search(
     model: HookedTransformer,
     tr: Trace,
@@ -67,13 +76,15 @@ def path_search(
     iterations: int = 3,
     branches: int = 4,
     beam: int = 6,
+    choose: Callable[[pd.DataFrame, int], pd.DataFrame] | None = None,
 ) -> Graph:
     """Greedy beam search back from ``root``: each round, every frontier node's ``branches``
     largest expandable contributions (features, heads; by |attribution|) become edges, and so do
     its ``branches`` largest leaf terms (embeddings, errors, biases, untranscoded MLPs), so error
     terms stay visible without crowding out the paths; the ``beam`` largest expandable children
     form the next frontier. A node reached from several parents is expanded once, with the sum of
-    their targets, so its edges carry its whole attribution to the root. Attributions are in root units."""
+    their targets, so its edges carry its whole attribution to the root. Attributions are in root units.
+    ``choose`` (default ``top_contributions``) picks each node's edges (a learner's own in notebook 03)."""
     graph = Graph()
     graph.nodes[root_name] = {
         "kind": "target",
@@ -86,10 +97,7 @@ def path_search(
         children: dict[str, tuple[float, Target]] = {}  # node -> (attribution, target) summed over parents
         for name, target in frontier:
             graph.targets[name] = target
-            table = contributions(model, tr, target, transcoders)
-            table = table.reindex(table.attribution.abs().sort_values(ascending=False).index)
-            expandable = table.kind.isin(EXPANDABLE)
-            top = pd.concat([table[expandable].head(branches), table[~expandable].head(branches)])
+            top = (choose or top_contributions)(contributions(model, tr, target, transcoders), branches)
             for row in top.to_dict("records"):
                 child = node_id(row)
                 graph.nodes.setdefault(child, {**row, "attribution": 0.0})

@@ -1,16 +1,21 @@
-"""Checks for notebook 03's exercises: one attribution term, checked for completeness.
+"""Checks for notebook 03's exercises: attribution terms checked for completeness, a path-search step.
 
 ``check_feature_attributions`` compares ``fn(acts, W_dec, v) -> [d_sae]`` with
 ``utils.circuits.feature_attributions`` and then puts the learner's terms into a real attribution
 (a tiny model with transcoders): with every other term from ``utils.circuits.contributions``, they
 must add up to the target's value. ``check_head_terms`` does the same for one head's terms from
-each source position, ``fn(pattern, values, W_O, v) -> [src]``.
+each source position, ``fn(pattern, values, W_O, v) -> [src]``. ``check_top_contributions``
+compares one step of the path search, ``fn(table, branches) -> the rows that become edges``, with
+``utils.circuits.top_contributions`` on contribution tables of a tiny model and on edge cases.
+
+Public names: ``check_feature_attributions``, ``check_head_terms``, ``check_top_contributions``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import pandas as pd
 import torch
 
 from utils import circuits as C
@@ -18,7 +23,7 @@ from utils.checks import Case, ExerciseFailed, check
 from utils.models import tiny_model
 from utils.transcoders import random_transcoder
 
-__all__ = ["check_feature_attributions", "check_head_terms"]
+__all__ = ["check_feature_attributions", "check_head_terms", "check_top_contributions"]
 
 
 def _setup():
@@ -56,7 +61,7 @@ def _feature_cases() -> list[Case]:
 
 def check_feature_attributions(fn: Callable) -> Callable:
     """Check ``fn(acts, W_dec, v) -> [d_sae]`` on random inputs, then for completeness on a tiny model."""
-    fn = check("Exercise 3.1 feature_attribution_terms", fn, C.feature_attributions, _feature_cases())
+    fn = check("Exercise 3.2 feature_attribution_terms", fn, C.feature_attributions, _feature_cases())
     model, transcoders, tr, target = _setup()
     table = C.contributions(model, tr, target, transcoders)
     v = target.vector / tr.scale[C.scale_key(target)][target.pos]
@@ -78,7 +83,7 @@ def _head_cases() -> list[Case]:
 
 def check_head_terms(fn: Callable) -> Callable:
     """Check ``fn(pattern, values, W_O, v) -> [src]`` on random inputs, then for completeness on a tiny model."""
-    fn = check("Exercise 3.2 head_attribution_terms", fn, C.head_terms, _head_cases())
+    fn = check("Exercise 3.3 head_attribution_terms", fn, C.head_terms, _head_cases())
     model, transcoders, tr, target = _setup()
     table = C.contributions(model, tr, target, transcoders)
     v = target.vector / tr.scale[C.scale_key(target)][target.pos]
@@ -92,3 +97,26 @@ def check_head_terms(fn: Callable) -> Callable:
     reference = float(table[table.kind == "head"].attribution.sum())
     _complete("head", learner, reference, table, target, tr)
     return fn
+
+
+def _edges(rows: pd.DataFrame) -> tuple[list, torch.Tensor]:
+    """What is compared: the chosen rows' labels in order, and their attributions."""
+    return list(rows.index), torch.tensor(rows.attribution.to_numpy(dtype=float), dtype=torch.float64)
+
+
+def _branch_cases() -> list[Case]:
+    model, transcoders, tr, target = _setup()
+    table = C.contributions(model, tr, target, transcoders)
+    few = table[table.kind.isin(["feature", "embed", "bias"])].head(5)  # fewer expandable rows than branches
+    leaves_only = table[~table.kind.isin(C.EXPANDABLE)]
+    return [
+        Case(f"a tiny model's contribution table ({len(table)} rows), branches 3", (table, 3)),
+        Case("the same table, branches 1", (table, 1)),
+        Case(f"{len(few)} rows, {int(few.kind.isin(C.EXPANDABLE).sum())} of them expandable, branches 4", (few, 4)),
+        Case(f"only leaf rows ({len(leaves_only)}), branches 2", (leaves_only, 2)),
+    ]
+
+
+def check_top_contributions(fn: Callable[[pd.DataFrame, int], pd.DataFrame]) -> Callable:
+    """Exercise 3.1: ``fn(table, branches)``, the rows of a node's contributions that become edges."""
+    return check("Exercise 3.1 top_contributions", fn, C.top_contributions, _branch_cases(), view=_edges)
