@@ -199,7 +199,7 @@ def _run_learner(exercise: str, learner: Callable, case: Case, number: int, tota
     except NotImplementedError:
         raise NotImplementedError(
             f"{exercise}: not written yet — replace the stub's `raise NotImplementedError` with your code "
-            f"(or run `checks.skip(\"{exercise.split()[0]} {_exercise_id(exercise)}\")` to go on with the reference)"
+            f"(or run `checks.skip(\"Exercise {_exercise_id(exercise)}\")` to go on with the reference)"
         ) from None
     except Exception as err:  # the learner's bug, reported at the learner's line, not the library's
         raise ExerciseFailed(
