@@ -16,6 +16,7 @@ readable top to bottom:
 * ``ablation``: the greater-than case study, mean-ablation, unit scores, top-k feature vs neuron
   circuits, precision at k (``layer_effects``, ``unit_scores``, ``features_kept``, ``neurons_kept``).
 * ``layout``: the circuit figure (``plot_circuit``).
+* ``interactive``: the same figure as SVG with hover tooltips, offline (``interactive_circuit``).
 * ``harness``: notebook 03's ``PRESETS`` and the class rating sheet (not the method).
 * ``report``: notebook 03's verdict rules, tables and figures, built from its numbers (not the method).
 
@@ -31,6 +32,7 @@ from utils.circuits import (
     attribution,
     blind,
     harness,
+    interactive,
     invariant,
     layout,
     paths,
@@ -41,6 +43,7 @@ from utils.circuits.ablation import *  # noqa: F403  (each module's __all__)
 from utils.circuits.attribution import *  # noqa: F403  (each module's __all__)
 from utils.circuits.blind import *  # noqa: F403  (each module's __all__)
 from utils.circuits.harness import *  # noqa: F403  (each module's __all__)
+from utils.circuits.interactive import *  # noqa: F403  (each module's __all__)
 from utils.circuits.invariant import *  # noqa: F403  (each module's __all__)
 from utils.circuits.layout import *  # noqa: F403  (each module's __all__)
 from utils.circuits.paths import *  # noqa: F403  (each module's __all__)
@@ -60,6 +63,7 @@ __all__ = [
     *attribution.__all__,
     *blind.__all__,
     *harness.__all__,
+    *interactive.__all__,
     *invariant.__all__,
     *layout.__all__,
     *paths.__all__,

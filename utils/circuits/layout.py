@@ -6,9 +6,14 @@ a layered graph, one column per token position, one row per layer.
 * ``circuit_nodes``: the nodes shown (transcoder error nodes merged per layer, the largest kept).
 * ``circuit_edges``: the edges between them, summed per pair.
 * ``circuit_layout``: each node's (x, y), so that no two labels overlap.
+* ``circuit_limits``, ``column_names``, ``edge_style``, ``widest_edge``, ``node_colour``,
+  ``edge_legend``: the figure's extent, column names, colours, widths and legend, shared with the
+  interactive version (``utils.circuits.interactive``).
 * ``plot_circuit``: draws it on a matplotlib axis.
 
-Public names: ``MAX_NODES``, ``circuit_nodes``, ``circuit_edges``, ``circuit_layout``, ``plot_circuit``.
+Public names: ``MAX_NODES``, ``X_LABEL``, ``Y_LABEL``, ``circuit_nodes``, ``circuit_edges``,
+``circuit_layout``, ``circuit_limits``, ``column_names``, ``edge_style``, ``widest_edge``,
+``node_colour``, ``edge_legend``, ``plot_circuit``.
 """
 
 from __future__ import annotations
@@ -23,11 +28,27 @@ from matplotlib.lines import Line2D
 
 from utils.circuits.paths import Graph
 
-__all__ = ["MAX_NODES", "circuit_edges", "circuit_layout", "circuit_nodes", "plot_circuit"]
+__all__ = [
+    "MAX_NODES",
+    "X_LABEL",
+    "Y_LABEL",
+    "circuit_edges",
+    "circuit_layout",
+    "circuit_limits",
+    "circuit_nodes",
+    "column_names",
+    "edge_legend",
+    "edge_style",
+    "node_colour",
+    "plot_circuit",
+    "widest_edge",
+]
 
 MAX_NODES = 25  # nodes a circuit figure shows
 ERROR_KINDS = ("tc_error",)
 HEAD_ROW_KINDS = ("head", "embed", "attn_bias")  # drawn at their layer; the other kinds half a layer above
+X_LABEL = "token position (input token)"
+Y_LABEL = "layer (heads at the layer, MLP features +0.5)"
 
 
 def circuit_nodes(graph: Graph, max_nodes: int = MAX_NODES) -> pd.DataFrame:
@@ -109,13 +130,39 @@ def circuit_layout(shown: pd.DataFrame, n_pos: int) -> tuple[dict[str, tuple[flo
     return where, centres
 
 
-def _edge_legend(biggest: float) -> list[Line2D]:
+def circuit_limits(shown: pd.DataFrame, centres: Sequence[float]) -> tuple[tuple[float, float], tuple[float, float]]:
+    """The figure's (x, y) extent in layout units: every column, the root and the legend's room below."""
+    return (-0.3, centres[-1] + 0.8), (-1.7, float(shown.layer.max()) + 3.5)
+
+
+def column_names(token_labels: Sequence[str]) -> list[str]:
+    """Each column's name: the input tokens (escapes shown, as repr does), then the error column."""
+    return [repr(t)[1:-1] for t in token_labels] + ["errors"]
+
+
+def edge_style(attribution: float, biggest: float) -> tuple[str, float]:
+    """An edge's colour (blue raises the root, red lowers it) and width in points (by |attribution|,
+    the widest ``biggest``)."""
+    return "tab:blue" if attribution > 0 else "tab:red", 0.6 + 5 * abs(attribution) / (biggest or 1.0)
+
+
+def widest_edge(edges: pd.DataFrame) -> float:
+    """The largest |attribution| among ``edges`` (``circuit_edges``), 1 when there are none."""
+    return float(edges.attribution.abs().max()) if len(edges) else 1.0
+
+
+def node_colour(kind: str) -> str:
+    """A node's colour: orange for the merged error nodes, dark grey for the rest."""
+    return "tab:orange" if kind == "error" else "0.2"
+
+
+def edge_legend(biggest: float) -> list[Line2D]:
     """What an edge's colour (sign) and width (|attribution|, widest = ``biggest``) mean."""
     return [
-        Line2D([], [], color="tab:blue", linewidth=2.5, label="raises the target"),
-        Line2D([], [], color="tab:red", linewidth=2.5, label="lowers the target"),
-        Line2D([], [], color="0.4", linewidth=0.6 + 5 * 0.5, label=f"width: |attribution| ({biggest / 2:.2f})"),
-        Line2D([], [], color="0.4", linewidth=0.6 + 5, label=f"widest: {biggest:.2f}"),
+        Line2D([], [], color=edge_style(1.0, 1.0)[0], linewidth=2.5, label="raises the target"),
+        Line2D([], [], color=edge_style(-1.0, 1.0)[0], linewidth=2.5, label="lowers the target"),
+        Line2D([], [], color="0.4", linewidth=edge_style(0.5, 1.0)[1], label=f"width: |attribution| ({biggest / 2:.2f})"),
+        Line2D([], [], color="0.4", linewidth=edge_style(1.0, 1.0)[1], label=f"widest: {biggest:.2f}"),
     ]
 
 
@@ -129,21 +176,22 @@ def plot_circuit(graph: Graph, ax: Axes, token_labels: Sequence[str], title: str
     n_pos = len(token_labels)
     spots, centres = circuit_layout(shown, n_pos)
     edges = circuit_edges(graph, shown)
-    biggest = float(edges.attribution.abs().max()) if len(edges) else 1.0
+    biggest = widest_edge(edges)
     for e in edges.itertuples():
         (x0, y0), (x1, y1) = spots[e.parent], spots[e.child]
-        ax.plot([x1, x0], [y1, y0], color="tab:blue" if e.attribution > 0 else "tab:red",
-                linewidth=0.6 + 5 * abs(e.attribution) / (biggest or 1.0), alpha=0.55, zorder=1)
+        colour, width = edge_style(e.attribution, biggest)
+        ax.plot([x1, x0], [y1, y0], color=colour, linewidth=width, alpha=0.55, zorder=1)
     for row in shown.itertuples():
         x, y = spots[row.name]
-        ax.scatter([x], [y], s=60, color="0.2" if row.kind != "error" else "tab:orange", zorder=2)
+        ax.scatter([x], [y], s=60, color=node_colour(row.kind), zorder=2)
         text = ax.annotate(row.label, (x, y), fontsize=8, xytext=(0, 6), textcoords="offset points", ha="center", zorder=3)
         text.set_path_effects([patheffects.withStroke(linewidth=2.5, foreground="white")])
-    ax.set_xticks(centres, [repr(t)[1:-1] for t in token_labels] + ["errors"], rotation=60, fontsize=8)
-    ax.set_xlim(-0.3, centres[-1] + 0.8)
-    ax.set_ylim(-1.7, float(shown.layer.max()) + 3.5)
+    ax.set_xticks(centres, column_names(token_labels), rotation=60, fontsize=8)
+    xlim, ylim = circuit_limits(shown, centres)
+    ax.set_xlim(*xlim)
+    ax.set_ylim(*ylim)
     ax.set_title(title, fontsize=10)
-    ax.legend(handles=_edge_legend(biggest), loc="lower left", fontsize=8, framealpha=0.9)
-    ax.set_xlabel("token position (input token)")
-    ax.set_ylabel("layer (heads at the layer, MLP features +0.5)")
+    ax.legend(handles=edge_legend(biggest), loc="lower left", fontsize=8, framealpha=0.9)
+    ax.set_xlabel(X_LABEL)
+    ax.set_ylabel(Y_LABEL)
     return shown

@@ -15,12 +15,15 @@ rows of ``utils.verdicts`` and figures whose titles come from the same numbers.
 * ``feature_labels``: a short computed label per feature, from its top de-embedded tokens (what it
   reads straight from the embeddings) and its top logit-effect tokens (what it writes).
 * ``circuit_key``: the feature nodes a circuit figure shows, with those labels, as a key below it.
+* ``later_minus_earlier`` / ``greater_than_account``: which heads and features carry the comparison,
+  each feature's logit effect on later vs earlier years, set against Hanna et al.'s GPT-2 account.
 * ``plot_layer_quality``: L0, FVU and loss recovered per layer, human prose and the model's own text.
 * ``plot_top_k``: top-k features vs top-k neurons, titled by their verdict.
 
 Public names: ``OWN_TEXT``, ``MIN_WINDOW_EFFECT``, ``threshold_verdict``, ``window_verdict``, ``window_title``,
 ``features_vs_neurons``, ``quality_table``, ``feature_digit_scores``, ``plot_feature_digits``,
-``plot_window_effects``, ``plot_layer_quality``, ``plot_top_k``, ``feature_labels``, ``circuit_key``.
+``plot_window_effects``, ``plot_layer_quality``, ``plot_top_k``, ``feature_labels``, ``circuit_key``,
+``HANNA_ACCOUNT``, ``later_minus_earlier``, ``greater_than_account``.
 """
 
 from __future__ import annotations
@@ -41,12 +44,15 @@ from utils import transcoders as T
 from utils.plotting import label, new_figure
 
 __all__ = [
+    "HANNA_ACCOUNT",
     "MIN_WINDOW_EFFECT",
     "OWN_TEXT",
     "circuit_key",
     "feature_digit_scores",
     "feature_labels",
     "features_vs_neurons",
+    "greater_than_account",
+    "later_minus_earlier",
     "plot_feature_digits",
     "plot_layer_quality",
     "plot_top_k",
@@ -59,6 +65,8 @@ __all__ = [
 
 OWN_TEXT = "on the model's own text"  # the label of every model-written comparison value
 MIN_WINDOW_EFFECT = 0.05  # the fall a window's mean-ablation must cause for features vs neurons to apply
+HANNA_ACCOUNT = ("Hanna et al.'s GPT-2 account (heads attend to the start year and move it to the last "
+                 "position, where MLP features boost years later than it)")
 QUALITY_COLUMNS = {"l0": "L0", "fvu": "FVU", "frac_recovered": "recovered", "delta_ce": "ΔCE",
                    "kl": "KL", "dead_frac": "dead"}
 
@@ -246,3 +254,61 @@ def circuit_key(
     ax.text(0.0, -0.16, "Features shown, " + ("; ".join(lines) if lines else "none"), transform=ax.transAxes,
             va="top", ha="left", fontsize=8, wrap=True)
     return nodes
+
+
+def later_minus_earlier(logit: pd.DataFrame, sides: Sequence[tuple[Sequence[int], Sequence[int]]]) -> pd.Series:
+    """Per feature (a row of ``logit``, the answers' logit effects from ``feature_digit_scores``): its
+    mean logit effect on the later answers minus that on the earlier ones, averaged over ``sides``
+    (answer indices per start year, as ``GreaterThan.later_earlier`` gives); > 0 boosts later years."""
+    values = logit.to_numpy(dtype=float)
+    diffs = [values[:, list(later)].mean(1) - values[:, list(earlier)].mean(1) for later, earlier in sides]
+    found = np.mean(diffs, axis=0) if diffs and len(values) else np.full(len(values), np.nan)
+    return pd.Series(found, index=logit.index, name="later − earlier")
+
+
+LATER = "later − earlier"  # the account table's column of each feature's later_minus_earlier effect
+
+
+def _effect(difference: float) -> str:
+    """A feature's later − earlier logit effect in words."""
+    if difference != difference:
+        return "effect on the answers n/a"
+    return f"{difference:+.2f} later − earlier: boosts {'later' if difference > 0 else 'earlier'} years"
+
+
+def _listed(names: Sequence[str], none: str) -> str:
+    return ", ".join(names) if names else none
+
+
+def greater_than_account(
+    heads: pd.DataFrame, features: pd.DataFrame, later: pd.Series, k: int = 3
+) -> tuple[pd.DataFrame, str]:
+    """Which units carry the comparison, computed: the top ``k`` heads by |attribution| from the
+    start year's digits (``heads``: layer, unit, attribution) and the top ``k`` features by
+    |attribution| to the logit difference (``features``: layer, unit, attribution, label), each
+    feature with its ``later_minus_earlier`` effect; a table in that order and one sentence that
+    names them and sets them against ``HANNA_ACCOUNT``."""
+    top = lambda t: t.reindex(t.attribution.abs().sort_values(ascending=False).index).head(k)  # noqa: E731
+    head_rows = [{"unit": f"L{int(r.layer)}.H{int(r.unit)}", "kind": "head", "attribution": float(r.attribution),
+                  "label": "reads the start year's digits", LATER: float("nan")} for r in top(heads).itertuples()]
+    feature_rows = [{"unit": (name := f"L{int(r.layer)}.F{int(r.unit)}"), "kind": "feature",
+                     "attribution": float(r.attribution), "label": r.label, LATER: float(later.get(name, np.nan))}
+                    for r in top(features).itertuples()]
+    table = pd.DataFrame(head_rows + feature_rows, columns=["unit", "kind", "attribution", "label", LATER])
+    heads_text = _listed([f"{r['unit']} ({r['attribution']:+.2f})" for r in head_rows],
+                         "none (no head reads the start year's digits in the traced circuits)")
+    features_text = _listed([f"{r['unit']} [{r['label']}] ({r['attribution']:+.2f}; {_effect(r[LATER])})"
+                             for r in feature_rows], "none (no feature at the last position)")
+    boosts = sum(r[LATER] > 0 for r in feature_rows)
+    head_size = sum(abs(r["attribution"]) for r in head_rows)
+    feature_size = sum(abs(r["attribution"]) for r in feature_rows)
+    split = (f"features hold {feature_size / (head_size + feature_size):.0%} of these {len(table)} units' "
+             f"|attribution|, heads {head_size / (head_size + feature_size):.0%}"
+             if head_size + feature_size else "no unit has any attribution")
+    sentence = (
+        f"The comparison is carried by the heads {heads_text} (summed attribution from the start "
+        f"year's digits, logits) and the last-position features {features_text} (summed attribution "
+        f"to the logit difference; logit effect on later minus earlier years). Against {HANNA_ACCOUNT}: "
+        f"{boosts} of the {len(feature_rows)} top features boost later years over earlier ones, and {split}."
+    )
+    return table, sentence
