@@ -190,3 +190,13 @@ def test_greater_than_account_keeps_at_most_k_of_each(k):
     table, _ = C.greater_than_account(heads, features, pd.Series(dtype=float), k=k)
     assert (table.kind == "head").sum() == k and (table.kind == "feature").sum() == k
     assert table.attribution.tolist()[:k] == sorted(heads.attribution, reverse=True)[:k]
+
+
+@pytest.mark.parametrize("kind", ["target", "tc_bias", "embed", "error"])
+def test_nodes_without_a_unit_get_a_tooltip(kind):
+    """Roots, biases and merged errors carry no unit (NaN once the graph is a table, as path_search
+    leaves it); only features and heads name one."""
+    row = pd.Series({"kind": kind, "layer": 2.0, "pos": 3.0, "unit": np.nan, "src": np.nan,
+                     "attribution": 0.25}, name=f"{kind} node")
+    head = C.node_tooltip(row, TOKENS).split("\n")[0]
+    assert head and "nan" not in head.lower()

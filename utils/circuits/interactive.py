@@ -97,13 +97,17 @@ def node_tooltip(
     ``max_contexts``, each cut to ``MAX_CONTEXT_CHARS``). ``row`` is a ``circuit_nodes`` row."""
     token = lambda pos: f"'{columns[pos]}'" if 0 <= pos < len(columns) - 1 else "?"
     layer, pos = int(row.layer), int(row.pos)
-    head = {
-        "target": f"{row.name}: the root, value {row.attribution:+.3f}",
-        "feature": f"L{layer} F{int(row.unit)}, an MLP feature at position {pos} ({token(pos)})",
-        "head": f"L{layer} H{int(row.unit)}: position {pos} ({token(pos)}) reads position "
-        f"{int(row.src)} ({token(int(row.src))})" if row.kind == "head" else "",
-        "error": f"transcoder errors at layer {layer}, summed over positions",
-    }.get(row.kind, f"{row.name} ({row.kind}) at layer {layer}, position {pos} ({token(pos)})")
+    if row.kind == "target":
+        head = f"{row.name}: the root, value {row.attribution:+.3f}"
+    elif row.kind == "feature":
+        head = f"L{layer} F{int(row.unit)}, an MLP feature at position {pos} ({token(pos)})"
+    elif row.kind == "head":
+        src = int(row.src)
+        head = f"L{layer} H{int(row.unit)}: position {pos} ({token(pos)}) reads position {src} ({token(src)})"
+    elif row.kind == "error":
+        head = f"transcoder errors at layer {layer}, summed over positions"
+    else:  # embeddings, biases: no unit to name
+        head = f"{row.name} ({row.kind}) at layer {layer}, position {pos} ({token(pos)})"
     lines = [head] if row.kind == "target" else [head, f"attribution to the root {row.attribution:+.3f}"]
     if label:
         lines.append(label)
