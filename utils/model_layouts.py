@@ -52,14 +52,10 @@ def store_weights_as_read(model: nn.Module) -> None:
 
 def install_fast_blocks(model: HookedTransformer) -> HookedTransformer:
     """Swap in SkippableBlock and store the weights as they are read, in place (same hooks, same results)."""
-    unsupported = [
-        flag
-        for flag in ("use_attn_in", "use_split_qkv_input", "use_normalization_before_and_after")
-        if getattr(model.cfg, flag)
-    ] + (["attn_only"] if model.cfg.attn_only else [])
-    if model.cfg.original_architecture in ("Olmo2ForCausalLM", "Olmo3ForCausalLM"):
-        unsupported.append("post-norm architecture")
-    if not unsupported:
+    # Per-head attention inputs and attention-only blocks stay as TransformerLens builds them (such a
+    # model cannot skip sublayers); norms after a sublayer (Gemma, OLMo 2/3) are supported.
+    cfg = model.cfg
+    if not (cfg.use_attn_in or cfg.use_split_qkv_input or cfg.attn_only):
         for block in model.blocks:
             block.__class__ = SkippableBlock
     store_weights_as_read(model)

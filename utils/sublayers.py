@@ -1,8 +1,9 @@
 """Address a transformer's 2L sublayers and run a block with some of them skipped (never computed).
 
 Sublayer ``2 * layer`` is layer ``layer``'s attention, ``2 * layer + 1`` its MLP, as in SPRINT.
-A skipped sublayer is removed together with its pre-norm: the residual stream passes through
-unchanged and none of the sublayer's arithmetic runs, so measured speed-ups are real.
+A skipped sublayer is removed together with its norms (the pre-norm, and the post-norm of models
+that have one, such as Gemma): the residual stream passes through unchanged and none of the
+sublayer's arithmetic runs, so measured speed-ups are real.
 
 Public names: ``Sublayer`` (with ``index`` and ``out_hook``), ``sublayer`` (from a flat index),
 ``all_sublayers``, ``KINDS``, ``Kind``, ``SkippableBlock``, ``supports_skipping``, ``set_skipped``,
@@ -19,6 +20,7 @@ from typing import Literal
 import torch
 from transformer_lens import HookedTransformer
 from transformer_lens.components import TransformerBlock
+from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
 
 __all__ = [
     "KINDS",
@@ -71,7 +73,13 @@ def all_sublayers(model: HookedTransformer) -> list[Sublayer]:
 
 
 class SkippableBlock(TransformerBlock):
-    """A TransformerBlock whose attention or MLP sublayer can be skipped without computing it."""
+    """A TransformerBlock whose attention or MLP sublayer can be skipped without computing it.
+
+    A sublayer that runs is computed as TransformerBlock computes it: its pre-norm, the sublayer,
+    then its post-norm where the model has one (Gemma's ``ln1_post`` / ``ln2_post``; OLMo 2/3's
+    ``ln1`` / ``ln2``, which come after the sublayer instead of before), so ``hook_attn_out`` /
+    ``hook_mlp_out`` see what is added to the residual stream. A skipped sublayer's norms do not run.
+    """
 
     skip_attn: bool = False
     skip_mlp: bool = False
@@ -87,17 +95,22 @@ class SkippableBlock(TransformerBlock):
             return super().forward(
                 resid_pre, shortformer_pos_embed, past_kv_cache_entry, attention_mask
             )
+        post_norm = self.cfg.original_architecture in POST_NORM_ARCHITECTURES
         resid_pre = self.hook_resid_pre(resid_pre)
         resid = resid_pre
         if not self.skip_attn:
-            normed = self.ln1(resid_pre)
+            attn_in = resid_pre if post_norm else self.ln1(resid_pre)
             attn_out = self.attn(
-                query_input=normed,
-                key_input=normed,
-                value_input=normed,
+                query_input=attn_in,
+                key_input=attn_in,
+                value_input=attn_in,
                 past_kv_cache_entry=past_kv_cache_entry,
                 attention_mask=attention_mask,
             )
+            if self.cfg.use_normalization_before_and_after:
+                attn_out = self.ln1_post(attn_out)
+            if post_norm:
+                attn_out = self.ln1(attn_out)
             resid = resid + self.hook_attn_out(attn_out)
         if self.cfg.parallel_attn_mlp:
             mlp_in = resid_pre
@@ -106,7 +119,8 @@ class SkippableBlock(TransformerBlock):
         if not self.skip_mlp:
             if self.cfg.use_hook_mlp_in:
                 mlp_in = self.hook_mlp_in(mlp_in.clone())
-            resid = resid + self.apply_mlp(self.ln2(mlp_in))
+            # apply_mlp applies the post-norms (ln2_post; OLMo's ln2) and hook_mlp_out
+            resid = resid + self.apply_mlp(mlp_in if post_norm else self.ln2(mlp_in))
         return self.hook_resid_post(resid)
 
 

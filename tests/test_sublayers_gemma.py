@@ -1,0 +1,99 @@
+"""Skipping sublayers on models with norms after a sublayer: a tiny random Gemma-3 and OLMo 2."""
+
+import pytest
+import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformer_lens.pretrained.weight_conversions import convert_gemma_weights
+
+from utils import gemma, hooks, models
+from utils.model_layouts import install_fast_blocks
+from utils.sublayers import SkippableBlock, Sublayer, skipping, sublayer, supports_skipping
+
+N_SUBLAYERS = 6  # tiny_gemma3's 3 layers: local, local, global
+
+
+@pytest.fixture(scope="module")
+def ids():
+    """Token ids longer than the tiny model's sliding window, so local and global layers differ."""
+    return torch.randint(0, 97, (2, 20), generator=torch.Generator().manual_seed(3))
+
+
+@pytest.fixture(scope="module")
+def converted(ids):
+    """The tiny Gemma-3 converted as load_model converts it, and its logits before the fast blocks."""
+    torch.set_grad_enabled(False)
+    hf_model = gemma.tiny_gemma3(seed=4)
+    model, _ = models.convert_hf(
+        hf_model, None, models.gemma3_config(hf_model.config, 32), convert_gemma_weights
+    )
+    assert model.cfg.use_normalization_before_and_after
+    before = model(ids)
+    return install_fast_blocks(model).eval(), before
+
+
+def test_gemma_gets_fast_blocks_that_run_as_transformer_lens(converted, ids):
+    model, before = converted
+    assert supports_skipping(model) and all(isinstance(b, SkippableBlock) for b in model.blocks)
+    torch.testing.assert_close(model(ids), before, atol=1e-5, rtol=1e-5)
+    with skipping(model, []):
+        torch.testing.assert_close(model(ids), before, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("index", range(N_SUBLAYERS))
+def test_skipping_a_gemma_sublayer_equals_zeroing_its_write(converted, ids, index):
+    model, _ = converted
+    s = sublayer(index)
+    zeroed = model.run_with_hooks(ids, fwd_hooks=hooks.zero_ablate([s]))
+    with skipping(model, [s]):
+        skipped = model(ids)
+    torch.testing.assert_close(skipped, zeroed, atol=1e-5, rtol=1e-5)
+    assert (skipped - model(ids)).abs().max() > 1e-3  # the sublayer mattered
+
+
+def test_skipping_several_gemma_sublayers_equals_zeroing_their_writes(converted, ids):
+    model, _ = converted
+    chosen = [Sublayer(0, "mlp"), Sublayer(1, "attn"), Sublayer(2, "mlp")]
+    zeroed = model.run_with_hooks(ids, fwd_hooks=hooks.zero_ablate(chosen))
+    with skipping(model, chosen):
+        torch.testing.assert_close(model(ids), zeroed, atol=1e-5, rtol=1e-5)
+
+
+def test_a_skipped_gemma_sublayer_runs_neither_of_its_norms(converted, ids):
+    model, _ = converted
+    block, calls = model.blocks[1], []
+    for name in ("ln1", "ln1_post"):
+        getattr(block, name).hook_scale.add_hook(lambda act, hook, name=name: calls.append(name))
+    try:
+        with skipping(model, [Sublayer(1, "attn")]):
+            model(ids)
+        assert calls == []
+        with skipping(model, [Sublayer(1, "mlp")]):
+            model(ids)
+        assert calls == ["ln1", "ln1_post"]
+    finally:
+        model.reset_hooks()
+
+
+def test_olmo2_post_norm_blocks_skip_too():
+    """OLMo 2/3 apply ln1/ln2 after their sublayer instead of before (TransformerLens's POST_NORM_ARCHITECTURES)."""
+    config = {
+        **models.tiny_config(seed=5),
+        "normalization_type": "RMS",
+        "original_architecture": "Olmo2ForCausalLM",
+    }
+    model = HookedTransformer(HookedTransformerConfig(**config))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith(".w"):  # norm weights away from 1, so a misplaced norm shows
+                param.copy_(
+                    1 + 0.5 * torch.randn(param.shape, generator=torch.Generator().manual_seed(6))
+                )
+    tokens = torch.randint(0, 97, (2, 10), generator=torch.Generator().manual_seed(7))
+    before = model(tokens)
+    install_fast_blocks(model).eval()
+    assert supports_skipping(model)
+    torch.testing.assert_close(model(tokens), before, atol=1e-5, rtol=1e-5)
+    for s in [Sublayer(0, "attn"), Sublayer(1, "mlp")]:
+        zeroed = model.run_with_hooks(tokens, fwd_hooks=hooks.zero_ablate([s]))
+        with skipping(model, [s]):
+            torch.testing.assert_close(model(tokens), zeroed, atol=1e-5, rtol=1e-5)
