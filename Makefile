@@ -41,9 +41,10 @@ student:  ## learner versions of every notebook in student/notebooks/ (never ove
 	@test -x $(PY) || { echo "make student needs $(VENV): run 'make env' once (with network) first"; exit 1; }
 	$(PY) scripts/make_student.py --out $(STUDENT_DIR) $(if $(FORCE),--force)
 
+MODEL ?=  # a second model (e.g. gemma-3-270m, after make env-gemma): its reference goes to results/models/$(MODEL)/
 reproduce: env  ## the reference run: every notebook at default scale -> results/, REPORT.md, README; then times the smoke runs
-	$(PY) -m utils.reproduce --scale default --reference
-	$(PY) -m utils.reproduce --scale smoke --record-runtimes
+	$(PY) -m utils.reproduce --scale default --reference $(if $(MODEL),--model $(MODEL))
+	$(if $(MODEL),,$(PY) -m utils.reproduce --scale smoke --record-runtimes)
 
 TEST_WORKERS ?= 2  # pytest-xdist processes: the independent test files share the cores
 test: env  ## unit tests + every notebook at smoke scale (offline)

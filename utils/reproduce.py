@@ -18,7 +18,7 @@ Public names: ``main``, ``run_notebook``, ``notebooks``, ``NotebookFailed``, ``w
 ``summary_table``, ``notebook_section``, ``result_folders``, ``update_readme_summary``,
 ``record_runtime``, ``record_measured_runtime``, ``runtime_text``, ``write_runtime_line``,
 ``machine_kind``, ``package_versions``, ``failing_cell``, ``keep_failed``, ``page_name``, ``quiet``,
-``busy_text``, ``NOTEBOOKS_DIR``, ``REFERENCE_SCALE``.
+``busy_text``, ``takes_embedded_model``, ``NOTEBOOKS_DIR``, ``REFERENCE_SCALE``.
 """
 
 from __future__ import annotations
@@ -37,16 +37,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import nbformat
-import pandas as pd
 import papermill
 import torch
 from papermill.exceptions import PapermillExecutionError
 from tqdm.auto import tqdm
 
 from utils.files import Busy, file_lock, replace_folder, write_text_atomic
+from utils.online import EMBEDDED_NAME
 from utils.outputs import METRICS_FILE, REPO_ROOT, RESULTS_ROOT, RUNS_ENV, load_metrics, runs_root
 from utils.pages import notebook_title, write_html_page
+from utils.replication import claim_model_section, model_root
 from utils.scales import SCALES
+from utils.tables import markdown_table
 from utils.verdicts import PASSES, WORDS, count_words, summary_sentences
 
 __all__ = [
@@ -69,6 +71,7 @@ __all__ = [
     "run_notebook",
     "runtime_text",
     "summary_table",
+    "takes_embedded_model",
     "update_readme_summary",
     "write_report",
     "write_runtime_line",
@@ -96,6 +99,13 @@ def page_name(stem: str) -> str:
 
 class NotebookFailed(RuntimeError):
     """A notebook raised; the message names the notebook, the cell and the error."""
+
+
+def takes_embedded_model(notebook: Path) -> bool:
+    """Whether a notebook runs on the embedded model by default (its ``model_name`` parameter), so
+    that a second model can replace it; notebook 05 trains its own models and does not."""
+    parameters = papermill.inspect_notebook(str(notebook))
+    return parameters.get("model_name", {}).get("default", "").strip("\"'") == EMBEDDED_NAME
 
 
 def notebooks(only: str | None = None) -> list[Path]:
@@ -249,16 +259,6 @@ def _run_locked(
     return metrics
 
 
-def _markdown_table(rows: list[dict]) -> str:
-    if not rows:
-        return "_none_"
-    columns = list(pd.DataFrame(rows).columns)
-    cell = lambda value: str(value).replace("|", "\\|").replace("\n", " ")
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def _bullets(items: list[str]) -> str:
     return "\n".join(f"- {item}" for item in items) if items else "- none"
 
@@ -284,9 +284,9 @@ def notebook_section(folder: Path) -> str:
         f"**Not implemented**\n\n{_bullets(m.get('not_implemented', []))}",
         f"**Deviations from the paper**\n\n{_bullets(m.get('deviations', []))}",
         f"**What this run found.** {summary_sentences(m.get('paper_vs_here', []), str(m.get('model')))}",
-        f"**Paper vs here**\n\n{_markdown_table(m.get('paper_vs_here', []))}",
+        f"**Paper vs here**\n\n{markdown_table(m.get('paper_vs_here', []))}",
         f"**Checks** (identities and repository contracts; never counted among the papers' claims)"
-        f"\n\n{_markdown_table(m.get('checks', []))}",
+        f"\n\n{markdown_table(m.get('checks', []))}",
         f"**Figures**\n\n{figures}" if figures else "",
         f"Versions: {versions}",
     ]
@@ -327,7 +327,7 @@ def summary_table(results_root: Path = RESULTS_ROOT, in_report: bool = False) ->
                 ),
             }
         )
-    return _markdown_table(rows)
+    return markdown_table(rows)
 
 
 def paper_summaries(results_root: Path = RESULTS_ROOT) -> str:
@@ -357,8 +357,10 @@ def write_report(results_root: Path = RESULTS_ROOT) -> Path:
         "the papers' claims, never the checks.\n\n"
         "## What reproduced\n\n" + paper_summaries(results_root) + "\n\n"
         + summary_table(results_root, in_report=True)
+        + claim_model_section(results_root)
     )
     report = results_root / "REPORT.md"
+    results_root.mkdir(parents=True, exist_ok=True)  # a report of runs that all failed still says so
     write_text_atomic(
         report,
         "\n\n".join([header, *(notebook_section(f) for f in result_folders(results_root))]) + "\n",
@@ -377,7 +379,7 @@ def update_readme_summary(readme: Path = README_PATH, results_root: Path = RESUL
             )
         block = (
             f"{SUMMARY_START}\n{paper_summaries(results_root)}\n\n"
-            f"{summary_table(results_root)}\n{SUMMARY_END}"
+            f"{summary_table(results_root)}{claim_model_section(results_root)}\n{SUMMARY_END}"
         )
         write_text_atomic(readme, text[:start] + block + text[end + len(SUMMARY_END) :])
 
@@ -483,6 +485,11 @@ def _parser() -> argparse.ArgumentParser:
         help=f"folder for non-reference runs (default results/runs; also ${RUNS_ENV})",
     )
     parser.add_argument(
+        "--model",
+        help="run the notebooks that use the embedded model on this one instead (e.g. gemma-3-270m, "
+        "after make env-gemma); with --reference its results go to results/models/<model>/",
+    )
+    parser.add_argument(
         "--record-runtimes",
         action="store_true",
         help="also store this run's wall times in results/runtimes.json and the notebooks' runtime lines",
@@ -522,10 +529,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--reference writes into results/; --results-root is for the other runs")
     if args.results_root:
         os.environ[RUNS_ENV] = str(args.results_root.resolve())
+    if args.model == EMBEDDED_NAME:
+        parser.error(f"{EMBEDDED_NAME} is the default model: leave --model out")
     extra = {"device": args.device} if args.device else {}
     chosen = notebooks(args.only)
     target = RESULTS_ROOT if args.reference else runs_root() / args.scale
-    machine = machine_kind() if args.reference or args.record_runtimes else None
+    if args.model:  # a second model: its own results root; runtime lines stay the default model's
+        extra["model_name"] = args.model
+        chosen = [nb for nb in chosen if takes_embedded_model(nb)]
+        target = model_root(args.model, target)
+    machine = machine_kind() if (args.reference or args.record_runtimes) and not args.model else None
     _stop_on_sigterm()
     failed = []
     bar = tqdm(chosen, desc="notebooks", unit="nb")
@@ -547,6 +560,8 @@ def main(argv: list[str] | None = None) -> int:
             tqdm.write(record_measured_runtime(notebook, metrics["run"], machine, executed=executed))
     print(f"report: {write_report(target)}")
     if args.reference:
+        if args.model:  # the default model's report gains (or updates) the claim × model table
+            print(f"report: {write_report(RESULTS_ROOT)}")
         update_readme_summary()
     if failed:
         print(f"{len(failed)} of {len(chosen)} notebooks failed: {', '.join(failed)}", file=sys.stderr)

@@ -6,7 +6,9 @@ left-aligned and wrapped, number columns right-aligned and formatted by their ki
 as the page. Columns without a stated kind are formatted by their values (integers as counts,
 floats with three significant digits). ``format_value`` formats one number the same way, for prose.
 
-Public names: ``KINDS``, ``format_value``, ``show_table``.
+The reports (REPORT.md, README) are Markdown: ``markdown_table`` writes rows as a Markdown table.
+
+Public names: ``KINDS``, ``format_value``, ``show_table``, ``markdown_table``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Any
 import pandas as pd
 from pandas.io.formats.style import Styler
 
-__all__ = ["KINDS", "format_value", "show_table"]
+__all__ = ["KINDS", "format_value", "markdown_table", "show_table"]
 
 
 def _significant(value: float, digits: int = 3) -> str:
@@ -84,3 +86,15 @@ def show_table(
     if numeric:
         styler = styler.set_properties(subset=numeric, **{"text-align": "right", "white-space": "nowrap"})
     return styler.set_caption(caption) if caption else styler
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """Rows (dicts; their keys, in order of first appearance, are the columns) as a Markdown table, '_none_'
+    when there are none; a ``|`` or line break inside a cell is escaped."""
+    if not rows:
+        return "_none_"
+    columns = list(pd.DataFrame(rows).columns)
+    cell = lambda value: str(value).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
