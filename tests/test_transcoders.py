@@ -182,6 +182,46 @@ def test_loss_decreases_on_a_learnable_target_and_decoder_rows_stay_unit_norm():
     torch.testing.assert_close(norms, torch.ones_like(norms), atol=1e-5, rtol=0)
 
 
+def _written_step(tc, optimizer, x, y, l1):
+    """Notebook 02's Exercise 2.3 as its solution writes it (the module's forward, the loss by hand)."""
+    with torch.enable_grad():
+        acts = tc.encode(x)
+        pred = tc.decode(acts)
+        d = y.shape[-1]
+        nmse = (pred - y).pow(2).sum(-1).mean() / d
+        loss = nmse + l1 * ((acts * tc.W_dec.norm(dim=-1)).sum(-1).mean() / d**0.5)
+        optimizer.zero_grad()
+        loss.backward()
+    with torch.no_grad():
+        grad, rows = tc.W_dec.grad, tc.W_dec
+        grad -= (grad * rows).sum(1, keepdim=True) * rows
+        optimizer.step()
+        rows /= rows.norm(dim=1, keepdim=True)
+    return loss.detach()
+
+
+def test_a_training_step_passed_in_trains_exactly_what_the_trainer_does():
+    cfg = T.TranscoderTraining(d_sae=48, l1=1.0, lr=0.1, warmup_steps=5, decay_fraction=0.3,
+                               resample_every=10, resample_until=40)
+    runs = [T.train_transcoders(toy_batches(60), {"toy": (0, cfg)}, d_model=16, total_steps=60,
+                                training_step=step)["toy"] for step in (None, _written_step)]
+    assert runs[0].resampled > 0 and runs[0].resampled == runs[1].resampled  # resampling was exercised
+    assert runs[0].history == runs[1].history
+    for (name, ours), (_, theirs) in zip(runs[0].transcoder.named_parameters(),
+                                         runs[1].transcoder.named_parameters(), strict=True):
+        assert torch.equal(ours, theirs), name
+
+
+def test_a_training_step_passed_in_is_not_called_on_a_nan_batch():
+    calls = []
+    trainer = T.TranscoderTrainer(T.TranscoderTraining(d_sae=8, l1=0.0), layer=0, d_in=16, d_out=16,
+                                  training_step=lambda *args: calls.append(args))
+    x, y = next(toy_batches())[0]
+    trainer.init_from_data(x, y)
+    with pytest.raises(T.TrainingDiverged, match="no checkpoint was written yet"):
+        trainer.step(x * float("nan"), y)
+    assert calls == []
+
 def test_biases_start_at_the_data_means():
     batch = next(toy_batches())[0]
     trainer = T.TranscoderTrainer(

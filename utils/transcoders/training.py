@@ -10,7 +10,10 @@ unit norm, and revives dead features. Here, step by step (``TranscoderTrainer.st
 * dead-feature resampling (Anthropic's recipe, no two features revived from the same token) from a
   pool of recent tokens, until a chosen step -> ``TranscoderTrainer.resample_dead``;
 * checkpoints in sae-lens format and a guard that stops on a NaN loss, naming the last good
-  checkpoint -> ``TranscoderTrainer.save_checkpoint``, ``TrainingDiverged``.
+  checkpoint -> ``TranscoderTrainer.save_checkpoint``, ``TrainingDiverged``;
+* optionally someone else's step (a learner's, notebook 02's Exercise 2.3): ``training_step(tc,
+  optimizer, x, y, l1) -> loss`` does the loss, the gradient, the optimiser step and the decoder
+  rows' norm; the trainer keeps the schedule, the resampling, the history and the checkpoints.
 
 ``train_transcoders`` trains many transcoders from one stream of batches (an L1 sweep, or one per
 layer). ``TranscoderTraining`` holds one run's hyper-parameters; like every settings class here it
@@ -26,7 +29,7 @@ import difflib
 import functools
 import shutil
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -51,6 +54,7 @@ __all__ = [
 
 CHECKPOINT_NAME = "last_good"
 TRAINER_VERSION = 6  # bump when a change to the trainer changes what it learns, so trained caches are rebuilt
+StepFn = Callable[[SparseTranscoder, torch.optim.Optimizer, torch.Tensor, torch.Tensor, float], torch.Tensor]
 
 Settings = TypeVar("Settings", bound=type)
 
@@ -119,7 +123,9 @@ def lr_multiplier(step: int, warmup_steps: int, total_steps: int | None = None, 
 
 @dataclass
 class TranscoderTrainer:
-    """Trains one ``SparseTranscoder`` step by step; see ``train_transcoders`` for the loop."""
+    """Trains one ``SparseTranscoder`` step by step; see ``train_transcoders`` for the loop.
+
+    ``training_step`` (default: the trainer's own) replaces the step itself; see ``step``."""
 
     cfg: TranscoderTraining
     layer: int
@@ -132,6 +138,7 @@ class TranscoderTrainer:
     history: list[dict] = field(default_factory=list)
     step_count: int = 0
     last_checkpoint: Path | None = None
+    training_step: StepFn | None = None
 
     def __post_init__(self):
         self.transcoder = SparseTranscoder(self.d_in, self.cfg.d_sae, self.d_out, self.cfg.seed).to(
@@ -155,34 +162,52 @@ class TranscoderTrainer:
         self.transcoder.init_from_data(x.to(self.device), y.to(self.device))
         self.initialised = True
 
+    def measure(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The activations and ``transcoder_loss`` on a batch (``y`` scaled); raises TrainingDiverged
+        on a non-finite loss."""
+        tc = self.transcoder
+        acts = tc.encode(x)
+        losses = transcoder_loss(tc.decode(acts), y, acts, tc.W_dec, self.cfg.l1)
+        if not torch.isfinite(losses["loss"]):
+            where = (
+                f"the last good checkpoint is {self.last_checkpoint}"
+                if self.last_checkpoint
+                else "no checkpoint was written yet"
+            )
+            raise TrainingDiverged(
+                f"layer {self.layer} transcoder: loss became {losses['loss'].item()} at step {self.step_count}; "
+                f"{where}. Lower lr (now {self.cfg.lr}) or check the activations for NaN/inf."
+            )
+        return acts, losses
+
     def step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         """One Adam step on a batch, inputs ``x`` [n, d_in] and real (unscaled) targets ``y``
-        [n, d_out]; raises TrainingDiverged (without stepping) on a non-finite loss."""
+        [n, d_out]; raises TrainingDiverged (without stepping) on a non-finite loss.
+
+        With a ``training_step``, the batch is first measured without gradients (the activations
+        for the history and the resampling, the loss for the guard), then that function steps
+        (loss, gradient, optimiser, unit-norm decoder rows); the history's ``loss`` is the one it
+        returns. With the trainer's own arithmetic it trains exactly what the default does.
+        """
         tc = self.transcoder
         x, y = x.to(self.device), y.to(self.device)
         if not self.initialised:
             self.init_from_data(x, y)
         y = y * tc.out_scale
-        with torch.enable_grad():
-            acts = tc.encode(x)
-            pred = tc.decode(acts)
-            losses = transcoder_loss(pred, y, acts, tc.W_dec, self.cfg.l1)
-            if not torch.isfinite(losses["loss"]):
-                where = (
-                    f"the last good checkpoint is {self.last_checkpoint}"
-                    if self.last_checkpoint
-                    else "no checkpoint was written yet"
-                )
-                raise TrainingDiverged(
-                    f"layer {self.layer} transcoder: loss became {losses['loss'].item()} at step {self.step_count}; "
-                    f"{where}. Lower lr (now {self.cfg.lr}) or check the activations for NaN/inf."
-                )
-            self.optimizer.zero_grad(set_to_none=True)
-            losses["loss"].backward()
-        tc.remove_parallel_decoder_grad()
-        self.optimizer.step()
-        self.scheduler.step()
-        tc.normalize_decoder()
+        if self.training_step is None:
+            with torch.enable_grad():
+                acts, losses = self.measure(x, y)
+                self.optimizer.zero_grad(set_to_none=True)
+                losses["loss"].backward()
+            tc.remove_parallel_decoder_grad()
+            self.optimizer.step()
+            self.scheduler.step()
+            tc.normalize_decoder()
+        else:
+            with torch.no_grad():
+                acts, losses = self.measure(x, y)
+            losses["loss"] = torch.as_tensor(self.training_step(tc, self.optimizer, x, y, self.cfg.l1))
+            self.scheduler.step()
         active = acts.detach() > 0
         self.fired += active.sum(0)
         self.step_count += 1
@@ -280,18 +305,21 @@ def train_transcoders(
     desc: str = "training transcoders",
     init_data: Mapping[int, Pair] | None = None,
     device: str | torch.device = "cpu",
+    training_step: StepFn | None = None,
 ) -> dict[Any, TranscoderTrainer]:
     """Train transcoders from one stream of {layer: (x, y)} batches ([n, d_model] each; one pass
     feeds them all).
 
     ``configs`` maps a key to ``(layer, TranscoderTraining)``; several transcoders may share a layer
     (an L1 sweep) or each read its own (one transcoder per layer). ``init_data`` ({layer: (x, y)},
-    sinks excluded) sets each one's output scale and biases (else its first batch does). Returns the
-    trainers (``.transcoder``, ``.history``), each checkpointed at the end when it has a
+    sinks excluded) sets each one's output scale and biases (else its first batch does).
+    ``training_step`` (default: the trainer's own) takes each optimiser step (``TranscoderTrainer.step``).
+    Returns the trainers (``.transcoder``, ``.history``), each checkpointed at the end when it has a
     ``checkpoint_dir``.
     """
     trainers = {
-        key: TranscoderTrainer(cfg, layer, d_model, d_model, model_name, device, total_steps)
+        key: TranscoderTrainer(cfg, layer, d_model, d_model, model_name, device, total_steps,
+                               training_step=training_step)
         for key, (layer, cfg) in configs.items()
     }
     for trainer in trainers.values():
