@@ -121,6 +121,27 @@ def test_path_search_edges_come_from_the_attribution_tables(setup):
     assert set(graph.table().columns) == {"parent", "child", "attribution"}
 
 
+def test_the_attribution_terms_can_be_passed_in(setup):
+    """Notebook 03 passes the learner's feature and head terms: the reference's give the same circuit
+    to the bit, another function's terms are the ones the tables and edges carry."""
+    model, transcoders, tokens, tr = setup
+    root = C.logit_target(model, pos=9, up=[3], down=[4])
+    ours = {"feature_fn": C.feature_attributions, "head_fn": C.head_terms}
+    pd.testing.assert_frame_equal(C.contributions(model, tr, root, transcoders, **ours),
+                                  C.contributions(model, tr, root, transcoders))
+    search = dict(iterations=2, branches=3, beam=3)
+    assert (C.path_search(model, tr, transcoders, root, **search, **ours).edges
+            == C.path_search(model, tr, transcoders, root, **search).edges)
+    doubled = {"feature_fn": lambda *a: 2 * C.feature_attributions(*a),
+               "head_fn": lambda *a: 3 * C.head_terms(*a)}
+    table, reference = (C.contributions(model, tr, root, transcoders, **fns) for fns in (doubled, {}))
+    for kind, factor in (("feature", 2), ("head", 3)):
+        rows = table.kind == kind
+        assert rows.any()
+        np.testing.assert_allclose(table.attribution[rows], factor * reference.attribution[rows], rtol=1e-6)
+    graph = C.path_search(model, tr, transcoders, root, **search, **doubled)
+    assert graph.edges != C.path_search(model, tr, transcoders, root, **search).edges
+
 def test_input_invariant_weights_match_the_attribution_weights(setup):
     model, transcoders, tokens, tr = setup
     target = C.feature_target(tr, transcoders, 2, 6, 7)

@@ -16,7 +16,8 @@ The paper's steps, in the order they are used:
    pre-bias) and ``logit_target`` (a logit difference); ``target_value`` reads it off the trace.
 3. ``contributions``: every upstream term's contribution to a target, errors included. Its two
    kinds of term are ``feature_attributions`` (activation x (W_dec[i] . v)) and ``head_terms``
-   (pattern x (values W_O . v), the pattern frozen).
+   (pattern x (values W_O . v), the pattern frozen); ``feature_fn`` and ``head_fn`` replace them
+   (a learner's own, notebook 03's Exercises 3.2 and 3.3).
 4. ``expand``: the target for a feature's or a head's own inputs, so that attributions chain along
    paths (the path search in ``utils.circuits.paths`` is built on it).
 5. ``error_share``: how much of the transcoder terms the error nodes carry (a check that can fail).
@@ -28,7 +29,7 @@ Public names: ``Trace``, ``trace``, ``Target``, ``Site``, ``EXPANDABLE``, ``feat
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -230,7 +231,12 @@ def target_value(tr: Trace, target: Target) -> float:
 
 @torch.no_grad()
 def contributions(
-    model: HookedTransformer, tr: Trace, target: Target, transcoders: Mapping[int, Any]
+    model: HookedTransformer,
+    tr: Trace,
+    target: Target,
+    transcoders: Mapping[int, Any],
+    feature_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    head_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> pd.DataFrame:
     """Every upstream term's contribution to ``target`` (a row each), so that their sum plus
     ``target.bias`` equals ``target_value``.
@@ -239,7 +245,8 @@ def contributions(
     layer at an attention sink) / head /
     attn_bias), layer, pos (where the term is written), unit (token, feature or head), src (a head's
     source position, else -1), attribution. A feature's attribution is activation x (W_dec[i] . v)
-    and ``weight`` holds the input-invariant part W_dec[i] . v.
+    and ``weight`` holds the input-invariant part W_dec[i] . v. ``feature_fn`` (default
+    ``feature_attributions``) and ``head_fn`` (default ``head_terms``) compute the two kinds of term.
     """
     v = target.vector / tr.scale[scale_key(target)][target.pos]
     p = target.pos
@@ -251,7 +258,7 @@ def contributions(
             continue
         tc = transcoders[layer]
         weights = tc.W_dec @ v
-        terms = feature_attributions(tr.acts[layer][p], tc.W_dec, v)
+        terms = (feature_fn or feature_attributions)(tr.acts[layer][p], tc.W_dec, v)
         active = torch.nonzero(tr.acts[layer][p] > 0).flatten()
         for i in active.tolist():
             rows.append({**_row("feature", layer, p, i, float(terms[i])), "weight": float(weights[i])})
@@ -262,7 +269,7 @@ def contributions(
     for layer in attn_layers:
         attn = model.blocks[layer].attn
         per_source = torch.stack([
-            head_terms(tr.pattern[layer, h, p, : p + 1], tr.values[layer, : p + 1, h], attn.W_O[h], v)
+            (head_fn or head_terms)(tr.pattern[layer, h, p, : p + 1], tr.values[layer, : p + 1, h], attn.W_O[h], v)
             for h in range(attn.W_O.shape[0])
         ])  # [head, src]
         for h, s in torch.nonzero(per_source.abs() > 0).tolist():

@@ -77,6 +77,8 @@ def path_search(
     branches: int = 4,
     beam: int = 6,
     choose: Callable[[pd.DataFrame, int], pd.DataFrame] | None = None,
+    feature_fn: Callable | None = None,
+    head_fn: Callable | None = None,
 ) -> Graph:
     """Greedy beam search back from ``root``: each round, every frontier node's ``branches``
     largest expandable contributions (features, heads; by |attribution|) become edges, and so do
@@ -84,7 +86,8 @@ def path_search(
     terms stay visible without crowding out the paths; the ``beam`` largest expandable children
     form the next frontier. A node reached from several parents is expanded once, with the sum of
     their targets, so its edges carry its whole attribution to the root. Attributions are in root units.
-    ``choose`` (default ``top_contributions``) picks each node's edges (a learner's own in notebook 03)."""
+    ``choose`` (default ``top_contributions``) picks each node's edges; ``feature_fn`` and ``head_fn``
+    compute the feature and head terms (``contributions``' defaults); a learner's own in notebook 03."""
     graph = Graph()
     graph.nodes[root_name] = {
         "kind": "target",
@@ -97,7 +100,8 @@ def path_search(
         children: dict[str, tuple[float, Target]] = {}  # node -> (attribution, target) summed over parents
         for name, target in frontier:
             graph.targets[name] = target
-            top = (choose or top_contributions)(contributions(model, tr, target, transcoders), branches)
+            table = contributions(model, tr, target, transcoders, feature_fn, head_fn)
+            top = (choose or top_contributions)(table, branches)
             for row in top.to_dict("records"):
                 child = node_id(row)
                 graph.nodes.setdefault(child, {**row, "attribution": 0.0})

@@ -2,9 +2,9 @@
 
 ``check_feature_attributions`` compares ``fn(acts, W_dec, v) -> [d_sae]`` with
 ``utils.circuits.feature_attributions`` and then puts the learner's terms into a real attribution
-(a tiny model with transcoders): with every other term from ``utils.circuits.contributions``, they
-must add up to the target's value. ``check_head_terms`` does the same for one head's terms from
-each source position, ``fn(pattern, values, W_O, v) -> [src]``. ``check_top_contributions``
+(a tiny model with transcoders), as the notebook's trace does (``contributions``' ``feature_fn``):
+with every other term, they must add up to the target's value. ``check_head_terms`` does the same for one head's terms from
+each source position, ``fn(pattern, values, W_O, v) -> [src]`` (``head_fn``). ``check_top_contributions``
 compares one step of the path search, ``fn(table, branches) -> the rows that become edges``, with
 ``utils.circuits.top_contributions`` on contribution tables of a tiny model and on edge cases.
 
@@ -37,14 +37,17 @@ def _setup():
     return model, transcoders, tr, target
 
 
-def _complete(kind: str, learner_total: float, reference_total: float, table, target, tr) -> None:
-    rest = float(table[table.kind != kind].attribution.sum())
+def _complete(kind: str, **fn: Callable) -> None:
+    """The tiny model's attribution with the learner's ``kind`` terms (``fn``: ``feature_fn`` or
+    ``head_fn`` of ``contributions``) must add up to the target's value."""
+    model, transcoders, tr, target = _setup()
     value = C.target_value(tr, target)
-    got = rest + learner_total + target.bias
+    total = lambda **fns: float(C.contributions(model, tr, target, transcoders, **fns).attribution.sum()) + target.bias  # noqa: E731
+    got = total(**fn)
     if abs(got - value) > 1e-3 * max(1.0, abs(value)):
         raise ExerciseFailed(
             f"✗ completeness: with your {kind} terms the contributions add up to {got:.5g}, "
-            f"but the target's value is {value:.5g} (the reference's terms give {rest + reference_total + target.bias:.5g})"
+            f"but the target's value is {value:.5g} (the reference's terms give {total():.5g})"
         )
     print(f"✓ completeness: with your {kind} terms every contribution adds up to the target's value {value:.4g}")
 
@@ -62,12 +65,7 @@ def _feature_cases() -> list[Case]:
 def check_feature_attributions(fn: Callable) -> Callable:
     """Check ``fn(acts, W_dec, v) -> [d_sae]`` on random inputs, then for completeness on a tiny model."""
     fn = check("Exercise 3.2 feature_attribution_terms", fn, C.feature_attributions, _feature_cases())
-    model, transcoders, tr, target = _setup()
-    table = C.contributions(model, tr, target, transcoders)
-    v = target.vector / tr.scale[C.scale_key(target)][target.pos]
-    learner = sum(float(torch.as_tensor(fn(tr.acts[layer][target.pos], tc.W_dec, v)).sum()) for layer, tc in transcoders.items())
-    reference = float(table[table.kind == "feature"].attribution.sum())
-    _complete("feature", learner, reference, table, target, tr)
+    _complete("feature", feature_fn=fn)
     return fn
 
 
@@ -84,18 +82,7 @@ def _head_cases() -> list[Case]:
 def check_head_terms(fn: Callable) -> Callable:
     """Check ``fn(pattern, values, W_O, v) -> [src]`` on random inputs, then for completeness on a tiny model."""
     fn = check("Exercise 3.3 head_attribution_terms", fn, C.head_terms, _head_cases())
-    model, transcoders, tr, target = _setup()
-    table = C.contributions(model, tr, target, transcoders)
-    v = target.vector / tr.scale[C.scale_key(target)][target.pos]
-    p, layers, _ = target.pos, *C.upstream_layers(target, model.cfg.n_layers)
-    learner = 0.0
-    for layer in layers:
-        w_o = model.blocks[layer].attn.W_O
-        for h in range(w_o.shape[0]):
-            out = fn(tr.pattern[layer, h, p, : p + 1], tr.values[layer, : p + 1, h], w_o[h], v)
-            learner += float(torch.as_tensor(out).sum())
-    reference = float(table[table.kind == "head"].attribution.sum())
-    _complete("head", learner, reference, table, target, tr)
+    _complete("head", head_fn=fn)
     return fn
 
 
