@@ -38,5 +38,5 @@ def test_notebook_04_runs_and_reports(tmp_path):
     matched = m["matched"]["rows"]
     assert matched and all(r["speedup_below"] <= m["matched"]["speedup"] <= r["speedup_above"] for r in matched)
     assert set(m["figures"]) == {"latency_model.png", "refit_diagnostic.png", "pruning_time.png",
-                                 "accuracy_vs_speedup.png", "removed_sublayers.png"}
+                                 "accuracy_vs_speedup.png", "removed_sublayers.png", "first_step.png"}
     assert (tmp_path / "04_sprint_pruning" / "accuracy_vs_speedup.png").is_file()
