@@ -7,6 +7,7 @@ from transformer_lens.pretrained.weight_conversions import convert_gemma_weights
 
 from utils import gemma, hooks, models
 from utils.model_layouts import install_fast_blocks
+from utils.pruning.pruned_model import Checkpoints
 from utils.sublayers import SkippableBlock, Sublayer, skipping, sublayer, supports_skipping
 
 N_SUBLAYERS = 6  # tiny_gemma3's 3 layers: local, local, global
@@ -97,3 +98,23 @@ def test_olmo2_post_norm_blocks_skip_too():
         zeroed = model.run_with_hooks(tokens, fwd_hooks=hooks.zero_ablate([s]))
         with skipping(model, [s]):
             torch.testing.assert_close(model(tokens), zeroed, atol=1e-5, rtol=1e-5)
+
+
+def _boundaries(model, ids) -> list[torch.Tensor]:
+    """The residual stream before each sublayer and after the last, from the model's own hooks."""
+    _, cache = model.run_with_cache(ids)
+    return [
+        cache[f"blocks.{layer}.hook_resid_{where}"]
+        for layer in range(model.cfg.n_layers)
+        for where in ("pre", "mid")
+    ] + [cache[f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"]]
+
+
+def test_pruning_checkpoints_on_gemma_are_the_models_residual_stream(converted, ids):
+    """SPRINT's, SLEB's and ShortGPT's sublayer-by-sublayer residuals apply the post-norms too."""
+    model, _ = converted
+    for skipped in ([], [Sublayer(1, "attn")]):
+        with skipping(model, skipped):
+            pairs = zip(Checkpoints(model, ids).resid, _boundaries(model, ids), strict=True)
+            for got, want in pairs:
+                torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

@@ -7,7 +7,8 @@ sublayer's arithmetic runs, so measured speed-ups are real.
 
 Public names: ``Sublayer`` (with ``index`` and ``out_hook``), ``sublayer`` (from a flat index),
 ``all_sublayers``, ``KINDS``, ``Kind``, ``SkippableBlock``, ``supports_skipping``, ``set_skipped``,
-``skipped_now``, ``skipping`` (a context manager; ``utils.hooks.skip`` is the same).
+``skipped_now``, ``skipping`` (a context manager; ``utils.hooks.skip`` is the same), ``attn_write``
+and ``mlp_write`` (one sublayer's write, as the block computes it).
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ __all__ = [
     "SkippableBlock",
     "Sublayer",
     "all_sublayers",
+    "attn_write",
+    "mlp_write",
     "set_skipped",
     "skipped_now",
     "skipping",
@@ -72,13 +75,45 @@ def all_sublayers(model: HookedTransformer) -> list[Sublayer]:
     return [sublayer(i) for i in range(2 * model.cfg.n_layers)]
 
 
+def attn_write(
+    block: TransformerBlock,
+    resid: torch.Tensor,
+    past_kv_cache_entry=None,
+    attention_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """What ``block``'s attention adds to the residual stream ``resid``, as TransformerBlock computes it.
+
+    Its pre-norm, the attention, then its post-norm where the model has one (Gemma's ``ln1_post``;
+    OLMo 2/3's ``ln1``, which comes after the sublayer instead of before), through ``hook_attn_out``.
+    """
+    post_norm = block.cfg.original_architecture in POST_NORM_ARCHITECTURES
+    attn_in = resid if post_norm else block.ln1(resid)
+    attn_out = block.attn(
+        query_input=attn_in,
+        key_input=attn_in,
+        value_input=attn_in,
+        past_kv_cache_entry=past_kv_cache_entry,
+        attention_mask=attention_mask,
+    )
+    if block.cfg.use_normalization_before_and_after:
+        attn_out = block.ln1_post(attn_out)
+    if post_norm:
+        attn_out = block.ln1(attn_out)
+    return block.hook_attn_out(attn_out)
+
+
+def mlp_write(block: TransformerBlock, mlp_in: torch.Tensor) -> torch.Tensor:
+    """What ``block``'s MLP adds to the residual stream ``mlp_in``, as TransformerBlock computes it
+    (the pre-norm; ``apply_mlp`` applies the post-norm, ``ln2_post`` or OLMo's ``ln2``, and ``hook_mlp_out``)."""
+    post_norm = block.cfg.original_architecture in POST_NORM_ARCHITECTURES
+    return block.apply_mlp(mlp_in if post_norm else block.ln2(mlp_in))
+
+
 class SkippableBlock(TransformerBlock):
     """A TransformerBlock whose attention or MLP sublayer can be skipped without computing it.
 
-    A sublayer that runs is computed as TransformerBlock computes it: its pre-norm, the sublayer,
-    then its post-norm where the model has one (Gemma's ``ln1_post`` / ``ln2_post``; OLMo 2/3's
-    ``ln1`` / ``ln2``, which come after the sublayer instead of before), so ``hook_attn_out`` /
-    ``hook_mlp_out`` see what is added to the residual stream. A skipped sublayer's norms do not run.
+    A sublayer that runs is computed as TransformerBlock computes it, norms after it included
+    (``attn_write``, ``mlp_write``); a skipped sublayer's norms do not run.
     """
 
     skip_attn: bool = False
@@ -95,23 +130,10 @@ class SkippableBlock(TransformerBlock):
             return super().forward(
                 resid_pre, shortformer_pos_embed, past_kv_cache_entry, attention_mask
             )
-        post_norm = self.cfg.original_architecture in POST_NORM_ARCHITECTURES
         resid_pre = self.hook_resid_pre(resid_pre)
         resid = resid_pre
         if not self.skip_attn:
-            attn_in = resid_pre if post_norm else self.ln1(resid_pre)
-            attn_out = self.attn(
-                query_input=attn_in,
-                key_input=attn_in,
-                value_input=attn_in,
-                past_kv_cache_entry=past_kv_cache_entry,
-                attention_mask=attention_mask,
-            )
-            if self.cfg.use_normalization_before_and_after:
-                attn_out = self.ln1_post(attn_out)
-            if post_norm:
-                attn_out = self.ln1(attn_out)
-            resid = resid + self.hook_attn_out(attn_out)
+            resid = resid + attn_write(self, resid_pre, past_kv_cache_entry, attention_mask)
         if self.cfg.parallel_attn_mlp:
             mlp_in = resid_pre
         else:
@@ -119,8 +141,7 @@ class SkippableBlock(TransformerBlock):
         if not self.skip_mlp:
             if self.cfg.use_hook_mlp_in:
                 mlp_in = self.hook_mlp_in(mlp_in.clone())
-            # apply_mlp applies the post-norms (ln2_post; OLMo's ln2) and hook_mlp_out
-            resid = resid + self.apply_mlp(mlp_in if post_norm else self.ln2(mlp_in))
+            resid = resid + mlp_write(self, mlp_in)
         return self.hook_resid_post(resid)
 
 

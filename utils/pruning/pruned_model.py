@@ -29,7 +29,7 @@ import torch
 from transformer_lens import HookedTransformer
 
 from utils.pruning.latency import LatencyModel
-from utils.sublayers import set_skipped, skipped_now, sublayer
+from utils.sublayers import attn_write, mlp_write, set_skipped, skipped_now, sublayer
 
 __all__ = [
     "Checkpoints",
@@ -58,10 +58,7 @@ def apply_sublayer(model: HookedTransformer, index: int, x: torch.Tensor, skippe
         return x
     s = sublayer(index)
     block = model.blocks[s.layer]
-    if s.kind == "attn":
-        normed = block.ln1(x)
-        return x + block.hook_attn_out(block.attn(query_input=normed, key_input=normed, value_input=normed))
-    return x + block.apply_mlp(block.ln2(x))
+    return x + (attn_write(block, x) if s.kind == "attn" else mlp_write(block, x))
 
 
 def run_range(model: HookedTransformer, x: torch.Tensor, start: int, stop: int, skipped: set[int]) -> torch.Tensor:

@@ -42,7 +42,7 @@ from utils.pruning.pruned_model import (
     record_step,
     run_range,
 )
-from utils.sublayers import set_skipped, sublayer
+from utils.sublayers import mlp_write, set_skipped, sublayer
 
 __all__ = ["SPRINT_VARIANTS", "Candidate", "SprintScorer", "fit_down_projection", "relative_l1", "run_sprint"]
 
@@ -133,7 +133,7 @@ class SprintScorer:
         store: dict[str, torch.Tensor] = {}
         point = hooks.mlp_post(t // 2)
         with hooks.attached(self.model, hooks.capture([point], store)):
-            y_hat = x_in + block.apply_mlp(block.ln2(x_in))
+            y_hat = x_in + mlp_write(block, x_in)
         return self.cp.resid[stop], y_hat, store[point], t
 
     def untuned(self, index: int) -> Candidate:
