@@ -7,7 +7,8 @@ from transformer_lens.pretrained.weight_conversions import convert_gemma_weights
 
 from utils import gemma, hooks, models
 from utils.model_layouts import install_fast_blocks
-from utils.pruning.pruned_model import Checkpoints
+from utils.pruning.pruned_model import Checkpoints, original_down_projections, restore_dense
+from utils.pruning.sprint import SprintScorer, relative_l1
 from utils.sublayers import SkippableBlock, Sublayer, skipping, sublayer, supports_skipping
 
 N_SUBLAYERS = 6  # tiny_gemma3's 3 layers: local, local, global
@@ -118,3 +119,23 @@ def test_pruning_checkpoints_on_gemma_are_the_models_residual_stream(converted, 
             pairs = zip(Checkpoints(model, ids).resid, _boundaries(model, ids), strict=True)
             for got, want in pairs:
                 torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["gemma", "llama"])
+def test_sprint_tuned_score_is_the_sensitivity_after_the_commit(converted, ids, family):
+    """SPRINT's tuned score must be what the model computes once the refit W_out is committed, also
+    where a norm follows the MLP (Gemma's ln2_post, through which W_out is no longer linear)."""
+    model = converted[0] if family == "gemma" else models.tiny_model(seed=8)
+    originals = original_down_projections(model)
+    try:
+        for index in (0, 2):  # attention before a local and before the global layer
+            scorer = SprintScorer(Checkpoints(model, ids % model.cfg.d_vocab), ridge=0.1)
+            cand = scorer.tuned(index)
+            stop = cand.next_mlp + 1
+            y = scorer.cp.resid[stop].clone()
+            scorer.commit(cand)
+            actual = relative_l1(y, scorer.cp.resid[stop])
+            assert cand.tuned_sensitivity == pytest.approx(actual, rel=1e-4, abs=1e-5)
+            restore_dense(model, originals)
+    finally:
+        restore_dense(model, originals)

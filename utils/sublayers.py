@@ -8,7 +8,7 @@ sublayer's arithmetic runs, so measured speed-ups are real.
 Public names: ``Sublayer`` (with ``index`` and ``out_hook``), ``sublayer`` (from a flat index),
 ``all_sublayers``, ``KINDS``, ``Kind``, ``SkippableBlock``, ``supports_skipping``, ``set_skipped``,
 ``skipped_now``, ``skipping`` (a context manager; ``utils.hooks.skip`` is the same), ``attn_write``
-and ``mlp_write`` (one sublayer's write, as the block computes it).
+and ``mlp_write`` (one sublayer's write, as the block computes it), ``norms_after_mlp``.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ __all__ = [
     "all_sublayers",
     "attn_write",
     "mlp_write",
+    "norms_after_mlp",
     "set_skipped",
     "skipped_now",
     "skipping",
@@ -107,6 +108,15 @@ def mlp_write(block: TransformerBlock, mlp_in: torch.Tensor) -> torch.Tensor:
     (the pre-norm; ``apply_mlp`` applies the post-norm, ``ln2_post`` or OLMo's ``ln2``, and ``hook_mlp_out``)."""
     post_norm = block.cfg.original_architecture in POST_NORM_ARCHITECTURES
     return block.apply_mlp(mlp_in if post_norm else block.ln2(mlp_in))
+
+
+def norms_after_mlp(block: TransformerBlock) -> list[torch.nn.Module]:
+    """The norms ``block`` applies to its MLP's output before adding it to the residual stream, in
+    order (as ``apply_mlp`` does): Gemma's ``ln2_post``, OLMo 2/3's ``ln2``; none for Llama or GPT-2."""
+    post_norm = block.cfg.original_architecture in POST_NORM_ARCHITECTURES
+    return ([block.ln2_post] if block.cfg.use_normalization_before_and_after else []) + (
+        [block.ln2] if post_norm else []
+    )
 
 
 class SkippableBlock(TransformerBlock):

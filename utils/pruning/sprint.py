@@ -42,7 +42,7 @@ from utils.pruning.pruned_model import (
     record_step,
     run_range,
 )
-from utils.sublayers import mlp_write, set_skipped, sublayer
+from utils.sublayers import mlp_write, norms_after_mlp, set_skipped, sublayer
 
 __all__ = ["SPRINT_VARIANTS", "Candidate", "SprintScorer", "fit_down_projection", "relative_l1", "run_sprint"]
 
@@ -157,8 +157,26 @@ class SprintScorer:
         rest = y_hat - hidden @ mlp.W_out  # residual minus the down-projection's part
         weight = self.refit(hidden, y - rest, mlp.W_out.detach(), self.ridge)
         cand.tuned_weight = weight
-        cand.tuned_sensitivity = self.sensitivity(y, rest + hidden @ weight)
+        cand.tuned_sensitivity = self.sensitivity(y, self.window_with(t, y_hat, hidden, weight))
         return cand
+
+    def window_with(self, t: int, y_hat: torch.Tensor, hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """The window's output ``y_hat`` had MLP sublayer ``t``'s W_out been ``weight`` (``hidden``: its
+        activations). Linear in W_out, except where norms follow the MLP (Gemma's ``ln2_post``), which
+        are applied as the block applies them: the refit is then fitted linearly (as the paper does) but
+        scored on what the model really computes after the commit."""
+        block = self.model.blocks[t // 2]
+        mlp, norms = block.mlp, norms_after_mlp(block)
+        if not norms:
+            return (y_hat - hidden @ mlp.W_out) + hidden @ weight
+
+        def write(w: torch.Tensor) -> torch.Tensor:
+            out = hidden @ w + mlp.b_out
+            for norm in norms:
+                out = norm(out)
+            return out
+
+        return (y_hat - write(mlp.W_out)) + write(weight)
 
     def commit(self, cand: Candidate) -> None:
         """Prune ``cand`` (and keep its tuned W_out if any); drop cached scores it invalidates."""
