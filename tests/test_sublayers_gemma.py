@@ -7,6 +7,7 @@ from transformer_lens.pretrained.weight_conversions import convert_gemma_weights
 
 from utils import gemma, hooks, models
 from utils.model_layouts import install_fast_blocks
+from utils.pruning.diagnostic import refit_data, refit_errors
 from utils.pruning.pruned_model import Checkpoints, original_down_projections, restore_dense
 from utils.pruning.sprint import SprintScorer, relative_l1
 from utils.sublayers import SkippableBlock, Sublayer, skipping, sublayer, supports_skipping
@@ -139,3 +140,13 @@ def test_sprint_tuned_score_is_the_sensitivity_after_the_commit(converted, ids, 
             restore_dense(model, originals)
     finally:
         restore_dense(model, originals)
+
+
+def test_refit_diagnostic_scores_gemma_tuning_as_the_commit_does(converted, ids):
+    model, _ = converted
+    scorer = SprintScorer(Checkpoints(model, ids), ridge=0.1)
+    data = refit_data(scorer, 0)
+    errors = refit_errors(data, data, 0.1)
+    assert errors["tuned_in"] == pytest.approx(
+        scorer.tuned(0).tuned_sensitivity / len(ids), rel=1e-5
+    )

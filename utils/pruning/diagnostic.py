@@ -14,7 +14,7 @@ Public names: ``refit_diagnostic``, ``diagnostic_summary``, ``choose_ridge``, ``
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -33,7 +33,9 @@ __all__ = ["RefitData", "choose_ridge", "diagnostic_summary", "refit_data", "ref
 class RefitData:
     """One candidate's window on some tokens: the next MLP's hidden activations, the rest, the target.
 
-    ``hidden`` [n, pos, d_mlp]; ``rest``, ``y``, ``y_hat`` [n, pos, d_model]; ``w0`` [d_mlp, d_model].
+    ``hidden`` [n, pos, d_mlp]; ``rest``, ``y``, ``y_hat`` [n, pos, d_model]; ``w0`` [d_mlp, d_model];
+    ``output(weight)``: the window's output with ``weight`` as W_out (``SprintScorer.window_with``:
+    ``rest + hidden @ weight`` unless a norm follows the MLP, as in Gemma).
     """
 
     hidden: torch.Tensor
@@ -41,6 +43,7 @@ class RefitData:
     y: torch.Tensor
     y_hat: torch.Tensor
     w0: torch.Tensor
+    output: Callable[[torch.Tensor], torch.Tensor]
 
 
 def refit_data(state: SprintScorer, index: int) -> RefitData | None:
@@ -49,7 +52,8 @@ def refit_data(state: SprintScorer, index: int) -> RefitData | None:
     if t is None:
         return None
     w0 = state.model.blocks[t // 2].mlp.W_out.detach()
-    return RefitData(hidden, y_hat - hidden @ w0, y, y_hat, w0)
+    output = lambda weight: state.window_with(t, y_hat, hidden, weight)  # noqa: E731
+    return RefitData(hidden, y_hat - hidden @ w0, y, y_hat, w0, output)
 
 
 def refit_errors(fit: RefitData, held: RefitData, ridge: float) -> dict[str, float]:
@@ -58,7 +62,7 @@ def refit_errors(fit: RefitData, held: RefitData, ridge: float) -> dict[str, flo
     per = lambda y, y_hat: relative_l1(y, y_hat) / y.shape[0]  # noqa: E731
     return {
         "untuned_in": per(fit.y, fit.y_hat), "untuned_held": per(held.y, held.y_hat),
-        "tuned_in": per(fit.y, fit.rest + fit.hidden @ weight), "tuned_held": per(held.y, held.rest + held.hidden @ weight),
+        "tuned_in": per(fit.y, fit.output(weight)), "tuned_held": per(held.y, held.output(weight)),
     }
 
 
