@@ -8,7 +8,12 @@ from transformer_lens.pretrained.weight_conversions import convert_gemma_weights
 from utils import gemma, hooks, models
 from utils.model_layouts import install_fast_blocks
 from utils.pruning.diagnostic import refit_data, refit_errors
-from utils.pruning.pruned_model import Checkpoints, original_down_projections, restore_dense
+from utils.pruning.pruned_model import (
+    Checkpoints,
+    final_logits,
+    original_down_projections,
+    restore_dense,
+)
 from utils.pruning.sprint import SprintScorer, relative_l1
 from utils.sublayers import SkippableBlock, Sublayer, skipping, sublayer, supports_skipping
 
@@ -150,3 +155,12 @@ def test_refit_diagnostic_scores_gemma_tuning_as_the_commit_does(converted, ids)
     assert errors["tuned_in"] == pytest.approx(
         scorer.tuned(0).tuned_sensitivity / len(ids), rel=1e-5
     )
+
+
+def test_pruning_logits_from_the_residual_apply_gemmas_final_soft_cap(ids):
+    hf_model = gemma.tiny_gemma3(seed=4, final_logit_softcapping=5.0)
+    fields = models.gemma3_config(hf_model.config, 32)
+    model = install_fast_blocks(models.convert_hf(hf_model, None, fields, convert_gemma_weights)[0])
+    logits = final_logits(model, Checkpoints(model, ids).resid[-1])
+    assert logits.abs().max() <= 5.0
+    torch.testing.assert_close(logits, model(ids), atol=1e-5, rtol=1e-5)

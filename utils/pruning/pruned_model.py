@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 from transformer_lens import HookedTransformer
+from transformer_lens.utilities.activation_functions import apply_softcap
 
 from utils.pruning.latency import LatencyModel
 from utils.sublayers import attn_write, mlp_write, set_skipped, skipped_now, sublayer
@@ -70,7 +71,7 @@ def run_range(model: HookedTransformer, x: torch.Tensor, start: int, stop: int, 
 
 def final_logits(model: HookedTransformer, resid: torch.Tensor) -> torch.Tensor:
     """Logits [batch, pos, d_vocab] from the final residual stream [batch, pos, d_model]."""
-    return model.unembed(model.ln_final(resid))
+    return apply_softcap(model.unembed(model.ln_final(resid)), model.cfg.output_logits_soft_cap)
 
 
 class Checkpoints:
