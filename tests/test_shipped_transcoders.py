@@ -93,13 +93,16 @@ def exported(tiny, tmp_path_factory):
     """A short run on layers 0 and 1, exported: (run, folder)."""
     where = tmp_path_factory.mktemp("shipped")
     run = S.train_streaming(tiny, SETTINGS, tiny_windows(tiny), where / "run", max_chunks=3)
+    (where / "out").mkdir()
+    (where / "out" / "README.md").write_text("kept")
     S.export_shipped(run, where / "out")
+    (where / "out" / "README.md").write_text("kept, and edited after the export")
     return run, where / "out"
 
 
 def test_export_load_round_trip(tiny, exported):
     run, folder = exported
-    assert sorted(p.name for p in folder.iterdir()) == ["L0", "L1", "manifest.json", "provenance.json"]
+    assert sorted(p.name for p in folder.iterdir()) == ["L0", "L1", "README.md", "manifest.json", "provenance.json"]
     loaded = S.load_shipped_transcoders(folder, device=tiny.cfg.device)
     assert sorted(loaded) == [0, 1]
     x = torch.randn(50, tiny.cfg.d_model, generator=torch.Generator().manual_seed(0))

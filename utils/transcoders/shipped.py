@@ -12,6 +12,8 @@ human-written training split, once, by ``scripts/train_transcoders.py``, over se
   every layer's ``TranscoderTrainer``: the chunk's non-sink tokens, shuffled by a generator seeded
   from (seed, chunk), in ``batches_per_chunk`` batches; nothing but one chunk's activations is held
   -> ``StreamingRun.train_chunk``;
+* sessions of it, with a progress bar, saving every few chunks and stopping after a number of
+  chunks or minutes -> ``train_streaming`` (the run folder: ``default_run_folder``, under the cache);
 * its state (every trainer's weights, Adam state, schedule, step, dead-feature counts, resampling
   pool, the chunk cursor and torch's RNG) saved atomically in the run folder, from which
   ``StreamingRun.open(..., resume=True)`` continues bit for bit as if never interrupted;
@@ -50,6 +52,7 @@ from transformer_lens import HookedTransformer
 
 from utils.data import token_batches
 from utils.files import (
+    MANIFEST,
     CacheError,
     atomic_write,
     check_manifest,
@@ -112,7 +115,7 @@ class StreamSettings:
     model: str = "smollm2-135m"
     source: str = "prose"
     layers: tuple[int, ...] = tuple(range(30))
-    n_tokens: int = 1_600_000
+    n_tokens: int = 1_695_744  # the whole prose train split (1,698,668 tokens) in whole 32-window chunks
     epochs: int = 1
     ctx: int = 128
     windows_per_chunk: int = 32
@@ -329,7 +332,8 @@ class StreamingRun:
             summary[layer]["dead_frac"] = records[-1]["dead_frac"]
             trainer.history.clear()  # the per-chunk summary is kept instead (progress.jsonl)
         self.chunk += 1
-        line = {"chunk": self.chunk, "steps": self.steps, "layers": {str(k): v for k, v in summary.items()}}
+        line = {"chunk": self.chunk, "steps": self.steps, "session_s": round(time.perf_counter() - self.started, 2),
+                "layers": {str(k): v for k, v in summary.items()}}
         with open(self.folder / PROGRESS_FILE, "a") as handle:
             handle.write(json.dumps(line) + "\n")
         return summary
@@ -425,11 +429,13 @@ def machine() -> dict[str, Any]:
             cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
     except OSError:
         pass
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).parent).stdout.strip() or None
+    git = lambda *args: subprocess.run(["git", *args], capture_output=True, text=True,  # noqa: E731
+                                       cwd=Path(__file__).parent).stdout.strip()
+    commit = git("rev-parse", "HEAD") or None
+    dirty = bool(git("status", "--porcelain", "--", "utils", "scripts")) if commit else None
     return {"cpu": cpu, "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-            "started_utc": _now(), "git_commit": commit}
+            "started_utc": _now(), "git_commit": commit, "uncommitted_code_changes": dirty}
 
 
 # ----------------------------------------------------------------------------- export and load
@@ -446,7 +452,8 @@ def rebuild_command(folder: str | os.PathLike = SHIPPED) -> str:
 
 def export_shipped(run: StreamingRun, folder: str | os.PathLike, max_bytes: int = MAX_SHIPPED_BYTES) -> int:
     """Write every layer of ``run`` to ``folder`` (replaced atomically): ``L<layer>/`` as an sae-lens
-    ``Transcoder`` with float16 weights, ``provenance.json`` and a sha256 ``manifest.json``. Refused
+    ``Transcoder`` with float16 weights, ``provenance.json`` and a sha256 ``manifest.json`` of them; the
+    folder's other files (its README, the recipe table) are kept, outside the manifest. Refused
     (``ShippedTranscodersError``, nothing written) when the files exceed ``max_bytes``. Returns their size in bytes."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -465,7 +472,12 @@ def export_shipped(run: StreamingRun, folder: str | os.PathLike, max_bytes: int 
                 f"the export would hold {size / 1e6:.1f} MB, above the cap of {max_bytes / 1e6:.1f} MB "
                 f"({len(run.trainers)} layers x d_sae {run.settings.d_sae}); ship fewer features or layers"
             )
-        os.chmod(staging, 0o755)
+        if folder.is_dir():  # files of the folder's own (README.md, recipes.csv) stay, outside the manifest
+            for kept in folder.iterdir():
+                if kept.is_file() and kept.name not in (MANIFEST, PROVENANCE_FILE):
+                    shutil.copy2(kept, staging / kept.name)
+        for path in [staging, *staging.rglob("*")]:  # ordinary modes (mkdtemp and some writers use owner-only ones)
+            os.chmod(path, 0o755 if path.is_dir() else 0o644)
         replace_folder(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
