@@ -58,7 +58,7 @@ def test_resume_is_bit_for_bit(tiny, tmp_path):
     assert json.loads((tmp_path / "split" / "settings.json").read_text()) == SETTINGS.to_dict()
 
 
-def test_runs_refuse_other_settings_and_overwriting(tiny, tmp_path):
+def test_runs_refuse_other_settings_and_overwriting(tiny, tmp_path, monkeypatch):
     windows = tiny_windows(tiny)
     S.train_streaming(tiny, SETTINGS, windows, tmp_path / "run", max_chunks=1)
     with pytest.raises(FileExistsError, match="--resume"):
@@ -67,6 +67,9 @@ def test_runs_refuse_other_settings_and_overwriting(tiny, tmp_path):
         S.StreamingRun.open(tiny, SETTINGS.replace(l1=0.1), windows, tmp_path / "run", resume=True)
     with pytest.raises(ValueError, match="other windows"):
         S.StreamingRun.open(tiny, SETTINGS, tiny_windows(tiny, seed=1), tmp_path / "run", resume=True)
+    monkeypatch.setattr(S, "TRAINER_VERSION", S.TRAINER_VERSION + 1)
+    with pytest.raises(ValueError, match="trainer version"):
+        S.StreamingRun.open(tiny, SETTINGS, windows, tmp_path / "run", resume=True)
 
 
 def test_settings_are_checked():

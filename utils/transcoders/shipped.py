@@ -288,6 +288,9 @@ class StreamingRun:
             diff = {k: (v, getattr(self.settings, k)) for k, v in dataclasses.asdict(saved).items()
                     if v != getattr(self.settings, k)}
             raise ValueError(f"{self.folder} was started with other settings (saved, asked): {diff}")
+        if state.get("trainer_version") != TRAINER_VERSION:
+            raise ValueError(f"{self.folder} was trained by trainer version {state.get('trainer_version')}, this code has "
+                             f"{TRAINER_VERSION}: start a fresh run (another --run folder, or delete this one)")
         if state["windows"] != self.fingerprint:
             raise ValueError(f"{self.folder} was trained on other windows ({state['windows']}, now {self.fingerprint})")
         for layer, trainer in self.trainers.items():
@@ -318,14 +321,16 @@ class StreamingRun:
         """``train_chunk`` after its forward pass: the next chunk's sinks [windows, ctx] and
         {layer: (MLP input, MLP write)} [windows, ctx, d] (several runs with the same data can share one pass)."""
         s = self.settings
-        keep = ~sinks.reshape(-1).cpu()
+        keep = ~sinks.reshape(-1)  # on the model's device, like the activations (order: drawn on the CPU)
         generator = torch.Generator().manual_seed(s.seed * 1_000_003 + self.chunk)
-        order = torch.randperm(int(keep.sum()), generator=generator)
+        order = torch.randperm(int(keep.sum()), generator=generator).to(keep.device)
         summary = {}
         for layer, trainer in self.trainers.items():
-            x, y = (a.reshape(-1, a.shape[-1]).cpu()[keep][order].float() for a in pairs[layer])
+            x, y = (a.reshape(-1, a.shape[-1])[keep][order].float() for a in pairs[layer])
             if not trainer.initialised:
                 trainer.init_from_data(x, y)
+            # each batch: a slice of the permutation, applied once more to the shuffled tokens (any fixed
+            # partition would do; this one is what the recipe probe and the tests recorded)
             records = [trainer.step(x[part], y[part]) for part in order.tensor_split(s.batches_per_chunk)
                        if len(part)]
             summary[layer] = {key: sum(r[key] for r in records) / len(records) for key in ("loss", "nmse", "l0")}
