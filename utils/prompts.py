@@ -48,7 +48,8 @@ def next_token_logits(
     """Logits [n_prompts, d_vocab] for the token after each prompt (only the last position is unembedded).
 
     Prompts are batched in order of length, so that little padding is computed."""
-    order = sorted(range(len(prompts)), key=lambda i: len(model.to_str_tokens(prompts[i])))
+    # lengths from to_tokens: TransformerLens 3.9's to_str_tokens of a string fails on Gemma's tokenizer
+    order = sorted(range(len(prompts)), key=lambda i: model.to_tokens(prompts[i]).shape[-1])
     out = torch.empty(len(prompts), model.cfg.d_vocab)
     for start in tqdm(range(0, len(prompts), batch_size), disable=not progress, desc="prompts"):
         rows = order[start : start + batch_size]
