@@ -23,7 +23,10 @@ meets it (each module's docstring maps its functions to the paper's steps):
 
 The harness: ``layers`` (a transcoder for every layer, cached on disk with a manifest, and the L1
 sweep that chooses their ``l1``: ``train_all_layers``, ``LayerSettings``, ``L1Sweep``; notebook 03)
-and ``presets`` (notebook 02's ``PRESETS`` and ``RANGES``).
+``presets`` (notebook 02's ``PRESETS`` and ``RANGES``) and ``shipped`` (transcoders trained once at
+length by ``scripts/train_transcoders.py``, streaming and resumable, exported to ``data/transcoders/``
+and loaded with their checksums checked: ``train_streaming``, ``export_shipped``,
+``load_shipped_transcoders``).
 
 Every public name of those modules is re-exported here: ``from utils import transcoders as T``, then
 ``T.SparseTranscoder``, ``T.train_all_layers`` ...
@@ -41,6 +44,7 @@ from utils.transcoders import (
     model,
     presets,
     sae_baseline,
+    shipped,
     sinks,
     training,
 )
@@ -53,6 +57,7 @@ from utils.transcoders.metrics import *  # noqa: F403  (each module's __all__)
 from utils.transcoders.model import *  # noqa: F403  (each module's __all__)
 from utils.transcoders.presets import *  # noqa: F403  (each module's __all__)
 from utils.transcoders.sae_baseline import *  # noqa: F403  (each module's __all__)
+from utils.transcoders.shipped import *  # noqa: F403  (each module's __all__)
 from utils.transcoders.sinks import *  # noqa: F403  (each module's __all__)
 from utils.transcoders.training import *  # noqa: F403  (each module's __all__)
 
@@ -66,6 +71,7 @@ __all__ = [
     *model.__all__,
     *presets.__all__,
     *sae_baseline.__all__,
+    *shipped.__all__,
     *sinks.__all__,
     *training.__all__,
 ]
