@@ -107,9 +107,11 @@ def test_page_problems_names_each_kind(page, problem):
     assert any(problem in p for p in pages.page_problems(page))
 
 
-REFERENCE_PAGES = sorted((Path(__file__).resolve().parents[1] / "results").glob("[0-9][0-9]_*/[0-9][0-9]_*.html"))
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+REFERENCE_PAGES = sorted([*RESULTS.glob("[0-9][0-9]_*/[0-9][0-9]_*.html"),  # and every second model's
+                          *RESULTS.glob("models/*/[0-9][0-9]_*/[0-9][0-9]_*.html")])
 
 
-@pytest.mark.parametrize("page", REFERENCE_PAGES, ids=[p.parent.name for p in REFERENCE_PAGES])
+@pytest.mark.parametrize("page", REFERENCE_PAGES, ids=[str(p.parent.relative_to(RESULTS)) for p in REFERENCE_PAGES])
 def test_reference_pages_have_no_problems(page):
     assert pages.page_problems(page.read_text()) == []

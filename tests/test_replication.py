@@ -22,6 +22,7 @@ def two_models(tmp_path):
                   {"a": HOLDS, "b": HOLDS, "c": WITHIN_NOISE, "d": OPPOSITE, "e": HOLDS})
     write_metrics(replication.model_root(GEMMA, tmp_path) / "01_recall", GEMMA,
                   {"a": HOLDS, "b": NOT_TESTABLE, "c": HOLDS, "d": WITHIN_NOISE})
+    write_metrics(tmp_path / "05_ode", "tiny-ode-transformer", {"f": HOLDS})  # trains its own models
     return tmp_path
 
 
@@ -33,6 +34,7 @@ def test_each_claim_gets_its_line_from_the_verdicts(two_models):
     assert rows["d"]["where it reproduces"] == "neither"
     assert rows["e"]["where it reproduces"] == f"not run on {GEMMA}; holds on smollm2-135m"
     assert (rows["b"]["smollm2-135m"], rows["b"][GEMMA]) == (HOLDS, NOT_TESTABLE)
+    assert "f" not in rows and all(set(r) == set(rows["a"]) for r in rows.values())  # 05 is not paired
 
 
 def test_without_a_second_model_there_is_no_table(tmp_path):

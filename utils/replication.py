@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from utils.online import EMBEDDED_NAME
 from utils.outputs import METRICS_FILE, RESULTS_ROOT, load_metrics
 from utils.tables import markdown_table
 from utils.verdicts import HOLDS
@@ -71,8 +72,9 @@ def _claims(folder: Path) -> dict[str, str]:
 
 
 def claim_model_rows(results_root: Path = RESULTS_ROOT) -> list[dict[str, str]]:
-    """One row per claim of the default model's reference: its verdict on every model and the line
-    ``replication_line`` computes; empty when no second model has results."""
+    """One row per claim of the default model's reference (notebooks on the embedded model only):
+    its verdict on every model and the line ``replication_line`` computes; empty when no second
+    model has results."""
     others = second_models(results_root)
     if not others:
         return []
@@ -80,6 +82,8 @@ def claim_model_rows(results_root: Path = RESULTS_ROOT) -> list[dict[str, str]]:
     for folder in sorted(p.parent for p in results_root.glob(f"[0-9][0-9]_*/{METRICS_FILE}")):
         main = load_metrics(folder)
         main_name = str(main.get("model"))
+        if main_name != EMBEDDED_NAME:  # a notebook that trains its own models (05) has no second model
+            continue
         other_claims = {name: _claims(model_root(name, results_root) / folder.name) for name in others}
         for row in main.get("paper_vs_here", []):
             verdicts = {main_name: row["verdict"]}
