@@ -198,3 +198,13 @@ def test_papermill_run_stops_on_a_misspelt_name_or_blank_text(parameters_noteboo
     with pytest.raises(PapermillExecutionError, match=message) as error:
         _papermill(parameters_notebook, tmp_path, **parameters)
     assert error.value.ename == "ParameterError"
+
+
+def test_a_default_of_none_takes_its_type_from_the_annotation():
+    """A preset value of None ("from the model", as notebook 03's tc_layers) is typed by the
+    parameters cell's annotation, so a smaller scale's list is accepted and a wrong type is not."""
+    presets = {"smoke": {"layers": [0, 1]}, "default": {"layers": None}}
+    namespace = {"scale": "smoke", "layers": None, "__annotations__": {"layers": list[int] | None}}
+    assert apply_scale(namespace, presets)["layers"] == [0, 1]
+    with pytest.raises(ParameterError, match="layers must be"):
+        apply_scale({**namespace, "scale": "default", "layers": "all"}, presets)

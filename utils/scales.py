@@ -243,7 +243,8 @@ def validate(
 ) -> None:
     """Check every parameter (the preset's keys and the annotated ones); raise one ParameterError naming all problems.
 
-    The type comes from the default preset's value, else from the parameters cell's annotation;
+    The type comes from the default preset's value, else (no value, or None) from the parameters
+    cell's annotation;
     ``ranges`` gives inclusive (low, high) bounds (None = open) where the count rule does not fit.
     """
     annotations = namespace.get("__annotations__", {})
@@ -252,7 +253,8 @@ def validate(
     for name in [*defaults, *(a for a in annotations if a not in defaults)]:
         if name not in namespace:
             continue
-        kind = _type_of(defaults[name]) if name in defaults else annotations[name]
+        preset_kind = name in defaults and defaults[name] is not None  # None: "from the model", see the annotation
+        kind = _type_of(defaults[name]) if preset_kind else annotations.get(name, Any)
         bounds = ranges.get(name) or _default_bounds(kind, defaults.get(name))
         if (problem := check_parameter(name, namespace[name], kind, bounds)) is not None:
             problems.append(problem)

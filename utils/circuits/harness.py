@@ -70,7 +70,7 @@ PRESETS = {
     "default": {
         "model_name": "smollm2-135m",
         "source": "prose",  # human-written prose (utils.prose): train split for training, validation for metrics
-        "tc_layers": list(range(30)),
+        "tc_layers": None,  # every layer of the model (SmolLM2: 30, Gemma-3-270M: 18)
         "ctx": 128,
         "n_train_tokens": 24_576,
         "epochs": 4,
