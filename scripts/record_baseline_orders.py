@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import time
 from pathlib import Path
 
@@ -30,20 +28,13 @@ import torch
 
 from utils import pruning
 from utils.models import load_model
+from utils.provenance import machine as this_machine
+from utils.provenance import now_utc
 
 
 def machine() -> dict:
-    """Where this ran: processor or GPU, torch version, threads, load average, date."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or None
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "gpu": gpu, "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "load_average": os.getloadavg(),
-            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "git_commit": commit}
+    """Where this ran (``utils.provenance.machine``), with the load average and the date."""
+    return {**this_machine(), "load_average": os.getloadavg(), "date_utc": now_utc()}
 
 
 def protocol_of(sizes: dict, diagnostic_windows: list[int]) -> pruning.RecordingProtocol:

@@ -35,9 +35,7 @@ import dataclasses
 import hashlib
 import json
 import os
-import platform
 import shutil
-import subprocess
 import tempfile
 import time
 from collections import deque
@@ -50,6 +48,7 @@ import torch
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
+from utils import provenance
 from utils.data import token_batches
 from utils.files import (
     MANIFEST,
@@ -62,6 +61,7 @@ from utils.files import (
 )
 from utils.paths import cache_dir
 from utils.transcoders.activations import stream_activations
+from utils.transcoders.layers import fingerprint
 from utils.transcoders.model import load_transcoder
 from utils.transcoders.training import (
     TRAINER_VERSION,
@@ -198,11 +198,6 @@ def run_windows(model: HookedTransformer, settings: StreamSettings) -> torch.Ten
     return torch.cat(list(batches)).to(torch.int32)
 
 
-def windows_fingerprint(windows: torch.Tensor) -> str:
-    """sha256 prefix of the windows' token ids (a resumed run must read the same data)."""
-    return hashlib.sha256(windows.to(torch.int32).contiguous().numpy().tobytes()).hexdigest()[:16]
-
-
 def chunk_indices(settings: StreamSettings, index: int) -> torch.Tensor:
     """Which windows chunk ``index`` holds [windows_per_chunk]: its epoch's seeded permutation, sliced."""
     epoch, within = divmod(index, settings.chunks_per_epoch)
@@ -256,7 +251,7 @@ class StreamingRun:
         if windows.shape != (settings.n_windows, settings.ctx):
             raise ValueError(f"windows must be [{settings.n_windows}, {settings.ctx}], got {list(windows.shape)}")
         self.model, self.settings, self.windows, self.folder = model, settings, windows, Path(folder)
-        self.fingerprint = windows_fingerprint(windows)
+        self.fingerprint = fingerprint(windows)  # its rows, hashed in order
         d, cfg = model.cfg.d_model, settings.training()
         self.trainers = {
             layer: TranscoderTrainer(cfg, layer, d, d, settings.model, model.cfg.device, settings.total_steps)
@@ -372,7 +367,7 @@ class StreamingRun:
             "chunks": self.chunk, "n_chunks": self.settings.n_chunks, "complete": self.done,
             "tokens_seen": self.chunk * self.settings.windows_per_chunk * self.settings.ctx,
             "steps": self.steps, "wall_s": wall, "sessions": self.sessions,
-            "code_commit": machine()["git_commit"], "exported_utc": _now(),
+            "code_commit": provenance.git("rev-parse", "HEAD") or None, "exported_utc": provenance.now_utc(),
             "dead_since_last_check": {str(layer): float((t.fired == 0).float().mean()) for layer, t in self.trainers.items()},
         }
 
@@ -422,25 +417,12 @@ def train_streaming(
 # ----------------------------------------------------------------------------- provenance
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
 def machine() -> dict[str, Any]:
-    """This machine and process: processor, GPU, torch, threads, date, git commit."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next((line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    git = lambda *args: subprocess.run(["git", *args], capture_output=True, text=True,  # noqa: E731
-                                       cwd=Path(__file__).parent).stdout.strip()
-    commit = git("rev-parse", "HEAD") or None
-    dirty = bool(git("status", "--porcelain", "--", "utils", "scripts")) if commit else None
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
-            "started_utc": _now(), "git_commit": commit, "uncommitted_code_changes": dirty}
+    """This machine and process (``utils.provenance.machine``), when this session started, and
+    whether the training code had uncommitted changes."""
+    found = provenance.machine()
+    dirty = bool(provenance.git("status", "--porcelain", "--", "utils", "scripts")) if found["git_commit"] else None
+    return {**found, "started_utc": provenance.now_utc(), "uncommitted_code_changes": dirty}
 
 
 # ----------------------------------------------------------------------------- export and load
