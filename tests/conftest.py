@@ -17,8 +17,9 @@ if WORKERS > 1:
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from transformer_lens import HookedTransformer  # noqa: E402
 
-from utils.models import load_model, tiny_model  # noqa: E402
+from utils.models import load_model, tiny_model, word_tokenizer  # noqa: E402
 
 if WORKERS > 1:
     torch.set_num_threads(THREADS)
@@ -48,3 +49,22 @@ def embedded():
 def tokens(tiny):
     """A fixed random batch of token ids for the tiny model."""
     return torch.randint(0, tiny.cfg.d_vocab, (3, 12), generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="session")
+def bos_model():
+    """``make(words, number_piece=r"\\d", **sizes)``: a tiny random model with a word tokenizer over
+    ``words`` plus ``<bos>`` and ``<eos>`` (special tokens), and ``cfg.default_prepend_bos`` True, as
+    Gemma-3 has it."""
+
+    def make(words: list[str], number_piece: str = r"\d", **sizes) -> HookedTransformer:
+        tokenizer = word_tokenizer(["<bos>", "<eos>", *words], number_piece)
+        tokenizer.add_special_tokens({"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<eos>"})
+        model = tiny_model(d_vocab=len(tokenizer), **sizes)
+        # set_tokenizer would look a tokenizer with a BOS up on the hub; assigning it is enough offline
+        model.tokenizer = tokenizer
+        model.cfg.tokenizer_prepends_bos = False
+        model.cfg.default_prepend_bos = True
+        return model
+
+    return make

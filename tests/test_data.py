@@ -1,6 +1,8 @@
 import csv
 import io
+import itertools
 import json
+import re
 
 import pytest
 import torch
@@ -164,10 +166,47 @@ def test_shipped_corpus_is_large_split_and_covers_every_subject():
     assert set(load_facts().subject) <= train | validation
 
 
+def corpus_stream(tokenizer, split: str, n: int) -> list[int]:
+    """The first ``n`` tokens of ``split``'s documents, each tokenized and followed by end-of-text, built
+    by hand as token_batches has always cut its windows."""
+    ids: list[int] = []
+    for text in data.corpus_texts(split):
+        ids += tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        if len(ids) >= n:
+            return ids[:n]
+    raise AssertionError("corpus too short")
+
+
+@pytest.fixture(scope="module")
+def corpus_words():
+    """The words of the first validation documents, so a word tokenizer gives them varied ids."""
+    texts = itertools.islice(data.corpus_texts("validation"), 5)
+    return sorted({w for text in texts for w in re.findall(r"\w+|[^\w\s]+", text)})
+
+
+@pytest.mark.parametrize("prepend_bos", [True, False])
+def test_token_batches_start_with_bos_exactly_when_the_model_wants_it(bos_model, corpus_words, prepend_bos):
+    model = bos_model(corpus_words)
+    model.cfg.default_prepend_bos = prepend_bos
+    batches = list(data.token_batches(model, "validation", n_tokens=6 * 16, ctx=16, batch_size=4))
+    assert [b.shape for b in batches] == [torch.Size([4, 16]), torch.Size([2, 16])]
+    windows = torch.cat(batches)
+    bos = model.tokenizer.bos_token_id
+    if prepend_bos:  # <bos>, then the stream cut every 15 tokens
+        assert (windows[:, 0] == bos).all()
+        assert windows[:, 1:].flatten().tolist() == corpus_stream(model.tokenizer, "validation", 6 * 15)
+    else:  # the stream cut every 16 tokens, as always
+        assert windows.flatten().tolist() == corpus_stream(model.tokenizer, "validation", 6 * 16)
+        assert bos not in windows
+    assert len(set(windows.flatten().tolist())) > 20  # the words have varied ids, so the check means something
+
+
 @pytest.mark.embedded
 def test_token_batches_shapes_and_budget(embedded):
     batches = list(data.token_batches(embedded, "validation", n_tokens=10 * 16, ctx=16, batch_size=4))
     assert [b.shape for b in batches] == [torch.Size([4, 16])] * 2 + [torch.Size([2, 16])]
+    assert not embedded.cfg.default_prepend_bos  # SmolLM2: no BOS, the windows cut as they always were
+    assert torch.cat(batches).flatten().tolist() == corpus_stream(embedded.tokenizer, "validation", 10 * 16)
     with pytest.raises(ValueError, match="ctx"):
         next(data.token_batches(embedded, ctx=1))
 

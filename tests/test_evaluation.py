@@ -24,6 +24,25 @@ def test_token_loglikelihoods_equal_the_models_own(tiny):
         assert greedy == bool((logits.argmax(-1) == torch.tensor(cont)).all())
 
 
+def test_a_bos_model_scores_continuations_after_bos(bos_model):
+    model = bos_model([f"w{c}" for c in "abcdefghijklmnopqrst"], n_ctx=8)  # as Gemma-3: default_prepend_bos
+    bos = model.tokenizer.bos_token_id
+
+    def after_bos(ctx, cont):  # the model reads BOS, then the last n_ctx - 1 tokens before the last
+        ids = [bos] + [t for t in ctx + cont if t != bos][-model.cfg.n_ctx :]
+        logp = model(torch.tensor([ids[:-1]])).log_softmax(-1)[0, -len(cont) :]
+        return float(logp.gather(-1, torch.tensor(cont)[:, None]).sum())
+
+    long = list(range(3, 17))  # longer than the context: BOS stays, the oldest tokens go
+    pairs = [([5, 6, 7], [8]), ([5, 6], [9, 10]), ([bos, 5, 6], [9, 10]), (long, [17, 18]), ([bos], [4, 5])]
+    got = evaluation.token_loglikelihoods(model, pairs, batch_size=2)
+    for (ctx, cont), (ll, _) in zip(pairs, got, strict=True):
+        assert ll == pytest.approx(after_bos(ctx, cont), abs=1e-4)
+    assert got[1] == got[2]  # a BOS already leading the context is not doubled
+    w = model.tokenizer.convert_tokens_to_ids
+    assert evaluation.encode_pair(model, "", "wc wd") == ([bos], [w("wc"), w("wd")])
+
+
 def test_empty_continuation_is_rejected(tiny):
     with pytest.raises(ValueError, match="at least one token"):
         evaluation.token_loglikelihoods(tiny, [([1, 2], [])])

@@ -182,3 +182,25 @@ def test_best_window_is_the_one_whose_ablation_lowers_the_difference_most():
     joint = pd.Series({0: -0.1, 1: 0.02, 2: 0.3, 3: 0.1})
     assert circuits.best_window(joint, 3) == ([2, 3, 4], pytest.approx(0.3))
     assert circuits.best_window(pd.Series({4: -0.2, 5: -0.05}), 2)[0] == [5, 6]
+
+
+def test_a_bos_model_reads_the_prompts_after_bos_and_answers_at_the_last_position(bos_model):
+    model = bos_model([*WORDS, *G.DIGITS], seed=1)  # as Gemma-3: default_prepend_bos, <bos> first
+    task = circuits.greater_than_task(model)
+    prompts = G.greater_than_prompts([32, 75])
+    tokens = circuits.prompt_tokens(model, prompts.prompt)
+    plain = model.to_tokens(list(prompts.prompt), prepend_bos=False)
+    assert (tokens[:, 0] == model.tokenizer.bos_token_id).all() and torch.equal(tokens[:, 1:], plain)
+    pieces = [model.to_string(t).strip() for t in tokens[0]]  # the start year as notebook 03 finds it
+    start = [i for i, p in enumerate(pieces) if p in task.labels][task.start_year_tail]
+    assert [pieces[i] for i in start] == ["3", "2"] and start == [9, 10]
+    with torch.no_grad():
+        expected = model(tokens)[:, -1].softmax(-1)[:, list(task.answer_ids)]
+    torch.testing.assert_close(circuits.answer_probs(model, task, prompts.prompt), expected)
+    run = circuits.clean_run(model, prompts.prompt)
+    assert torch.equal(run.tokens, tokens) and run.sinks[:, 0].all()  # BOS, position 0: the sink
+    edit = {1: circuits.mean_write_fn(circuits.mean_writes(model, prompts.prompt, [1])[1])}
+    torch.testing.assert_close(
+        circuits.answer_probs(model, task, prompts.prompt, edit, clean=run),
+        circuits.answer_probs(model, task, prompts.prompt, edit),
+    )

@@ -15,9 +15,9 @@ by content).
 
 Public names: ``load_facts``, ``load_known_1000``, ``load_fact_file``, ``load_fact_source``,
 ``FACT_SOURCES``, ``subject_span``, ``token_span``, ``read_text``, ``corpus_documents``,
-``corpus_paragraphs``, ``corpus_texts``, ``token_batches``, ``DataError``, ``DataUnavailableError``,
-``FACT_COLUMNS``, ``FACTS_PATH``, ``CORPUS_DIR``, ``DATA_ROOT``, ``SPLITS``, ``ONLINE_CORPORA``,
-``KNOWN_1000_URL``, ``KNOWN_1000_REQUIRED``.
+``corpus_paragraphs``, ``corpus_texts``, ``token_batches``, ``bos_prefix``, ``DataError``,
+``DataUnavailableError``, ``FACT_COLUMNS``, ``FACTS_PATH``, ``CORPUS_DIR``, ``DATA_ROOT``, ``SPLITS``,
+``ONLINE_CORPORA``, ``KNOWN_1000_URL``, ``KNOWN_1000_REQUIRED``.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ __all__ = [
     "SPLITS",
     "DataError",
     "DataUnavailableError",
+    "bos_prefix",
     "corpus_documents",
     "corpus_paragraphs",
     "corpus_texts",
@@ -349,6 +350,18 @@ def corpus_texts(split: str = "train", source: str = "shipped") -> Iterator[str]
     return _online_texts(source)
 
 
+def bos_prefix(model) -> list[int]:
+    """``[bos id]`` when ``model`` wants every sequence to start with its beginning-of-sequence token
+    (``model.cfg.default_prepend_bos``, e.g. Gemma-3), else ``[]`` (SmolLM2, or a model without a
+    tokenizer, which is given token ids as they are)."""
+    if not model.cfg.default_prepend_bos or model.tokenizer is None:
+        return []
+    bos = model.tokenizer.bos_token_id
+    if bos is None:
+        raise ValueError("the model wants a BOS token first (cfg.default_prepend_bos) but its tokenizer has none")
+    return [bos]
+
+
 def token_batches(
     model,
     split: str = "train",
@@ -360,26 +373,31 @@ def token_batches(
 ) -> Iterator[torch.Tensor]:
     """Yield [batch, ctx] token windows of a corpus until ``n_tokens`` tokens have been yielded.
 
-    Documents are tokenized, joined with the end-of-text token and cut into ``ctx``-long windows;
-    ``shuffle_seed`` shuffles the documents first. The last batch may be smaller. Raises if the
-    corpus has fewer tokens than asked for.
+    Documents are tokenized, joined with the end-of-text token and cut into windows; ``shuffle_seed``
+    shuffles the documents first. A model that wants a beginning-of-sequence token
+    (``model.cfg.default_prepend_bos``, e.g. Gemma) gets ``<bos>`` then the next ``ctx - 1`` corpus
+    tokens in every window; any other (SmolLM2) gets ``ctx`` corpus tokens, the stream cut as is.
+    Windows are ``ctx`` long either way and ``n_tokens`` counts window tokens, BOS included. The last
+    batch may be smaller. Raises if the corpus has fewer tokens than asked for.
     """
     if ctx < 2 or batch_size < 1 or n_tokens < ctx:
         raise ValueError("need ctx >= 2, batch_size >= 1 and n_tokens >= ctx")
+    head = bos_prefix(model)
     texts = corpus_texts(split, source)
     if shuffle_seed is not None:
         texts = list(texts)
         random.Random(shuffle_seed).shuffle(texts)
     separator = model.tokenizer.eos_token_id
+    body = ctx - len(head)  # corpus tokens per window
     n_windows = n_tokens // ctx
     buffer: list[int] = []
     batch: list[torch.Tensor] = []
     produced = 0
     for text in texts:
         buffer.extend(model.tokenizer(text, add_special_tokens=False)["input_ids"] + [separator])
-        while len(buffer) >= ctx and produced < n_windows:
-            batch.append(torch.tensor(buffer[:ctx]))
-            del buffer[:ctx]
+        while len(buffer) >= body and produced < n_windows:
+            batch.append(torch.tensor(head + buffer[:body]))
+            del buffer[:body]
             produced += 1
             if len(batch) == batch_size:
                 yield torch.stack(batch)

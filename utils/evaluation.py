@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from transformer_lens import HookedTransformer
 
+from utils.data import bos_prefix
 from utils.tasks import MCItem, chance_level
 
 __all__ = [
@@ -47,27 +48,42 @@ def _encode(model: HookedTransformer, text: str) -> list[int]:
 def encode_pair(model: HookedTransformer, context: str, continuation: str) -> tuple[list[int], list[int]]:
     """Context and continuation tokens, split as lm-eval does (encode the whole, cut at the context).
 
-    Trailing spaces of the context move to the continuation; an empty context is the EOS token.
+    Trailing spaces of the context move to the continuation; an empty context is the BOS token for a
+    model that wants one (``model.cfg.default_prepend_bos``), else the EOS token.
     """
     spaces = len(context) - len(context.rstrip(" "))
     if spaces:
         context, continuation = context[:-spaces], context[-spaces:] + continuation
     if not context:
-        return [model.tokenizer.eos_token_id], _encode(model, continuation)
+        return bos_prefix(model) or [model.tokenizer.eos_token_id], _encode(model, continuation)
     whole, ctx = _encode(model, context + continuation), _encode(model, context)
     return whole[: len(ctx)], whole[len(ctx) :]
+
+
+def _model_input(model: HookedTransformer, ctx: list[int], cont: list[int]) -> tuple[int, ...]:
+    """The tokens the model reads to score ``cont`` after ``ctx``: the last ``n_ctx`` of ctx + cont
+    but the final one; for a model that wants BOS first, BOS then the last ``n_ctx - 1`` of them (a
+    BOS already leading ctx is not doubled)."""
+    head = bos_prefix(model)
+    if not head:
+        return tuple((ctx + cont)[-model.cfg.n_ctx - 1 : -1])
+    ids = (ctx + cont)[:-1]
+    if ids[:1] == head:
+        ids = ids[1:]
+    return tuple(head + ids[max(0, len(ids) - (model.cfg.n_ctx - 1)) :])
 
 
 @torch.no_grad()
 def token_loglikelihoods(
     model: HookedTransformer, pairs: Sequence[tuple[list[int], list[int]]], batch_size: int = 32
 ) -> list[tuple[float, bool]]:
-    """(sum log p(continuation | context), continuation is greedy) for token-id pairs (context ids, continuation ids)."""
+    """(sum log p(continuation | context), continuation is greedy) for token-id pairs (context ids,
+    continuation ids); a model that wants BOS first (``model.cfg.default_prepend_bos``) reads it first."""
     if any(not cont for _, cont in pairs):
         raise ValueError("every continuation needs at least one token")
     need: dict[tuple[int, ...], int] = {}  # each distinct input -> how many final positions are scored
     for ctx, cont in pairs:
-        key = tuple((ctx + cont)[-model.cfg.n_ctx - 1 : -1])
+        key = _model_input(model, ctx, cont)
         need[key] = max(need.get(key, 0), len(cont))
     order = sorted(need, key=len, reverse=True)
     logprobs: dict[tuple[int, ...], torch.Tensor] = {}
@@ -82,7 +98,7 @@ def token_loglikelihoods(
             logprobs[ids] = logits[row, len(ids) - need[ids] : len(ids)].float().log_softmax(-1).cpu()
     results = []
     for ctx, cont in pairs:
-        logp = logprobs[tuple((ctx + cont)[-model.cfg.n_ctx - 1 : -1])][-len(cont) :]
+        logp = logprobs[_model_input(model, ctx, cont)][-len(cont) :]
         target = torch.tensor(cont)
         results.append((float(logp.gather(-1, target[:, None]).sum()), bool((logp.argmax(-1) == target).all())))
     return results
@@ -167,10 +183,12 @@ class HookedLM(_LMBase):
         return loglikelihoods(self.model, [r.args[:2] for r in requests], self.batch_size)
 
     def loglikelihood_rolling(self, requests) -> list[float]:
-        """Log-likelihood of each whole text, in windows of the model's context, first token after EOS."""
+        """Log-likelihood of each whole text, in windows of the model's context, first token after BOS
+        (a model that wants one) or EOS."""
         out = []
+        first = bos_prefix(self.model) or [self.model.tokenizer.eos_token_id]
         for request in requests:
-            ids = [self.model.tokenizer.eos_token_id] + _encode(self.model, request.args[0])
+            ids = first + _encode(self.model, request.args[0])
             step = self.model.cfg.n_ctx
             pairs = [(ids[max(0, s - step) : s], ids[s : s + step]) for s in range(1, len(ids), step)]
             out.append(sum(ll for ll, _ in token_loglikelihoods(self.model, pairs, self.batch_size)))
@@ -184,7 +202,7 @@ class HookedLM(_LMBase):
             context, kwargs = request.args[0], request.args[1]
             stops = kwargs.get("until", []) or []
             stops = [stops] if isinstance(stops, str) else stops
-            ids = torch.tensor([_encode(self.model, context)], device=self.model.cfg.device)
+            ids = torch.tensor([bos_prefix(self.model) + _encode(self.model, context)], device=self.model.cfg.device)
             limit = kwargs.get("max_gen_toks", self.max_gen_toks)
             generated = self.model.generate(ids, max_new_tokens=limit, do_sample=False, verbose=False, stop_at_eos=True)
             text = self.model.tokenizer.decode(generated[0, ids.shape[1] :], skip_special_tokens=True)

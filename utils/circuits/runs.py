@@ -51,8 +51,10 @@ def greater_than_task(model: HookedTransformer) -> GreaterThan:
 
 
 def prompt_tokens(model: HookedTransformer, prompts: Sequence[str]) -> torch.Tensor:
-    """[n, pos] tokens of equal-length prompts, on the model's device."""
-    tokens = model.to_tokens(list(prompts), prepend_bos=False)
+    """[n, pos] tokens of equal-length prompts, on the model's device, starting with BOS when the model
+    wants one (``model.cfg.default_prepend_bos``: Gemma yes, SmolLM2 no); the answer is read at the
+    last position either way."""
+    tokens = model.to_tokens(list(prompts), prepend_bos=model.cfg.default_prepend_bos)
     return tokens.to(model.cfg.device)
 
 

@@ -124,7 +124,7 @@ def train_sae_with_sae_lens(
         store_batch_size_prompts=max(1, batch_tokens // ctx),
         n_batches_in_buffer=max(2, 8 * batch_tokens // ctx),
         n_batches_for_norm_estimate=4,
-        prepend_bos=False,
+        prepend_bos=model.cfg.default_prepend_bos,  # the windows already start with BOS if so (token_batches)
         sequence_separator_token=None,
         exclude_special_tokens=[SINK_ID],  # the cache marks sink positions with SINK_ID
         lr=lr,
