@@ -15,7 +15,10 @@ def test_notebook_03_runs_and_reports(tmp_path):
         assert 0 <= row["l0"] <= m["parameters"]["d_sae"] and row["fvu"] >= 0 and row["ce_loss"] > 0
         assert row["kl"] >= -1e-3 and 0 <= row["dead_frac"] <= 1 and math.isfinite(row["delta_ce"])
     assert {row["l1"] for row in m["l1_sweep"]} == set(m["parameters"]["l1_grid"])
-    assert m["parameters"]["l1"] in m["parameters"]["l1_grid"]
+    assert m["parameters"]["l1_live"] in m["parameters"]["l1_grid"]  # the sweep's choice, for the layers trained here
+    # the smoke run loads the shipped transcoders (its layers are among them) and trains only the sweep's layers
+    assert m["transcoders_from"] == "shipped" and m["live_layers"] == m["parameters"]["sweep_layers"]
+    assert m["parameters"]["l1"] == m["shipped"]["settings"]["l1"] and m["shipped"]["complete"]
     ce = m["ce"]
     assert 0 < ce["clean"] < 20 and ce["all_spliced"] > 0 and ce["all_zero_ablated"] > 0 and ce["all_spliced_kl"] >= -1e-3
     assert m["completeness_max_error"] < 1e-3  # the attribution identity holds on the real model

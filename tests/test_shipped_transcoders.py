@@ -146,6 +146,32 @@ def test_damaged_or_missing_files_name_the_rebuild_command(exported, tmp_path):
         S.load_shipped_transcoders(tmp_path / "nowhere")
 
 
+def test_shipped_stand_in_only_for_their_model_text_and_layers(exported, tmp_path):
+    """shipped_unusable: None exactly when the shipped run covers the model, the text and the layers asked for."""
+    _, folder = exported
+    assert S.shipped_unusable("tiny", "prose", [0, 1], folder=folder) is None
+    assert "retrain=True" in S.shipped_unusable("tiny", "prose", [0], retrain=True, folder=folder)
+    assert "belong to tiny, not gpt2" in S.shipped_unusable("gpt2", "prose", [0], folder=folder)
+    assert "trained on the 'prose' text, not 'shipped'" in S.shipped_unusable("tiny", "shipped", [0], folder=folder)
+    assert "layers [2]" in S.shipped_unusable("tiny", "prose", [0, 2], folder=folder)
+    assert "holds no shipped transcoders" in S.shipped_unusable("tiny", "prose", [0], folder=tmp_path)
+    import shutil
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(folder, damaged)
+    (damaged / "provenance.json").write_text("{}")
+    with pytest.raises(S.ShippedTranscodersError, match="checksum"):  # damage is an error, never a quiet retrain
+        S.shipped_unusable("tiny", "prose", [0], folder=damaged)
+
+
+def test_the_summary_labels_them_as_loaded(exported):
+    _, folder = exported
+    line = S.shipped_summary(S.shipped_provenance(folder), 2)
+    assert line.startswith("Loaded 2 transcoders from data/transcoders/ (checksums checked)")
+    assert f"{3 * 8 * 16:,} tokens of the prose train split" in line and "12 steps per layer" in line
+    assert "INCOMPLETE: 3 of 6 chunks" in line and "d_sae 64, l1 20" in line
+
+
 def test_export_refused_above_the_size_cap(exported, tmp_path):
     run, folder = exported
     size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())

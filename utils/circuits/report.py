@@ -18,11 +18,13 @@ rows of ``utils.verdicts`` and figures whose titles come from the same numbers.
 * ``later_minus_earlier`` / ``greater_than_account``: which heads and features carry the comparison,
   each feature's logit effect on later vs earlier years, set against Hanna et al.'s GPT-2 account.
 * ``plot_layer_quality``: L0, FVU and loss recovered per layer, human prose and the model's own text.
+* ``plot_l1_sweep`` / ``live_vs_shipped``: the notebook's own L1 sweep (recovered against L0), with the
+  shipped transcoders of the same layers beside it when they were loaded, and the sentence comparing them.
 * ``plot_top_k``: top-k features vs top-k neurons, titled by their verdict.
 
 Public names: ``OWN_TEXT``, ``MIN_WINDOW_EFFECT``, ``threshold_verdict``, ``window_verdict``, ``window_title``,
 ``features_vs_neurons``, ``quality_table``, ``feature_digit_scores``, ``plot_feature_digits``,
-``plot_window_effects``, ``plot_layer_quality``, ``plot_top_k``, ``feature_labels``, ``circuit_key``,
+``plot_window_effects``, ``plot_layer_quality``, ``plot_l1_sweep``, ``live_vs_shipped``, ``plot_top_k``, ``feature_labels``, ``circuit_key``,
 ``HANNA_ACCOUNT``, ``later_minus_earlier``, ``greater_than_account``.
 """
 
@@ -53,7 +55,9 @@ __all__ = [
     "features_vs_neurons",
     "greater_than_account",
     "later_minus_earlier",
+    "live_vs_shipped",
     "plot_feature_digits",
+    "plot_l1_sweep",
     "plot_layer_quality",
     "plot_top_k",
     "plot_window_effects",
@@ -203,6 +207,37 @@ def plot_layer_quality(prose: pd.DataFrame, own: pd.DataFrame, max_l0: float) ->
     axes[0, 2].legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_l1_sweep(sweep: pd.DataFrame, max_l0: float, l1: float, shipped: pd.DataFrame | None = None) -> Figure:
+    """Fraction of the loss recovered against L0 for each layer and l1 of the sweep (``l1`` chosen),
+    and, where ``shipped`` (``layer_quality`` rows) has those layers, the shipped transcoders as stars."""
+    fig, ax = new_figure()
+    for layer, part in sweep.groupby("layer"):
+        (line,) = ax.plot(part.l0, part.frac_recovered, marker="o", label=f"layer {layer}: trained here")
+        for r in part.itertuples():
+            ax.annotate(f"{r.l1:g}", (r.l0, r.frac_recovered), fontsize=8, xytext=(3, 3), textcoords="offset points")
+        mine = shipped[shipped.layer == layer] if shipped is not None else sweep.iloc[:0]
+        if len(mine):
+            ax.scatter(mine.l0, mine.frac_recovered, marker="*", s=180, color=line.get_color(), edgecolor="k",
+                       zorder=3, label=f"layer {layer}: shipped")
+    ax.axvline(max_l0, color="k", linestyle=":", label=f"L0 = {max_l0:g}")
+    ax.set_xscale("log")
+    layers = sorted(sweep.layer.unique())
+    label(ax, f"L1 sweep on layers {layers}: chosen L1 = {l1:g}" + (" (stars: shipped)" if shipped is not None else ""),
+          "L0 (active features per token, log scale)", "fraction of CE loss recovered (human prose)")
+    return fig
+
+
+def live_vs_shipped(live: pd.DataFrame, shipped: pd.DataFrame) -> str:
+    """One sentence setting transcoders trained here (``live``: sweep rows at one l1) against the shipped
+    ones of the same layers (``shipped``: ``layer_quality`` rows), on the same held-out tokens."""
+    theirs = shipped.set_index("layer")
+    parts = [f"layer {r.layer}: {r.frac_recovered:.0%} recovered at L0 {r.l0:.0f} (FVU {r.fvu:.2f}, "
+             f"{r.dead_frac:.0%} dead) here vs {theirs.frac_recovered[r.layer]:.0%} at L0 "
+             f"{theirs.l0[r.layer]:.0f} (FVU {theirs.fvu[r.layer]:.2f}, {theirs.dead_frac[r.layer]:.0%} dead) shipped"
+             for r in live.itertuples() if r.layer in theirs.index]
+    return f"Trained here at l1 {live.l1.iloc[0]:g} vs shipped, on held-out human prose: " + "; ".join(parts) + "."
 
 
 def plot_top_k(curve: pd.DataFrame, levels: Mapping[str, float], verdict: verdicts.Verdict) -> Figure:

@@ -22,11 +22,14 @@ human-written training split, once, by ``scripts/train_transcoders.py``, over se
   sha256 ``manifest.json``, refused above ``MAX_SHIPPED_BYTES`` -> ``export_shipped``;
 * loading, checksums first, with an error naming the file and the command that rebuilds it ->
   ``load_shipped_transcoders`` (the same sae-lens ``Transcoder`` objects notebook 03 uses),
-  ``shipped_provenance``.
+  ``shipped_provenance``;
+* whether they can stand in for a notebook's own training (same model, text and layers) and the
+  line that labels them as loaded -> ``shipped_unusable``, ``shipped_summary``.
 
 Public names: ``StreamSettings``, ``StreamingRun``, ``train_streaming``, ``default_run_folder``, ``settings_key``, ``run_windows``, ``chunk_indices``, ``chunk_windows``,
 ``export_shipped``, ``load_shipped_transcoders``, ``shipped_provenance``, ``rebuild_command``,
-``ShippedTranscodersError``, ``SHIPPED``, ``TRAIN_SCRIPT``, ``MAX_SHIPPED_BYTES``.
+``shipped_unusable``, ``shipped_summary``, ``ShippedTranscodersError``, ``SHIPPED``, ``SHIPPED_DIR``,
+``TRAIN_SCRIPT``, ``MAX_SHIPPED_BYTES``.
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ from utils.files import (
     write_manifest,
     write_text_atomic,
 )
-from utils.paths import cache_dir
+from utils.paths import REPO_ROOT, cache_dir
 from utils.transcoders.activations import stream_activations
 from utils.transcoders.layers import fingerprint
 from utils.transcoders.model import load_transcoder
@@ -73,6 +76,7 @@ from utils.transcoders.training import (
 __all__ = [
     "MAX_SHIPPED_BYTES",
     "SHIPPED",
+    "SHIPPED_DIR",
     "TRAIN_SCRIPT",
     "ShippedTranscodersError",
     "StreamSettings",
@@ -86,10 +90,13 @@ __all__ = [
     "run_windows",
     "settings_key",
     "shipped_provenance",
+    "shipped_summary",
+    "shipped_unusable",
     "train_streaming",
 ]
 
 SHIPPED = "data/transcoders"  # relative to the repository root
+SHIPPED_DIR = REPO_ROOT / SHIPPED  # the same folder, wherever a notebook or script runs from
 TRAIN_SCRIPT = "scripts/train_transcoders.py"
 MAX_SHIPPED_BYTES = 64_000_000  # the issue's cap on the shipped weights (64 MB)
 SETTINGS_FILE, STATE_FILE, PROGRESS_FILE, PROVENANCE_FILE = "settings.json", "state.pt", "progress.jsonl", "provenance.json"
@@ -501,13 +508,13 @@ def _checked(folder: Path) -> dict[str, Any]:
         raise ShippedTranscodersError(f"{folder / PROVENANCE_FILE} is unreadable ({err}). {again}") from None
 
 
-def shipped_provenance(folder: str | os.PathLike = SHIPPED) -> dict[str, Any]:
+def shipped_provenance(folder: str | os.PathLike = SHIPPED_DIR) -> dict[str, Any]:
     """The provenance of the transcoders in ``folder`` (checksums checked first)."""
     return _checked(Path(folder))
 
 
 def load_shipped_transcoders(
-    folder: str | os.PathLike = SHIPPED, layers: Sequence[int] | None = None, device: str | torch.device = "cpu"
+    folder: str | os.PathLike = SHIPPED_DIR, layers: Sequence[int] | None = None, device: str | torch.device = "cpu"
 ) -> dict[int, Any]:
     """{layer: sae-lens ``Transcoder``} (float32, on ``device``; what notebook 03 trains and splices)
     from the shipped ``folder``, every file's checksum checked first (``ShippedTranscodersError``
@@ -524,3 +531,38 @@ def load_shipped_transcoders(
         out[layer] = tc.to(torch.float32)
     return out
 
+
+
+def shipped_unusable(
+    model_name: str, source: str, layers: Sequence[int], retrain: bool = False, folder: str | os.PathLike = SHIPPED_DIR
+) -> str | None:
+    """Why the shipped transcoders cannot stand in for transcoders of ``model_name`` on ``source`` text
+    for ``layers`` (a sentence), or None when they can. A damaged folder is an error, not a reason."""
+    folder = Path(folder)
+    if retrain:
+        return "retrain=True asks for every layer to be trained here"
+    if not (folder / MANIFEST).is_file():
+        return (f"{folder} holds no shipped transcoders (train them with `python {TRAIN_SCRIPT} --threads 2`, "
+                f"then export with `--resume --export {SHIPPED}`; see {SHIPPED}/README.md)")
+    settings = shipped_provenance(folder)["settings"]
+    if settings["model"] != model_name:
+        return f"the shipped transcoders belong to {settings['model']}, not {model_name}"
+    if settings["source"] != source:
+        return f"the shipped transcoders were trained on the {settings['source']!r} text, not {source!r}"
+    missing = sorted(set(layers) - {int(layer) for layer in settings["layers"]})
+    if missing:
+        return f"no transcoder is shipped for layers {missing}"
+    return None
+
+
+def shipped_summary(provenance: dict[str, Any], n_loaded: int) -> str:
+    """One line that labels loaded transcoders as recorded elsewhere: what trained them, on what, how long, where."""
+    s = provenance["settings"]
+    sessions = provenance["sessions"]
+    cpus = sorted({session["cpu"] + (f" + {session['gpu']}" if session.get("gpu") else "") for session in sessions})
+    state = "complete" if provenance["complete"] else f"INCOMPLETE: {provenance['chunks']} of {provenance['n_chunks']} chunks"
+    return (f"Loaded {n_loaded} transcoders from {SHIPPED}/ (checksums checked), recorded by {TRAIN_SCRIPT}: "
+            f"{provenance['tokens_seen']:,} tokens of the {s['source']} train split, {provenance['steps']:,} steps per layer, "
+            f"d_sae {s['d_sae']}, l1 {s['l1']:g}, {s['activation']} ({state}); "
+            f"{provenance['wall_s'] / 3600:.1f} h over {len(sessions)} session(s) on {', '.join(cpus)}, "
+            f"commit {str(provenance.get('code_commit'))[:7]}, exported {provenance['exported_utc'][:10]}.")
