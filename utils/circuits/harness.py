@@ -80,7 +80,7 @@ PRESETS = {
         "d_sae": 768,
         "batch_tokens": 512,
         "l1_grid": [0.02, 0.03, 0.05],
-        "sweep_layers": [10, 20],
+        "sweep_layers": None,  # a third and two thirds of the depth (SmolLM2: 10, 20; Gemma-3-270M: 6, 12)
         "max_l0": 100.0,
         "n_prompts": 40,
         "n_traced": 4,
