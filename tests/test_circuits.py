@@ -439,6 +439,23 @@ def test_quality_and_top_k_figures_are_titled_from_their_numbers():
     assert title.startswith("Top-k circuits, features − neurons 0.200 [0.200, 0.200] over 3 sizes: holds")
 
 
+def test_l1_sweep_figure_and_sentence_set_the_layers_trained_here_against_the_shipped_ones():
+    sweep = pd.DataFrame({"layer": np.array([10, 10, 20, 20]), "l1": [0.03, 0.05, 0.03, 0.05],
+                          "l0": [70.0, 40.0, 90.0, 55.0], "fvu": [0.3, 0.33, 0.4, 0.44],
+                          "frac_recovered": [0.8, 0.82, 0.78, 0.77], "dead_frac": [0.01, 0.08, 0.0, 0.0]})
+    shipped = pd.DataFrame({"layer": [9, 10, 20], "l0": [30.0, 49.5, 70.7], "fvu": [0.2, 0.24, 0.27],
+                            "frac_recovered": [0.7, 0.923, 0.951], "dead_frac": [0.0, 0.031, 0.005]})
+    fig = C.plot_l1_sweep(sweep, 100.0, 0.05, shipped)
+    assert fig.axes[0].get_title() == "L1 sweep on layers [10, 20]: chosen L1 = 0.05 (stars: shipped)"
+    stars = [c for c in fig.axes[0].collections if len(c.get_offsets())]
+    assert [tuple(c.get_offsets()[0]) for c in stars] == [(49.5, 0.923), (70.7, 0.951)]  # layer 9 is not in the sweep
+    assert C.plot_l1_sweep(sweep, 100.0, 0.05).axes[0].get_title() == "L1 sweep on layers [10, 20]: chosen L1 = 0.05"
+    line = C.live_vs_shipped(sweep[sweep.l1 == 0.05], shipped)
+    assert line == ("Trained here at l1 0.05 vs shipped, on held-out human prose: layer 10: 82% recovered at L0 40 "
+                    "(FVU 0.33, 8% dead) here vs 92% at L0 50 (FVU 0.24, 3% dead) shipped; layer 20: 77% recovered "
+                    "at L0 55 (FVU 0.44, 0% dead) here vs 95% at L0 71 (FVU 0.27, 0% dead) shipped.")
+
+
 def test_feature_labels_name_the_top_read_and_written_tokens():
     words = [f"w{i}" for i in range(20)]
     model = tiny_model(n_layers=3, d_vocab=len(words) + 1, seed=2)

@@ -223,7 +223,7 @@ def plot_l1_sweep(sweep: pd.DataFrame, max_l0: float, l1: float, shipped: pd.Dat
                        zorder=3, label=f"layer {layer}: shipped")
     ax.axvline(max_l0, color="k", linestyle=":", label=f"L0 = {max_l0:g}")
     ax.set_xscale("log")
-    layers = sorted(sweep.layer.unique())
+    layers = sorted(int(layer) for layer in sweep.layer.unique())
     label(ax, f"L1 sweep on layers {layers}: chosen L1 = {l1:g}" + (" (stars: shipped)" if shipped is not None else ""),
           "L0 (active features per token, log scale)", "fraction of CE loss recovered (human prose)")
     return fig
