@@ -558,11 +558,12 @@ def shipped_unusable(
 def shipped_summary(provenance: dict[str, Any], n_loaded: int) -> str:
     """One line that labels loaded transcoders as recorded elsewhere: what trained them, on what, how long, where."""
     s = provenance["settings"]
-    sessions = provenance["sessions"]
+    sessions = [session for session in provenance["sessions"] if session.get("last_chunk", 0) > session["first_chunk"]]
     cpus = sorted({session["cpu"] + (f" + {session['gpu']}" if session.get("gpu") else "") for session in sessions})
+    commits = sorted({str(session.get("git_commit"))[:7] for session in sessions})
     state = "complete" if provenance["complete"] else f"INCOMPLETE: {provenance['chunks']} of {provenance['n_chunks']} chunks"
     return (f"Loaded {n_loaded} transcoders from {SHIPPED}/ (checksums checked), recorded by {TRAIN_SCRIPT}: "
             f"{provenance['tokens_seen']:,} tokens of the {s['source']} train split, {provenance['steps']:,} steps per layer, "
             f"d_sae {s['d_sae']}, l1 {s['l1']:g}, {s['activation']} ({state}); "
-            f"{provenance['wall_s'] / 3600:.1f} h over {len(sessions)} session(s) on {', '.join(cpus)}, "
-            f"commit {str(provenance.get('code_commit'))[:7]}, exported {provenance['exported_utc'][:10]}.")
+            f"{provenance['wall_s'] / 3600:.1f} h in {len(sessions)} training session(s) on {', '.join(cpus)} "
+            f"at commit {', '.join(commits)}, exported {provenance['exported_utc'][:10]}.")
