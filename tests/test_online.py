@@ -1,4 +1,5 @@
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -113,6 +114,7 @@ class CharTokenizer:
 
 class TextModel:
     tokenizer = CharTokenizer()
+    cfg = SimpleNamespace(default_prepend_bos=False)  # token_batches reads whether the model wants <bos> first
 
 
 def test_token_batches_are_the_same_through_the_streaming_path(cache):
