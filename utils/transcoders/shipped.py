@@ -532,7 +532,6 @@ def load_shipped_transcoders(
     return out
 
 
-
 def shipped_unusable(
     model_name: str, source: str, layers: Sequence[int], retrain: bool = False, folder: str | os.PathLike = SHIPPED_DIR
 ) -> str | None:
