@@ -478,6 +478,28 @@ def test_feature_labels_name_the_top_read_and_written_tokens():
     plt.close(fig)
 
 
+def test_feature_labels_escape_what_the_figure_font_cannot_draw():
+    from utils.plotting import drawable
+
+    assert drawable("年 é ไทย") == "\\u5e74 é \\u0e44\\u0e17\\u0e22"  # DejaVu Sans has é, not CJK or Thai
+    words = [f"{w}{i}" for w in ("年", "ไทย", "é") for i in range(7)]  # like Gemma's vocabulary
+    model = tiny_model(n_layers=2, d_vocab=len(words) + 1, seed=3)
+    model.set_tokenizer(word_tokenizer(words))
+    transcoders = {1: T.random_transcoder(model.cfg.d_model, 8, seed=3)}
+    shown = pd.DataFrame({"kind": ["feature"], "layer": [1.0], "unit": [2]})
+    import warnings
+
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "Glyph ... missing from font" is a UserWarning
+        C.circuit_key(ax, model, transcoders, shown)
+        fig.canvas.draw()
+    assert "\\u" in ax.texts[-1].get_text() and "年" not in ax.texts[-1].get_text()
+    plt.close(fig)
+
+
 def test_window_figure_marks_the_chosen_window():
     import matplotlib.pyplot as plt
 

@@ -43,7 +43,7 @@ from transformer_lens import HookedTransformer
 
 from utils import stats, verdicts
 from utils import transcoders as T
-from utils.plotting import label, new_figure
+from utils.plotting import drawable, label, new_figure
 
 __all__ = [
     "HANNA_ACCOUNT",
@@ -258,7 +258,7 @@ def plot_top_k(curve: pd.DataFrame, levels: Mapping[str, float], verdict: verdic
 
 
 def _tokens(table: pd.DataFrame) -> str:
-    return "|".join(repr(t.strip() or t)[1:-1] for t in table.token)
+    return "|".join(drawable(repr(t.strip() or t)[1:-1]) for t in table.token)
 
 
 def feature_labels(
