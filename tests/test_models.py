@@ -9,7 +9,7 @@ import torch
 from tests.processes import finish, start, wait_for
 from utils import files, hub, models
 from utils.model_layouts import install_fast_blocks
-from utils.models import ModelUnavailableError, load_model, tiny_model
+from utils.models import ModelUnavailableError, describe_model, load_model, tiny_model
 from utils.paths import CACHE_ENV
 
 
@@ -42,6 +42,12 @@ def test_weights_are_stored_as_read_without_changing_results(tokens):
     for param in model.parameters():
         param.data = param.data.contiguous()  # TransformerLens's own layout
     assert torch.equal(model(tokens), before)
+
+
+def test_reports_name_the_model_that_ran():
+    assert describe_model("smollm2-135m") == "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised)"
+    assert describe_model("gemma-3-270m") == "Gemma-3-270M base (Q4_K_M GGUF, dequantised)"
+    assert describe_model("gpt2-xl") == "gpt2-xl"  # an online model by the name it was loaded with
 
 
 def test_unknown_name_lists_the_choices():

@@ -16,7 +16,7 @@ folder's manifest and checked on load, a damaged folder rebuilt with a warning n
 Everything else in ``utils`` reaches models through this module, so that a move to another
 TransformerLens API touches one file.
 
-Public names: ``load_model``, ``tiny_model``, ``tiny_config``, ``word_tokenizer``, ``model_summary``,
+Public names: ``load_model``, ``describe_model``, ``tiny_model``, ``tiny_config``, ``word_tokenizer``, ``model_summary``,
 ``cached_model``, ``embedded_cache_folder``, ``embedded_gguf_path``, ``load_hf_embedded``,
 ``llama_config``, ``gemma3_config``, ``convert_hf``, ``gemma_gguf_path``, ``load_hf_gemma``, ``cache_dir``,
 ``require_installed``, ``ModelUnavailableError``, ``EMBEDDED_NAME``, ``EMBEDDED_MODELS``.
@@ -393,6 +393,18 @@ def tiny_model(**sizes: Any) -> HookedTransformer:
     (``n_layers``, ``d_model``, ``n_heads``, ``n_key_value_heads``, ``d_mlp``, ``d_vocab``, ``n_ctx``, ``seed``)."""
     model = HookedTransformer(HookedTransformerConfig(**tiny_config(**sizes), init_weights=True))
     return install_fast_blocks(model).eval()
+
+
+EMBEDDED_DESCRIPTIONS = {
+    EMBEDDED_NAME: "SmolLM2-135M-Instruct (Q4_1 GGUF, dequantised)",
+    GEMMA_NAME: "Gemma-3-270M base (Q4_K_M GGUF, dequantised)",
+}
+
+
+def describe_model(name: str) -> str:
+    """How a report names the model ``load_model(name)`` gives: an embedded one with its weights'
+    provenance (a results file's deviations), any other by its name."""
+    return EMBEDDED_DESCRIPTIONS.get(name, name)
 
 
 def model_summary(model: HookedTransformer) -> dict:
