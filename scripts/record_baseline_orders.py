@@ -38,13 +38,13 @@ def machine() -> dict:
 
 
 def protocol_of(sizes: dict, diagnostic_windows: list[int]) -> pruning.RecordingProtocol:
-    """What this script records: a scale preset's sizes, every method, SPRINT's top-k 5, the shipped corpus."""
+    """What this script records: a scale preset's sizes and text source, every method, SPRINT's top-k 5."""
     return pruning.RecordingProtocol(
         targets=sizes["targets"], n_calib_windows=sizes["n_calib_windows"], calib_ctx=sizes["calib_ctx"],
         calib_seeds=sizes["calib_seeds"], n_val_tokens=sizes["n_val_tokens"], val_ctx=sizes["val_ctx"],
         n_task_items=sizes["n_task_items"], n_cloze_items=sizes["n_cloze_items"], cloze_ctx=sizes["cloze_ctx"],
         methods=list(pruning.METHODS), top_k=5, ridge_grid=sizes["ridge_grid"],
-        diagnostic_windows=diagnostic_windows, diagnostic_candidates=0, source="shipped")
+        diagnostic_windows=diagnostic_windows, diagnostic_candidates=0, source=sizes["source"])
 
 
 def record(args: argparse.Namespace) -> None:
@@ -53,6 +53,7 @@ def record(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     model = load_model(args.model, device=args.device)
     sizes = {**pruning.PRESETS["default"], **pruning.PRESETS[args.scale]}
+    sizes.update({k: v for k, v in (("source", args.source), ("n_val_tokens", args.val_tokens)) if v is not None})
     protocol = protocol_of(sizes, args.diagnostic_windows)
     started = time.perf_counter()
     partial = pruning.read_runs(args.out) if args.resume and Path(args.out).is_file() else None  # checksum and schema checked
@@ -91,6 +92,9 @@ def main() -> None:
                         help="continue the partial recording in --out (same protocol) instead of starting afresh")
     parser.add_argument("--methods", nargs="+", choices=pruning.METHODS,
                         help="record only these methods now (for every seed); the file stays partial until all are in")
+    parser.add_argument("--source", choices=["shipped", "prose"],
+                        help="text to calibrate and evaluate on (default: the preset's; prose = human-written)")
+    parser.add_argument("--val-tokens", type=int, help="held-out tokens each snapshot is scored on (default: the preset's)")
     parser.add_argument("--diagnostic-windows", type=int, nargs="+", default=[16, 32, 64],
                         help="calibration sizes (windows of the preset's length) of the refit diagnostic")
     args = parser.parse_args()
