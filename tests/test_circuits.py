@@ -4,11 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from transformer_lens import HookedTransformer
+from transformer_lens.pretrained.weight_conversions import convert_gemma_weights
 
 from utils import circuits as C
-from utils import hooks
+from utils import gemma, hooks
 from utils import transcoders as T
-from utils.models import tiny_model, word_tokenizer
+from utils.model_layouts import install_fast_blocks
+from utils.models import convert_hf, gemma3_config, tiny_model, word_tokenizer
 from utils.sublayers import Sublayer
 
 
@@ -27,11 +30,19 @@ def predicted_by(transcoders) -> dict:
     return {layer: (lambda x, real, tc=tc: tc.decode(tc.encode(x))) for layer, tc in transcoders.items()}
 
 
-@pytest.fixture(scope="module")
-def setup():
-    """A 3-layer tiny model, random transcoders on layers 0 and 2 (layer 1 keeps its MLP), one prompt."""
+def tiny_gemma_model() -> HookedTransformer:
+    """A 3-layer random Gemma-3 converted as load_model converts the real one (norms after each
+    sublayer too, query/key norms, local and global attention)."""
+    hf_model = gemma.tiny_gemma3(seed=2)
+    return install_fast_blocks(convert_hf(hf_model, None, gemma3_config(hf_model.config, 32), convert_gemma_weights)[0])
+
+
+@pytest.fixture(scope="module", params=["llama", "gemma"])
+def setup(request):
+    """A 3-layer tiny model of each architecture, random transcoders on layers 0 and 2 (layer 1 keeps its
+    MLP), one prompt."""
     torch.set_grad_enabled(False)
-    model = tiny_model(n_layers=3, seed=2)
+    model = tiny_model(n_layers=3, seed=2) if request.param == "llama" else tiny_gemma_model().eval()
     transcoders = {layer: T.random_transcoder(model.cfg.d_model, 48, seed=layer) for layer in (0, 2)}
     transcoders[0] = transcoders[0].to_sae_lens(0)  # both flavours: sae-lens's and ours
     tokens = torch.randint(0, model.cfg.d_vocab, (10,), generator=torch.Generator().manual_seed(3))
@@ -73,13 +84,12 @@ def test_head_attribution_equals_the_heads_output_on_v(setup):
     table = C.contributions(model, tr, target, transcoders)
     v = target.vector / tr.scale["mlp2"][8]
     for layer in range(3):
+        seen = v  # Gemma: the norm after attention scales the heads' sum (its scale on the prompt held)
+        if model.cfg.use_normalization_before_and_after:
+            seen = v * model.blocks[layer].ln1_post.w / cache[hooks.norm_scale(layer, after=True)][0, 8, 0]
         for head in range(model.cfg.n_heads):
             rows = table[(table.kind == "head") & (table.layer == layer) & (table.unit == head)]
-            actual = (
-                cache[hooks.attn_point(layer, "z")][0, 8, head]
-                @ model.blocks[layer].attn.W_O[head]
-                @ v
-            )
+            actual = cache[hooks.attn_point(layer, "z")][0, 8, head] @ model.blocks[layer].attn.W_O[head] @ seen
             assert rows.attribution.sum() == pytest.approx(float(actual), abs=1e-5)
 
 
@@ -154,6 +164,25 @@ def test_input_invariant_weights_match_the_attribution_weights(setup):
     torch.testing.assert_close(
         C.ov_weights(model, 1, 0, transcoders[0], transcoders[2], feature=7), full[:, 7]
     )
+
+
+def test_ov_weights_are_the_input_invariant_part_of_a_path_through_a_head(setup):
+    model, transcoders, tokens, tr = setup
+    pos, feature = 6, 7
+    root = C.feature_target(tr, transcoders, 2, pos, feature)
+    table = C.contributions(model, tr, root, transcoders)
+    weights = C.ov_weights(model, 1, 0, transcoders[0], transcoders[2], feature=feature)
+    after = tr.scale["attn_out1"][pos] if model.cfg.use_normalization_before_and_after else 1.0  # Gemma's ln1_post
+    checked = 0
+    for row in table[(table.kind == "head") & (table.layer == 1) & (table.unit == 0) & (table.src > 0)].to_dict("records"):
+        src = int(row["src"])
+        chained = C.contributions(model, tr, C.expand(model, tr, transcoders, row, root), transcoders)
+        held = tr.pattern[1, 0, pos, src] / (tr.scale["mlp2"][pos] * after * tr.scale["attn1"][src])  # norms held
+        for r in chained[(chained.kind == "feature") & (chained.layer == 0)].itertuples():
+            expected = float(tr.acts[0][src, r.unit] * held * weights[r.unit])
+            assert r.attribution == pytest.approx(expected, rel=1e-4, abs=1e-7)
+            checked += 1
+    assert checked > 5
 
 
 def test_greater_than_prompts_and_probability_difference():

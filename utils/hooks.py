@@ -118,11 +118,12 @@ def mlp_post(layer: int) -> str:
     return name(layer, "mlp.hook_post")
 
 
-def norm_scale(layer: int | None, kind: str = "attn") -> str:
-    """The scale of the norm in front of ``layer``'s ``kind`` sublayer; ``layer=None``: the final norm."""
+def norm_scale(layer: int | None, kind: str = "attn", after: bool = False) -> str:
+    """The scale of the norm in front of ``layer``'s ``kind`` sublayer (``after``: the norm on its
+    output, in models with norms before and after each sublayer, like Gemma); ``layer=None``: the final norm."""
     if layer is None:
         return "ln_final.hook_scale"
-    return name(layer, f"ln{1 if kind == 'attn' else 2}.hook_scale")
+    return name(layer, f"ln{1 if kind == 'attn' else 2}{'_post' if after else ''}.hook_scale")
 
 
 # --------------------------------------------------------------------------------- applying hooks

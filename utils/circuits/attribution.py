@@ -24,7 +24,8 @@ The paper's steps, in the order they are used:
 
 Public names: ``Trace``, ``trace``, ``Target``, ``Site``, ``EXPANDABLE``, ``feature_target``,
 ``logit_target``, ``encoder_bias``, ``target_value``, ``scale_key``, ``upstream_layers``,
-``contributions``, ``feature_attributions``, ``head_terms``, ``expand``, ``error_share``.
+``contributions``, ``feature_attributions``, ``head_terms``, ``through_norm_after_attention``,
+``weighted_after_attention``, ``expand``, ``error_share``.
 """
 
 from __future__ import annotations
@@ -56,8 +57,10 @@ __all__ = [
     "logit_target",
     "scale_key",
     "target_value",
+    "through_norm_after_attention",
     "trace",
     "upstream_layers",
+    "weighted_after_attention",
 ]
 
 Site = Literal["attn", "mlp", "final"]  # where a target reads the residual stream
@@ -75,6 +78,7 @@ class Trace:
     embed: torch.Tensor  # [pos, d]
     resid: dict[str, torch.Tensor]  # "pre{l}" / "mid{l}" / "final" -> [pos, d]
     scale: dict[str, torch.Tensor]  # "attn{l}" / "mlp{l}" / "final" -> [pos], each norm's RMS scale
+    # (and "attn_out{l}", the norm after attention, where the model has one: Gemma's ln1_post)
     pattern: torch.Tensor  # [layer, head, dst, src]
     values: torch.Tensor  # [layer, pos, head, d_head], GQA values expanded to every query head
     attn_out: torch.Tensor  # [layer, pos, d]
@@ -99,6 +103,8 @@ def trace(model: HookedTransformer, tokens: torch.Tensor, transcoders: Mapping[i
         "mid": [hooks.resid_mid(layer) for layer in layers],
         "attn_scale": [hooks.norm_scale(layer, "attn") for layer in layers],
         "mlp_scale": [hooks.norm_scale(layer, "mlp") for layer in layers],
+        "attn_out_scale": [hooks.norm_scale(layer, "attn", after=True) for layer in layers
+                           if model.cfg.use_normalization_before_and_after],
         "pattern": [hooks.attn_point(layer, "pattern") for layer in layers],
         "v": [hooks.attn_point(layer, "v") for layer in layers],
         "attn_out": [Sublayer(layer, "attn").out_hook for layer in layers],
@@ -121,6 +127,8 @@ def trace(model: HookedTransformer, tokens: torch.Tensor, transcoders: Mapping[i
         resid[f"mid{layer}"] = cache[per_layer["mid"][layer]]
         scale[f"attn{layer}"] = cache[per_layer["attn_scale"][layer]][:, 0]
         scale[f"mlp{layer}"] = cache[per_layer["mlp_scale"][layer]][:, 0]
+        if per_layer["attn_out_scale"]:
+            scale[f"attn_out{layer}"] = cache[per_layer["attn_out_scale"][layer]][:, 0]
     out = Trace(
         tokens=tokens,
         embed=cache[embed],
@@ -267,15 +275,36 @@ def contributions(
             _row("tc_error", layer, p, -1, float((tr.mlp_out[layer, p] - tr.tc_out[layer][p]) @ v))
         )
     for layer in attn_layers:
-        attn = model.blocks[layer].attn
+        attn, v_attn = model.blocks[layer].attn, through_norm_after_attention(model, tr, layer, p, v)
         per_source = torch.stack([
-            (head_fn or head_terms)(tr.pattern[layer, h, p, : p + 1], tr.values[layer, : p + 1, h], attn.W_O[h], v)
+            (head_fn or head_terms)(tr.pattern[layer, h, p, : p + 1], tr.values[layer, : p + 1, h], attn.W_O[h], v_attn)
             for h in range(attn.W_O.shape[0])
         ])  # [head, src]
         for h, s in torch.nonzero(per_source.abs() > 0).tolist():
             rows.append(_row("head", layer, p, h, float(per_source[h, s]), src=s))
-        rows.append(_row("attn_bias", layer, p, -1, float(attn.b_O @ v)))
+        rows.append(_row("attn_bias", layer, p, -1, float(attn.b_O @ v_attn)))
     return pd.DataFrame(rows)
+
+
+def through_norm_after_attention(
+    model: HookedTransformer, tr: Trace, layer: int, pos: int, v: torch.Tensor
+) -> torch.Tensor:
+    """The direction ``v`` [d] that reads the residual stream, as the heads of ``layer`` writing at
+    ``pos`` see it: unchanged, or, where a norm follows the attention (Gemma's ln1_post), times its
+    weight and divided by its scale on the prompt (held constant, like every norm's scale here)."""
+    if not model.cfg.use_normalization_before_and_after:
+        return v
+    return weighted_after_attention(model, layer, v) / tr.scale[f"attn_out{layer}"][pos]
+
+
+def weighted_after_attention(model: HookedTransformer, layer: int, w: torch.Tensor) -> torch.Tensor:
+    """Directions ``w`` ([d] or [d, n]) read from the residual stream, times the weight of the norm
+    after ``layer``'s attention (Gemma's ln1_post; ``w`` itself where there is none): the
+    input-invariant part of what that norm does to every head's write."""
+    if not model.cfg.use_normalization_before_and_after:
+        return w
+    weight = model.blocks[layer].ln1_post.w.to(w)
+    return w * (weight if w.dim() == 1 else weight[:, None])
 
 
 def feature_attributions(acts: torch.Tensor, w_dec: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -329,7 +358,7 @@ def expand(
         attn = model.blocks[layer].attn
         src = int(row["src"])
         weight = tr.pattern[layer, index, pos, src]
-        out_dir = attn.W_O[index] @ v  # [d_head]
+        out_dir = attn.W_O[index] @ through_norm_after_attention(model, tr, layer, pos, v)  # [d_head]
         vector = weight * (attn.W_V[index] @ out_dir)
         bias = float(weight * (attn.b_V[index] @ out_dir))
         return Target(layer, "attn", src, vector, bias)

@@ -25,7 +25,13 @@ import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 
-from utils.circuits.attribution import Target, Trace, scale_key, upstream_layers
+from utils.circuits.attribution import (
+    Target,
+    Trace,
+    scale_key,
+    upstream_layers,
+    weighted_after_attention,
+)
 
 __all__ = [
     "all_feature_weights",
@@ -55,7 +61,7 @@ def ov_weights(
     ([d_sae_up, d_sae_down], or [d_sae_up] for one downstream ``feature``)."""
     attn = model.blocks[layer].attn
     w_enc = downstream.W_enc if feature is None else downstream.W_enc[:, feature]
-    return upstream.W_dec @ (attn.W_V[head] @ (attn.W_O[head] @ w_enc))
+    return upstream.W_dec @ (attn.W_V[head] @ (attn.W_O[head] @ weighted_after_attention(model, layer, w_enc)))
 
 
 def all_feature_weights(tr: Trace, target: Target, transcoders: Mapping[int, Any], n_layers: int) -> pd.DataFrame:
