@@ -11,7 +11,7 @@ import torch
 
 from utils import hooks, pruning
 from utils.models import tiny_model
-from utils.pruning import recorded_runs
+from utils.pruning import harness, recorded_runs
 from utils.sublayers import Sublayer, set_skipped, skipped_now, sublayer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -442,6 +442,28 @@ def test_a_runs_file_with_an_edited_number_is_refused(tmp_path, shipped):
         _load(root, shipped)
 
 
+def test_another_model_loads_its_own_runs_file_or_computes_all_but_the_greedy_baselines(tmp_path, shipped, monkeypatch):
+    gemma_file = "data/pruning/runs-gemma-3-270m.json"
+    assert pruning.recorded_runs_file("gemma-3-270m") == gemma_file
+    assert pruning.recorded_runs_file("meta-llama/Llama-3.1-8B") == "data/pruning/runs-meta-llama--Llama-3.1-8B.json"
+    monkeypatch.setattr(harness, "measure_latency_model", lambda model, *sizes: ("latency", {}))
+    monkeypatch.setattr(harness, "record_runs", lambda model, raw, protocol: protocol.methods)  # what it was asked to run
+    protocol = pruning.RecordingProtocol(**shipped["protocol"])
+    load = lambda name: pruning.load_or_record(None, protocol, {}, False, 4, 2, 1, tmp_path, name)  # noqa: E731
+    _, _, methods, note = load("gemma-3-270m")
+    assert methods == ["sprint", "sprint_no_latency", "sprint_no_tuning", "sprint_no_both", "sleb", "shortgpt"]
+    assert note == ("computed in this run; finercut and blockpruner not run: there is no recorded file "
+                    f"{gemma_file} for gemma-3-270m (`python scripts/record_baseline_orders.py --model gemma-3-270m "
+                    f"--out {gemma_file}` records one: hours on two CPU cores)")
+    with pytest.raises(FileNotFoundError, match=rf"runs\.json is missing: record it with `{REBUILD} --device cuda`"):
+        load("smollm2-135m")  # the embedded model's file ships with the repository: its absence is damage
+    pruning.write_runs(tmp_path / gemma_file, shipped)
+    model = SimpleNamespace(cfg=SimpleNamespace(n_layers=30))
+    *_, recorded, note = pruning.load_or_record(model, protocol, shipped["calibration_hashes"], False, 4, 2, 1,
+                                                tmp_path, "gemma-3-270m")
+    assert recorded == shipped and note.startswith(f"LOADED, not computed in this run: runs and latency model from {gemma_file}")
+
+
 def test_write_runs_round_trips_and_the_schema_names_what_is_wrong(tmp_path, shipped):
     path = tmp_path / "runs.json"
     pruning.write_runs(path, shipped)
@@ -484,6 +506,17 @@ def test_matched_rows_compare_methods_at_the_same_speedup():
     with_dense = pruning.matched_rows(rows, 1.1, ["cloze_acc"], dense={"cloze_acc": 0.8, "perplexity": 5.0})
     sprint = next(r for r in with_dense if r["method"] == "sprint")
     assert sprint["cloze_acc"] == pytest.approx(0.7) and sprint["speedup_below"] == 1.0
+
+
+def test_the_closing_table_says_which_methods_were_not_run():
+    rows = [{"seed": seed, "method": "sprint", "target": 1.3, "speedup_paper": 1.3, "speedup_overhead": 1.2,
+             "cloze_acc": a, "perplexity": 9.0, "probe_above_chance": 0.1, "pruning_time_s": 60.0, "n_attn": 4, "n_mlp": 2}
+            for seed, a in ((0, 0.5), (1, 0.6))]
+    table = pruning.closing_table(rows, 1.3, {"finercut": "not run: no recorded runs of m"})
+    assert [r["method"] for r in table] == ["sprint", "finercut"]
+    assert table[0]["seeds"] == 2 and table[0]["attn/MLP removed"] == "4.0/2.0" and "note" not in table[0]
+    assert table[1] == {"method": "finercut", "seeds": 0, "note": "not run: no recorded runs of m"}
+    assert pruning.closing_table(rows, 1.3) == table[:1]
 
 
 @pytest.mark.parametrize("method", ["sprint", "sprint_no_tuning", "sleb"])

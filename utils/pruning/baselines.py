@@ -13,7 +13,7 @@ records the same steps and snapshots as SPRINT (``utils.pruning.pruned_model``):
 * ``greedy``: the loop the greedy ones share; each candidate is scored from the residual
   checkpoint before it, so only the sublayers after it run.
 
-Public names: ``sleb``, ``shortgpt``, ``finercut``, ``blockpruner``, ``BASELINES``,
+Public names: ``sleb``, ``shortgpt``, ``finercut``, ``blockpruner``, ``BASELINES``, ``GREEDY_SUBLAYER``,
 ``BASELINE_METHODS``, ``greedy``, ``block_units``, ``block_influence``, ``mean_nll``,
 ``js_divergence``, ``JS_CHUNK_ROWS``.
 """
@@ -41,6 +41,7 @@ from utils.sublayers import all_sublayers, set_skipped
 __all__ = [
     "BASELINES",
     "BASELINE_METHODS",
+    "GREEDY_SUBLAYER",
     "JS_CHUNK_ROWS",
     "Baseline",
     "block_influence",
@@ -173,4 +174,5 @@ def shortgpt(
 # (model, calibration tokens [n, pos], latency model, targets, on_step) -> the run
 Baseline = Callable[[HookedTransformer, torch.Tensor, LatencyModel, Sequence[float], StepCallback | None], PruneResult]
 BASELINES: dict[str, Baseline] = {"sleb": sleb, "shortgpt": shortgpt, "finercut": finercut, "blockpruner": blockpruner}
+GREEDY_SUBLAYER = ["finercut", "blockpruner"]  # hundreds of full passes per seed: hours on two CPU cores
 BASELINE_METHODS = list(BASELINES)

@@ -80,8 +80,9 @@ def paired_advantage(rows: Sequence[dict], target: float, reference: str, other:
     return paired_difference([-math.log(a[s]) for s in seeds], [-math.log(b[s]) for s in seeds])
 
 
-def closing_table(rows: Sequence[dict], target: float) -> list[dict]:
-    """Per method at ``target``: mean speed-ups and quality over seeds with bootstrap intervals."""
+def closing_table(rows: Sequence[dict], target: float, not_run: Mapping[str, str] | None = None) -> list[dict]:
+    """Per method at ``target``: mean speed-ups and quality over seeds with bootstrap intervals; then a
+    row for each method of ``not_run`` (method: why), its numbers empty and the reason as its note."""
     out = []
     for name in dict.fromkeys(r["method"] for r in rows):
         sel = [r for r in rows if r["method"] == name and r["target"] == target]
@@ -95,7 +96,7 @@ def closing_table(rows: Sequence[dict], target: float) -> list[dict]:
                     "probes above chance, pts [95% CI]": ci("probe_above_chance", 100),
                     "pruning time (s, median)": statistics.median(r["pruning_time_s"] for r in sel),
                     "attn/MLP removed": f"{mean('n_attn'):.1f}/{mean('n_mlp'):.1f}"})
-    return out
+    return out + [{"method": name, "seeds": 0, "note": why} for name, why in (not_run or {}).items()]
 
 
 def log_time_ratios(rows: Sequence[dict], target: float, others: Sequence[str], reference: str = "sprint") -> list[float]:

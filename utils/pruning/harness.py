@@ -3,8 +3,9 @@
 * ``PRESETS``: the smoke / dry_run / default / paper sizes (``apply_scale(globals(), pruning.PRESETS)``);
   the recorded runs were made with exactly the ``default`` values.
 * ``load_or_record``: the latency model and every method's runs, measured and recorded in this run
-  (``recompute``) or loaded from ``data/pruning/runs.json`` and checked (checksum, schema, protocol,
-  calibration hashes).
+  (``recompute``) or loaded from ``data/pruning/runs.json`` (another model's ``runs-<model>.json``) and
+  checked (checksum, schema, protocol, calibration hashes); another model without a recorded file gets
+  every method but the greedy sublayer baselines computed in this run.
 * ``live_check``: what is cheap to recompute here from loaded runs (ShortGPT's order, dense perplexity).
 
 Public names: ``PRESETS``, ``load_or_record``, ``live_check``.
@@ -13,22 +14,26 @@ Public names: ``PRESETS``, ``load_or_record``, ``live_check``.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from transformer_lens import HookedTransformer
 
 from utils.evaluation import perplexity
+from utils.models import EMBEDDED_NAME
 from utils.paths import REPO_ROOT
+from utils.pruning.baselines import GREEDY_SUBLAYER
 from utils.pruning.latency import LatencyModel, latency_from_raw, measure_latency_model
 from utils.pruning.methods import run_method
 from utils.pruning.protocol import RecordingProtocol, eval_data
 from utils.pruning.pruned_model import original_down_projections
 from utils.pruning.recorded_runs import (
-    RECORDED_RUNS,
     check_recorded,
     read_runs,
+    rebuild_command,
     record_runs,
+    recorded_runs_file,
     time_scales,
 )
 
@@ -67,24 +72,33 @@ PRESETS = {
 
 def load_or_record(
     model: HookedTransformer, protocol: RecordingProtocol, hashes: dict[str, str], recompute: bool, prompt_len: int,
-    new_tokens: int, repeats: int, root: Path = REPO_ROOT,
+    new_tokens: int, repeats: int, root: Path = REPO_ROOT, model_name: str = EMBEDDED_NAME,
 ) -> tuple[LatencyModel, dict, dict, str]:
     """(latency model, its raw timings, the recorded runs, where they come from): measured and recorded
-    in this run when ``recompute``, else loaded from the shipped files under ``root`` (the
-    repository) and checked."""
-    if recompute:
+    in this run when ``recompute``, else loaded from ``model_name``'s recorded file under ``root`` (the
+    repository) and checked. A model other than the embedded one without a recorded file gets every
+    method but the greedy sublayer baselines computed in this run (those take hours on two CPU cores)."""
+    relative = recorded_runs_file(model_name)
+    path = root / relative
+    live_only = not recompute and model_name != EMBEDDED_NAME and not path.is_file()
+    if recompute or live_only:
+        skipped = [m for m in protocol.methods if m in GREEDY_SUBLAYER] if live_only else []
         latency, raw = measure_latency_model(model, prompt_len, new_tokens, repeats)
         raw["machine"] = {"cpu": "this run's machine", "load_average": list(os.getloadavg())}
-        return latency, raw, record_runs(model, raw, protocol), "computed in this run"
-    path = root / RECORDED_RUNS
+        runs = record_runs(model, raw, replace(protocol, methods=[m for m in protocol.methods if m not in skipped]))
+        note = "computed in this run"
+        if skipped:
+            note += (f"; {' and '.join(skipped)} not run: there is no recorded file {relative} for {model_name} "
+                     f"(`{rebuild_command(relative, model_name=model_name)}` records one: hours on two CPU cores)")
+        return latency, raw, runs, note
     if not path.is_file():
         raise FileNotFoundError(
-            f"{path} is missing: record it with `python scripts/record_baseline_orders.py --device cuda --out {RECORDED_RUNS}` "
+            f"{path} is missing: record it with `{rebuild_command(relative, model_name=model_name)} --device cuda` "
             "(over 10 minutes on one H200 GPU; hours on two CPU cores), or set recompute_baselines=True")
-    recorded = read_runs(path, RECORDED_RUNS)
-    check_recorded(recorded, protocol, hashes, RECORDED_RUNS)
+    recorded = read_runs(path, relative)
+    check_recorded(recorded, protocol, hashes, relative)
     raw, where = recorded["latency"], recorded["machine"]["gpu"] or recorded["machine"]["cpu"]
-    note = (f"LOADED, not computed in this run: runs and latency model from {RECORDED_RUNS}, recorded on {where} "
+    note = (f"LOADED, not computed in this run: runs and latency model from {relative}, recorded on {where} "
             f"({recorded['machine']['date_utc']}, latency {raw['prompt_len']}+{raw['new_tokens']} tokens on that device)")
     scales = time_scales(recorded)
     if len(scales) > 1:

@@ -15,7 +15,7 @@ is recorded once by ``scripts/record_baseline_orders.py`` and loaded by notebook
 * ``reference_pass_s`` / ``time_scales``: each session times a dense pass, so pruning times of
   sessions on different machines are put on the first session's machine.
 
-Public names: ``RECORDED_RUNS``, ``RecordedRunsError``, ``record_runs``, ``write_runs``,
+Public names: ``RECORDED_RUNS``, ``recorded_runs_file``, ``RecordedRunsError``, ``record_runs``, ``write_runs``,
 ``read_runs``, ``content_checksum``, ``schema_problems``, ``check_recorded``, ``missing_runs``,
 ``resumable``, ``rebuild_command``, ``reference_pass_s``, ``time_scales``.
 """
@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from utils.evaluation import task_table
+from utils.models import EMBEDDED_NAME
 from utils.pruning.diagnostic import choose_ridge, diagnostic_summary, refit_diagnostic
 from utils.pruning.latency import latency_from_raw
 from utils.pruning.methods import run_method
@@ -59,6 +60,7 @@ __all__ = [
     "missing_runs",
     "read_runs",
     "rebuild_command",
+    "recorded_runs_file",
     "record_runs",
     "reference_pass_s",
     "resumable",
@@ -77,9 +79,18 @@ class RecordedRunsError(ValueError):
     which file, and the command that rebuilds it)."""
 
 
-def rebuild_command(out: str | os.PathLike, resume: bool = False) -> str:
-    """The command that records (or, with ``resume``, continues) the runs file ``out``."""
-    return f"python {RECORD_SCRIPT} --out {out}" + (" --resume" if resume else "")
+def recorded_runs_file(model_name: str = EMBEDDED_NAME) -> str:
+    """Where ``model_name``'s recorded runs live, relative to the repository root: ``RECORDED_RUNS`` for
+    the embedded model, ``data/pruning/runs-<model>.json`` for another."""
+    if model_name == EMBEDDED_NAME:
+        return RECORDED_RUNS
+    return RECORDED_RUNS.removesuffix(".json") + f"-{model_name.replace('/', '--')}.json"
+
+
+def rebuild_command(out: str | os.PathLike, resume: bool = False, model_name: str = EMBEDDED_NAME) -> str:
+    """The command that records (or, with ``resume``, continues) ``model_name``'s runs file ``out``."""
+    model = "" if model_name == EMBEDDED_NAME else f" --model {model_name}"
+    return f"python {RECORD_SCRIPT}{model} --out {out}" + (" --resume" if resume else "")
 
 
 def _damaged(path: Path, out: str, problem: str) -> RecordedRunsError:
