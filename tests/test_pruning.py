@@ -462,6 +462,17 @@ def test_another_model_loads_its_own_runs_file_or_computes_all_but_the_greedy_ba
     *_, recorded, note = pruning.load_or_record(model, protocol, shipped["calibration_hashes"], False, 4, 2, 1,
                                                 tmp_path, "gemma-3-270m")
     assert recorded == shipped and note.startswith(f"LOADED, not computed in this run: runs and latency model from {gemma_file}")
+    without_greedy = json.loads(json.dumps(shipped))  # recorded with --methods: every method but the greedy ones
+    for runs in without_greedy["runs"].values():
+        del runs["finercut"], runs["blockpruner"]
+    pruning.write_runs(tmp_path / gemma_file, without_greedy)
+    note = pruning.load_or_record(model, protocol, shipped["calibration_hashes"], False, 4, 2, 1, tmp_path, "gemma-3-270m")[3]
+    assert note.endswith("; finercut and blockpruner not recorded for gemma-3-270m")
+    del without_greedy["runs"]["0"]["sleb"]  # only the greedy baselines may be missing, and from every seed or none
+    without_greedy["runs"]["1"]["finercut"] = shipped["runs"]["1"]["finercut"]
+    pruning.write_runs(tmp_path / gemma_file, without_greedy)
+    with pytest.raises(pruning.RecordedRunsError, match=r"partial \(missing, per calibration seed: \{0: \['sleb', 'finercut'\], 1: \[\], 2: \['finercut'\]\}"):
+        pruning.load_or_record(model, protocol, shipped["calibration_hashes"], False, 4, 2, 1, tmp_path, "gemma-3-270m")
 
 
 def test_write_runs_round_trips_and_the_schema_names_what_is_wrong(tmp_path, shipped):

@@ -76,8 +76,8 @@ def load_or_record(
 ) -> tuple[LatencyModel, dict, dict, str]:
     """(latency model, its raw timings, the recorded runs, where they come from): measured and recorded
     in this run when ``recompute``, else loaded from ``model_name``'s recorded file under ``root`` (the
-    repository) and checked. A model other than the embedded one without a recorded file gets every
-    method but the greedy sublayer baselines computed in this run (those take hours on two CPU cores)."""
+    repository) and checked. Another model than the embedded one may lack the greedy sublayer baselines
+    (hours on two CPU cores) in its file; without a file, it gets every other method computed in this run."""
     relative = recorded_runs_file(model_name)
     path = root / relative
     live_only = not recompute and model_name != EMBEDDED_NAME and not path.is_file()
@@ -96,7 +96,8 @@ def load_or_record(
             f"{path} is missing: record it with `{rebuild_command(relative, model_name=model_name)} --device cuda` "
             "(over 10 minutes on one H200 GPU; hours on two CPU cores), or set recompute_baselines=True")
     recorded = read_runs(path, relative)
-    check_recorded(recorded, protocol, hashes, relative)
+    optional = GREEDY_SUBLAYER if model_name != EMBEDDED_NAME else []  # another model's file may lack them
+    check_recorded(recorded, protocol, hashes, relative, optional)
     raw, where = recorded["latency"], recorded["machine"]["gpu"] or recorded["machine"]["cpu"]
     note = (f"LOADED, not computed in this run: runs and latency model from {relative}, recorded on {where} "
             f"({recorded['machine']['date_utc']}, latency {raw['prompt_len']}+{raw['new_tokens']} tokens on that device)")
@@ -104,6 +105,8 @@ def load_or_record(
     if len(scales) > 1:
         note += (f"; runs timed in {len(scales)} sessions, their pruning times put on the first session's machine by "
                  f"the ratio of timed dense passes (factors {', '.join(f'{s:.2f}' for s in scales.values())})")
+    if absent := [m for m in optional if not any(m in runs for runs in recorded["runs"].values())]:
+        note += f"; {' and '.join(absent)} not recorded for {model_name}"
     return latency_from_raw(raw, model.cfg.n_layers), raw, recorded, note
 
 

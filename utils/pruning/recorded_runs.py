@@ -295,11 +295,15 @@ def record_runs(
 
 
 def check_recorded(
-    payload: Mapping[str, Any], protocol: RecordingProtocol, hashes: dict[str, str], path: str = RECORDED_RUNS
+    payload: Mapping[str, Any], protocol: RecordingProtocol, hashes: dict[str, str], path: str = RECORDED_RUNS,
+    optional: Sequence[str] = (),
 ) -> None:
-    """Raise if loaded runs lack a (seed, method) run of their protocol, or were recorded with another
-    protocol or other calibration tokens; ``path`` names the file in the message."""
-    missing = missing_runs(payload)
+    """Raise if loaded runs lack a (seed, method) run of their protocol (a method in ``optional`` may be
+    missing from every seed, not from some), or were recorded with another protocol or other
+    calibration tokens; ``path`` names the file in the message."""
+    lacking = missing_runs(payload)
+    partly = {m for m in optional if 0 < sum(m in methods for methods in lacking.values()) < len(lacking)}
+    missing = {seed: [m for m in methods if m not in optional or m in partly] for seed, methods in lacking.items()}
     if any(missing.values()):
         raise RecordedRunsError(f"{path}: the recorded runs are partial (missing, per calibration seed: {missing}); "
                                 f"continue them with `{rebuild_command(path, resume=True)}`")
