@@ -25,7 +25,7 @@ import torch
 from transformer_lens import HookedTransformer
 
 from utils import transcoders as T
-from utils.circuits.attribution import weighted_after_attention
+from utils.circuits.invariant import ov_read
 
 __all__ = ["Hypothesis", "blind_scores", "hypothesis_hits", "layer0_hypotheses", "token_word"]
 
@@ -71,8 +71,7 @@ def layer0_hypotheses(
     n, k = len(features), k_features
     direct = up.W_dec @ w_enc
     through_heads = torch.stack([
-        up.W_dec @ (block.attn.W_V @ (block.attn.W_O @ weighted_after_attention(model, i, w_enc).to(block.attn.W_O)))
-        .to(up.W_dec) for i, block in enumerate(model.blocks) if 1 <= i <= layer
+        up.W_dec @ ov_read(model, i, w_enc).to(up.W_dec) for i in range(1, layer + 1)
     ]).amax(dim=(0, 1))  # [d_sae0, n]: each layer-0 feature's strongest connection through any head
     near, far = (weights.topk(k, dim=0).indices.T.flatten() for weights in (direct, through_heads))  # [n * k] each
     emb = T.rms_embeddings(model)

@@ -5,13 +5,14 @@ an input-dependent activation and an input-invariant weight, W_dec[i] . W_enc[:,
 the residual stream, or W_dec[i] W_V W_O W_enc[:, j] through a head's OV circuit. The weights are
 read from the transcoders alone, before any prompt.
 
-* ``feature_weights`` / ``ov_weights``: the weights, directly and through one head.
+* ``feature_weights`` / ``ov_weights``: the weights, directly and through one head (``ov_read``: a
+  direction taken back through heads' OV circuits).
 * ``all_feature_weights``: the weight of every upstream feature (active or not) for one target.
 * Checks that can fail: ``invariant_vs_dependent`` (the weight-attribution correlation) against
   ``permuted_correlation_null`` (activations shuffled across features), and ``topk_overlap`` (are the
   most attributed features among the heaviest weights?) against its chance level.
 
-Public names: ``feature_weights``, ``ov_weights``, ``all_feature_weights``, ``invariant_vs_dependent``,
+Public names: ``feature_weights``, ``ov_weights``, ``ov_read``, ``all_feature_weights``, ``invariant_vs_dependent``,
 ``permuted_correlation_null``, ``topk_overlap``.
 """
 
@@ -37,6 +38,7 @@ __all__ = [
     "all_feature_weights",
     "feature_weights",
     "invariant_vs_dependent",
+    "ov_read",
     "ov_weights",
     "permuted_correlation_null",
     "topk_overlap",
@@ -59,9 +61,17 @@ def ov_weights(
 ) -> torch.Tensor:
     """Input-invariant connections through a head's OV circuit: W_dec[i] W_V W_O W_enc[:, j]
     ([d_sae_up, d_sae_down], or [d_sae_up] for one downstream ``feature``)."""
-    attn = model.blocks[layer].attn
     w_enc = downstream.W_enc if feature is None else downstream.W_enc[:, feature]
-    return upstream.W_dec @ (attn.W_V[head] @ (attn.W_O[head] @ weighted_after_attention(model, layer, w_enc)))
+    return upstream.W_dec @ ov_read(model, layer, w_enc, head)
+
+
+def ov_read(model: HookedTransformer, layer: int, w: torch.Tensor, head: int | None = None) -> torch.Tensor:
+    """Directions ``w`` ([d] or [d, n]) read after ``layer``'s attention, taken back through one head's OV
+    circuit to the residual stream it reads, W_V W_O w (times the weight of a norm after the attention,
+    Gemma's): [d] or [d, n] for ``head``, with a leading [head] axis for every head when it is None."""
+    attn = model.blocks[layer].attn
+    w_v, w_o = (attn.W_V, attn.W_O) if head is None else (attn.W_V[head], attn.W_O[head])
+    return w_v @ (w_o @ weighted_after_attention(model, layer, w).to(w_o))
 
 
 def all_feature_weights(tr: Trace, target: Target, transcoders: Mapping[int, Any], n_layers: int) -> pd.DataFrame:
