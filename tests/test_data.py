@@ -269,3 +269,9 @@ def test_the_recall_notebook_s_facts_loader_takes_either_format(tmp_path):
     assert data.load_known_1000(csv_file).subject.tolist() == ["France"]
     with pytest.raises(DataError, match="did you mean 'shipped'"):
         data.load_known_1000("Shipped")
+
+
+def test_text_names_say_who_wrote_the_text():
+    assert data.text_name("shipped") == "the model's own text"
+    assert data.text_name("prose") == "human text"
+    assert data.text_name("wikitext") == "wikitext"  # any other source goes by its own name

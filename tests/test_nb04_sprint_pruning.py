@@ -32,9 +32,11 @@ def test_notebook_04_runs_and_reports(tmp_path):
     assert all(set(CLAIM_COLUMNS) <= set(row) for row in m["paper_vs_here"])
     assert m["checks"] and all(set(CHECK_COLUMNS) <= set(row) for row in m["checks"])
     assert all(row["result"] == PASSES for row in m["checks"])
-    human = m["human_text"]
-    assert human["source"] == "prose" and human["dense"]["perplexity"] > 1
-    assert {row["method"] for row in human["table"]} == {"dense"} | set(SPRINT_VARIANTS) | set(BASELINES)
+    assert m["parameters"]["source"] == "prose"  # smoke calibrates on human text, compares with the model's own
+    other = m["compare_text"]
+    assert other["source"] == "shipped" and other["dense"]["perplexity"] > 1
+    assert {row["method"] for row in other["table"]} == {"dense"} | set(SPRINT_VARIANTS) | set(BASELINES)
+    assert {"perplexity (human text)", "cloze (the model's own text)"} <= set(other["table"][0])
     matched = m["matched"]["rows"]
     assert matched and all(r["speedup_below"] <= m["matched"]["speedup"] <= r["speedup_above"] for r in matched)
     assert set(m["figures"]) == {"latency_model.png", "refit_diagnostic.png", "pruning_time.png",

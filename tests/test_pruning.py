@@ -575,7 +575,7 @@ def test_claim_rows_judge_every_comparison_on_its_numbers():
     human = [{"method": m, "target": 1.3, "speedup_paper": 1.3, "perplexity": p}
              for m, p in (("sprint", 80.0), ("sleb", 60.0))]
     rows = pruning.claim_rows(matched, ["sleb"], {"sprint_no_both": "both", "sprint_no_latency": "latency"},
-                              "1.1 [0.7, 2.9]", False, [math.log(20.0)] * 3, human)
+                              "1.1 [0.7, 2.9]", False, [math.log(20.0)] * 3, human, "shipped", "prose")
     words = {r["claim"].split(":")[0]: r["verdict"] for r in rows}
     assert all(r["verdict"] in verdicts.WORDS for r in rows)
     assert words["SPRINT is more accurate than sleb at 1.3× (cloze)"] == verdicts.HOLDS
@@ -584,23 +584,35 @@ def test_claim_rows_judge_every_comparison_on_its_numbers():
     assert words["SPRINT keeps the lowest perplexity on human text at 1.3×"] == verdicts.TOO_FEW
     assert "20.0×" in rows[-1]["here"] and rows[-1]["verdict"] == verdicts.HOLDS
     assert "1.200× and 1.310×" in rows[0]["here"]  # each method's snapshot speed-ups are reported
-    text = pruning.found_sentences(matched, human, 1.3)
+    assert "on the model's own text" in rows[0]["here"]  # each comparison names its text
+    text = pruning.found_sentences(matched, human, 1.3, "shipped", "prose")
     assert "sprint_no_both keeps the highest" in text and "sleb has the lowest perplexity" in text
-    assert pruning.CALIBRATION_NOTE in text
+    assert pruning.calibration_note("shipped") in text and "On human text" in text
+    swapped = pruning.claim_rows(matched, ["sleb"], {}, "1.1 [0.7, 2.9]", False, [math.log(20.0)] * 3, human,
+                                 "prose", "shipped")
+    assert "on human text" in swapped[0]["here"]
+    assert swapped[1]["claim"] == "SPRINT keeps the lowest perplexity on the model's own text at 1.3×"
 
 
 def test_check_rows_and_text_table():
     diagnostic = [{"ridge": 1.0, "tokens": 8, "tuned_in": 0.5, "untuned_in": 1.0, "tuned_held": h,
                    "untuned_held": 1.0} for h in (0.8, 0.9, 0.7)]
     live = {"shortgpt_order_matches": True, "dense_perplexity_here": 7.0, "dense_perplexity_recorded": 7.0}
-    rows = pruning.check_rows(diagnostic, 1.0, 8, live)
+    rows = pruning.check_rows(diagnostic, 1.0, 8, live, "prose")
     assert [r["result"] for r in rows] == ["passes"] * 4
-    table = pruning.text_table([{"method": "sprint", "target": 1.3, "speedup_paper": 1.33, "perplexity": 80.0,
-                                 "cloze_acc": 0.2}],
-                               [{"method": "sprint", "target": 1.3, "perplexity": 11.0, "cloze_acc": 0.4}],
-                               {"perplexity": 40.0, "cloze_acc": 0.3}, {"perplexity": 7.0, "cloze_acc": 0.5})
+    assert rows[-1]["check"] == "dense perplexity recomputed here (human text)"
+    recorded = [{"method": "sprint", "target": 1.3, "perplexity": 11.0, "cloze_acc": 0.4}]
+    other = [{"method": "sprint", "target": 1.3, "speedup_paper": 1.33, "perplexity": 80.0, "cloze_acc": 0.2}]
+    dense, dense_other = {"perplexity": 7.0, "cloze_acc": 0.5}, {"perplexity": 40.0, "cloze_acc": 0.3}
+    table = pruning.text_table(recorded, other, dense, dense_other, "shipped", "prose")
     assert [r["method"] for r in table] == ["dense", "sprint"]
-    assert table[1]["perplexity (on the model's own text)"] == 11.0 and table[1]["speed-up"] == 1.33
+    assert table[1]["perplexity (the model's own text)"] == 11.0 and table[1]["speed-up"] == 1.33
+    assert table[1]["perplexity (human text)"] == 80.0 and table[0]["cloze (human text)"] == 0.3
+    assert list(table[0])[2:] == ["perplexity (human text)", "perplexity (the model's own text)",
+                                  "cloze (human text)", "cloze (the model's own text)"]  # human text first
+    swapped = pruning.text_table(recorded, other, dense, dense_other, "prose", "shipped")
+    assert list(swapped[0])[2:] == list(table[0])[2:]  # still human text first
+    assert swapped[1]["perplexity (human text)"] == 11.0 and swapped[1]["perplexity (the model's own text)"] == 80.0
 
 
 def test_one_latency_ratio_estimator():
@@ -623,3 +635,53 @@ def test_the_default_root_finds_the_shipped_recording():
     """load_or_record looks under the repository root by default (not under the package's folder)."""
     root = inspect.signature(pruning.load_or_record).parameters["root"].default
     assert "runs" in pruning.read_runs(root / pruning.RECORDED_RUNS)
+
+
+def test_another_recording_is_rebuilt_on_its_own_calibration_tokens(deep, calib, monkeypatch):
+    from utils.pruning import other_text
+
+    originals = pruning.original_down_projections(deep)
+    latency = pruning.LatencyModel(1.0, {"attn": 0.05, "mlp": 0.07}, deep.cfg.n_layers)
+    runs = {m: {"steps": pruning.run_method(m, deep, calib, latency, [1.2], originals, 2, 0.1).steps}
+            for m in ("sprint", "sleb")}
+    recording = {"protocol": asdict(default_protocol(["sprint", "sleb"])), "latency": {}, "ridge": 0.1,
+                 "calibration_hashes": {"0": pruning.tokens_hash(calib)}, "runs": {"0": runs}}
+    asked = []
+    monkeypatch.setattr(other_text, "calibration_split", lambda model, n, ctx, seed, source: asked.append(
+        (n, ctx, seed, source)) or (calib, calib))
+    monkeypatch.setattr(other_text, "latency_from_raw", lambda raw, n_layers: latency)
+    evaluate = lambda m: {"perplexity": float(len(skipped_now(m))), "cloze_acc": 0.5}  # noqa: E731
+    rows = pruning.other_recording_rows(deep, recording, 0, [1.2], evaluate, "runs.shipped.json")
+    assert rows == pruning.text_rows(deep, runs, calib, 0.1, latency, [1.2], evaluate)
+    assert asked[0] == (16, 128, 0, recording["protocol"]["source"])  # the recording's own calibration split
+    assert all(r["n_attn"] + r["n_mlp"] == r["perplexity"] for r in rows)  # what was removed, counted
+    recording["calibration_hashes"]["0"] = "sha256:another"
+    with pytest.raises(pruning.RecordedRunsError, match=r"runs\.shipped\.json: its calibration tokens for seed 0"):
+        pruning.other_recording_rows(deep, recording, 0, [1.2], evaluate, "runs.shipped.json")
+
+
+def test_a_recording_on_another_text_is_named_by_its_source(tmp_path):
+    other = "prose" if pruning.RECORDED_SOURCE != "prose" else "shipped"
+    assert pruning.recorded_runs_file(source=pruning.RECORDED_SOURCE) == pruning.RECORDED_RUNS
+    assert pruning.recorded_runs_file(source=other) == f"data/pruning/runs.{other}.json"
+    assert pruning.recorded_runs_file("gemma-3-270m", other) == f"data/pruning/runs-gemma-3-270m.{other}.json"
+    assert pruning.rebuild_command("x.json", source=other).endswith(f" --source {other} --out x.json")
+    rows, note = pruning.calibration_contrast(None, "smollm2-135m", other, 0, 1.3, lambda m: {}, tmp_path)
+    assert rows == [] and note == f"no recording of smollm2-135m calibrated on {other!r} (data/pruning/runs.{other}.json)"
+
+
+def test_calibration_table_sets_the_two_calibrations_side_by_side():
+    def row(method, ppl, attn):
+        return {"method": method, "target": 1.3, "speedup_paper": 1.31, "perplexity": ppl, "cloze_acc": 0.2,
+                "n_attn": attn, "n_mlp": 1}
+
+    here = [row("sprint", 55.0, 9), row("sleb", 76.0, 7)]
+    there = [row("sprint", 85.0, 12), row("sleb", 64.0, 7)]
+    table = pruning.calibration_table(here, there, "prose", "shipped")
+    assert table[0]["perplexity (calibrated on human text)"] == 55.0
+    assert table[0]["perplexity (calibrated on the model's own text)"] == 85.0
+    assert table[0]["attn/MLP removed (calibrated on the model's own text)"] == "12/1"
+    text = pruning.calibration_sentence(here, there, "prose", "shipped")
+    assert text == ("Measured on human text: calibrated on human text, SPRINT ranks 1 of 2 by perplexity (55.0; it "
+                    "removed 9 attention and 1 MLP sublayers); calibrated on the model's own text, SPRINT ranks 2 of "
+                    "2 by perplexity (85.0; it removed 12 attention and 1 MLP sublayers).")

@@ -15,7 +15,7 @@ by content).
 
 Public names: ``load_facts``, ``load_known_1000``, ``load_fact_file``, ``load_fact_source``,
 ``FACT_SOURCES``, ``subject_span``, ``token_span``, ``read_text``, ``corpus_documents``,
-``corpus_paragraphs``, ``corpus_texts``, ``token_batches``, ``bos_prefix``, ``DataError``,
+``corpus_paragraphs``, ``corpus_texts``, ``text_name``, ``token_batches``, ``bos_prefix``, ``DataError``,
 ``DataUnavailableError``, ``FACT_COLUMNS``, ``FACTS_PATH``, ``CORPUS_DIR``, ``DATA_ROOT``, ``SPLITS``,
 ``ONLINE_CORPORA``, ``KNOWN_1000_URL``, ``KNOWN_1000_REQUIRED``.
 """
@@ -65,6 +65,7 @@ __all__ = [
     "load_known_1000",
     "read_text",
     "subject_span",
+    "text_name",
     "token_batches",
     "token_span",
 ]
@@ -85,6 +86,8 @@ ONLINE_CORPORA = {
     "pile-10k": ("NeelNanda/pile-10k", None, "train", "text"),
     "openwebtext": ("Skylion007/openwebtext", None, "train", "text"),
 }
+
+TEXT_NAMES = {"shipped": "the model's own text", PROSE_SOURCE: "human text"}  # how tables name each source
 
 
 class DataError(ValueError):
@@ -348,6 +351,12 @@ def corpus_texts(split: str = "train", source: str = "shipped") -> Iterator[str]
     if Path(source).suffix in (".json", ".jsonl") or Path(source).is_dir():
         return _local_texts(Path(source), split)
     return _online_texts(source)
+
+
+def text_name(source: str) -> str:
+    """How tables and sentences name text from ``source``: "the model's own text" (the shipped corpus,
+    which the embedded model wrote), "human text" (``"prose"``), else the source's own name."""
+    return TEXT_NAMES.get(source, source)
 
 
 def bos_prefix(model) -> list[int]:

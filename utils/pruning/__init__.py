@@ -27,8 +27,8 @@ Notebook 04's harness:
 * ``compare``: comparisons over calibration seeds (``snapshot_rows``, ``paired_advantage``,
   ``closing_table``, ``log_time_ratios``).
 * ``harness``: ``PRESETS``, ``load_or_record``, ``live_check``.
-* ``human_text``: recorded snapshots rebuilt (SPRINT's refit recomputed) and evaluated on another
-  text (``rebuild_snapshot``, ``text_rows``, ``text_evaluator``).
+* ``other_text``: recorded snapshots rebuilt (SPRINT's refit recomputed) and evaluated on another
+  text than the recording's (``rebuild_snapshot``, ``text_rows``, ``text_evaluator``).
 * ``figures``: the notebook's multi-line figures (``plot_refit_diagnostic``, ``plot_quality_vs_speedup``).
 * ``report``: the notebook's tables, verdict rows, checks and computed sentences (``claim_rows``,
   ``check_rows``, ``matched_table``, ``text_table``, ``found_sentences``, ``latency_ratio``).
@@ -47,9 +47,9 @@ from utils.pruning import (
     diagnostic,
     figures,
     harness,
-    human_text,
     latency,
     methods,
+    other_text,
     protocol,
     pruned_model,
     recorded_runs,
@@ -61,9 +61,9 @@ from utils.pruning.compare import *  # noqa: F403  (each module's __all__)
 from utils.pruning.diagnostic import *  # noqa: F403  (each module's __all__)
 from utils.pruning.figures import *  # noqa: F403  (each module's __all__)
 from utils.pruning.harness import *  # noqa: F403  (each module's __all__)
-from utils.pruning.human_text import *  # noqa: F403  (each module's __all__)
 from utils.pruning.latency import *  # noqa: F403  (each module's __all__)
 from utils.pruning.methods import *  # noqa: F403  (each module's __all__)
+from utils.pruning.other_text import *  # noqa: F403  (each module's __all__)
 from utils.pruning.protocol import *  # noqa: F403  (each module's __all__)
 from utils.pruning.pruned_model import *  # noqa: F403  (each module's __all__)
 from utils.pruning.recorded_runs import *  # noqa: F403  (each module's __all__)
@@ -76,9 +76,9 @@ __all__ = [
     *diagnostic.__all__,
     *figures.__all__,
     *harness.__all__,
-    *human_text.__all__,
     *latency.__all__,
     *methods.__all__,
+    *other_text.__all__,
     *protocol.__all__,
     *pruned_model.__all__,
     *recorded_runs.__all__,

@@ -15,7 +15,10 @@ is recorded once by ``scripts/record_baseline_orders.py`` and loaded by notebook
 * ``reference_pass_s`` / ``time_scales``: each session times a dense pass, so pruning times of
   sessions on different machines are put on the first session's machine.
 
-Public names: ``RECORDED_RUNS``, ``recorded_runs_file``, ``RecordedRunsError``, ``record_runs``, ``write_runs``,
+A recording calibrated on another text than ``RECORDED_SOURCE`` lives beside it, named by its source
+(``recorded_runs_file``: ``data/pruning/runs.prose.json``).
+
+Public names: ``RECORDED_RUNS``, ``RECORDED_SOURCE``, ``recorded_runs_file``, ``RecordedRunsError``, ``record_runs``, ``write_runs``,
 ``read_runs``, ``content_checksum``, ``schema_problems``, ``check_recorded``, ``missing_runs``,
 ``resumable``, ``rebuild_command``, ``reference_pass_s``, ``time_scales``.
 """
@@ -54,6 +57,7 @@ from utils.pruning.pruned_model import original_down_projections
 __all__ = [
     "CHECKSUM_KEY",
     "RECORDED_RUNS",
+    "RECORDED_SOURCE",
     "RecordedRunsError",
     "check_recorded",
     "content_checksum",
@@ -70,6 +74,7 @@ __all__ = [
 ]
 
 RECORDED_RUNS = "data/pruning/runs.json"  # relative to the repository root
+RECORDED_SOURCE = "shipped"  # the calibration text of RECORDED_RUNS, the default scale's ``source``
 RECORD_SCRIPT = "scripts/record_baseline_orders.py"
 CHECKSUM_KEY = "checksum"  # "sha256:<hex>" of the canonical JSON of every other key
 
@@ -79,18 +84,23 @@ class RecordedRunsError(ValueError):
     which file, and the command that rebuilds it)."""
 
 
-def recorded_runs_file(model_name: str = EMBEDDED_NAME) -> str:
-    """Where ``model_name``'s recorded runs live, relative to the repository root: ``RECORDED_RUNS`` for
-    the embedded model, ``data/pruning/runs-<model>.json`` for another."""
-    if model_name == EMBEDDED_NAME:
-        return RECORDED_RUNS
-    return RECORDED_RUNS.removesuffix(".json") + f"-{model_name.replace('/', '--')}.json"
+def recorded_runs_file(model_name: str = EMBEDDED_NAME, source: str = RECORDED_SOURCE) -> str:
+    """Where ``model_name``'s runs calibrated on ``source`` live, relative to the repository root:
+    ``RECORDED_RUNS`` for the embedded model, ``data/pruning/runs-<model>.json`` for another, with
+    ``.<source>`` before the suffix for another source than ``RECORDED_SOURCE``."""
+    base = RECORDED_RUNS.removesuffix(".json")
+    if model_name != EMBEDDED_NAME:
+        base += f"-{model_name.replace('/', '--')}"
+    return base + ("" if source == RECORDED_SOURCE else f".{source}") + ".json"
 
 
-def rebuild_command(out: str | os.PathLike, resume: bool = False, model_name: str = EMBEDDED_NAME) -> str:
+def rebuild_command(
+    out: str | os.PathLike, resume: bool = False, model_name: str = EMBEDDED_NAME, source: str = RECORDED_SOURCE
+) -> str:
     """The command that records (or, with ``resume``, continues) ``model_name``'s runs file ``out``."""
     model = "" if model_name == EMBEDDED_NAME else f" --model {model_name}"
-    return f"python {RECORD_SCRIPT}{model} --out {out}" + (" --resume" if resume else "")
+    text = "" if source == RECORDED_SOURCE else f" --source {source}"
+    return f"python {RECORD_SCRIPT}{model}{text} --out {out}" + (" --resume" if resume else "")
 
 
 def _damaged(path: Path, out: str, problem: str) -> RecordedRunsError:
@@ -306,12 +316,13 @@ def check_recorded(
     missing = {seed: [m for m in methods if m not in optional or m in partly] for seed, methods in lacking.items()}
     if any(missing.values()):
         raise RecordedRunsError(f"{path}: the recorded runs are partial (missing, per calibration seed: {missing}); "
-                                f"continue them with `{rebuild_command(path, resume=True)}`")
+                                f"continue them with `{rebuild_command(path, True, source=protocol.source)}`")
     ignored = ("diagnostic_windows", "diagnostic_candidates")  # the diagnostic does not change the runs
     recorded = RecordingProtocol(**payload["protocol"])
     diff = {f.name: (getattr(recorded, f.name), getattr(protocol, f.name)) for f in fields(RecordingProtocol)
             if f.name not in ignored and getattr(protocol, f.name) != getattr(recorded, f.name)}
-    again = f"set recompute_baselines=True, or record them again: delete {path} and run `{rebuild_command(path)}`"
+    again = (f"set recompute_baselines=True, or record them again: delete {path} and run "
+             f"`{rebuild_command(path, source=protocol.source)}`")
     if diff:
         raise RecordedRunsError(f"{path}: the recorded runs used other parameters {diff} (recorded, here); {again}")
     if payload["calibration_hashes"] != hashes:

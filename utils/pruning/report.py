@@ -5,14 +5,18 @@
 * ``latency_table``: median time and repeats of each timed configuration.
 * ``matched_table``: per method, quality at a matched speed-up (means over seeds of ``matched_rows``)
   with the speed-ups of the snapshots it is interpolated between.
-* ``text_table``: per method, quality on human text beside the same snapshot's recorded quality
-  "on the model's own text".
+* ``text_table``: per method, the recorded quality of a snapshot and the same snapshot's quality on
+  another text, human text first and "the model's own text" last.
+* ``calibration_note``: where the recorded orders' calibration tokens came from, in words.
+* ``calibration_table`` / ``calibration_sentence``: the same text's quality of snapshots calibrated on
+  two texts (this recording's and another's), and SPRINT's rank under each.
 * ``claim_rows``: every paper-vs-here row (``utils.verdicts.claim_row``); ``check_rows``: the
   identities and contracts (``check_row``), apart from the claims.
 * ``found_sentences``: which method wins at matched speed-up on each text, computed.
 * ``coinciding``: methods that removed the same sublayers at every seed and target.
 
-Public names: ``LATENCY_ESTIMATOR``, ``CALIBRATION_NOTE``, ``latency_ratio``, ``latency_table``, ``matched_table``,
+Public names: ``LATENCY_ESTIMATOR``, ``calibration_note``, ``calibration_table``, ``calibration_sentence``,
+``latency_ratio``, ``latency_table``, ``matched_table``,
 ``text_table``, ``claim_rows``, ``check_rows``, ``found_sentences``, ``coinciding``.
 """
 
@@ -24,13 +28,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from utils import verdicts
+from utils.data import text_name
 from utils.pruning.compare import MIN_SEEDS, paired_advantage
 from utils.pruning.latency import latency_ratio_test
 from utils.stats import Interval, bootstrap_interval
 
 __all__ = [
-    "CALIBRATION_NOTE",
     "LATENCY_ESTIMATOR",
+    "calibration_note",
+    "calibration_sentence",
+    "calibration_table",
     "check_rows",
     "claim_rows",
     "coinciding",
@@ -42,8 +49,6 @@ __all__ = [
 ]
 
 LATENCY_ESTIMATOR = "median over repeats of each repeat's attention/MLP saved-time ratio"
-CALIBRATION_NOTE = ("orders recorded with calibration on the model's own text; "
-                    "re-recording on human text: pending")
 PAPER_BEST = "best trade-off; up to +23.88%p over existing methods (Llama-3-8B etc., 5 lm-eval tasks)"
 PAIRED_RULE = "paired over calibration seeds; 95% bootstrap interval of SPRINT − other vs 0"
 
@@ -81,17 +86,55 @@ def matched_table(matched: Sequence[dict]) -> list[dict]:
     return out
 
 
-def text_table(human: Sequence[dict], own: Sequence[dict], dense_human: Mapping[str, float],
-               dense_own: Mapping[str, float]) -> list[dict]:
-    """Per method (and the dense model): human-text quality first, the recorded quality of the same
-    snapshot "on the model's own text" beside it; ``own`` rows are matched by method and target."""
-    recorded = {(r["method"], r["target"]): r for r in own}
-    rows = [("dense", 1.0, dense_human, dense_own)]
-    rows += [(h["method"], h["speedup_paper"], h, recorded[(h["method"], h["target"])]) for h in human]
-    return [{"method": name, "speed-up": speed, "perplexity (human text)": h["perplexity"],
-             "perplexity (on the model's own text)": o["perplexity"],
-             "cloze (human text)": h["cloze_acc"], "cloze (on the model's own text)": o["cloze_acc"]}
-            for name, speed, h, o in rows]
+def calibration_note(source: str) -> str:
+    """Where the orders' calibration tokens came from: ``source``'s training split, named by ``text_name``."""
+    return f"orders recorded with calibration on {text_name(source)} (the {source!r} corpus, training split)"
+
+
+def text_table(recorded: Sequence[dict], other: Sequence[dict], dense: Mapping[str, float],
+               dense_other: Mapping[str, float], source: str, other_source: str) -> list[dict]:
+    """Per method (and the dense model): a snapshot's quality on the recording's text (``recorded``
+    rows, matched to ``other`` by method and target) and on another text; each column is named by
+    its text (``text_name``), human text first and the model's own text last."""
+    texts = sorted([(text_name(source), 0), (text_name(other_source), 1)],
+                   key=lambda t: t[0] == text_name("shipped"))
+    by_key = {(r["method"], r["target"]): r for r in recorded}
+    rows = [("dense", 1.0, (dense, dense_other))]
+    rows += [(o["method"], o["speedup_paper"], (by_key[(o["method"], o["target"])], o)) for o in other]
+    return [{"method": name, "speed-up": speed,
+             **{f"{metric} ({text})": pair[i][key] for metric, key in (("perplexity", "perplexity"),
+                                                                      ("cloze", "cloze_acc"))
+                for text, i in texts}}
+            for name, speed, pair in rows]
+
+
+def calibration_table(recorded: Sequence[dict], other: Sequence[dict], source: str, other_source: str) -> list[dict]:
+    """Per method, matched by method and target: speed-up, perplexity, cloze and sublayers removed of its
+    snapshot calibrated on ``source`` (``recorded``) and on ``other_source`` (``other``), both measured
+    on the same text; columns name the calibration text."""
+    by_key = {(r["method"], r["target"]): r for r in recorded}
+    named = [(f"calibrated on {text_name(src)}", i) for i, src in enumerate((source, other_source))]
+    fields = (("speed-up", lambda r: r["speedup_paper"]), ("perplexity", lambda r: r["perplexity"]),
+              ("cloze", lambda r: r["cloze_acc"]), ("attn/MLP removed", lambda r: f"{r['n_attn']}/{r['n_mlp']}"))
+    out = []
+    for o in other:
+        pair = (by_key[(o["method"], o["target"])], o)
+        out.append({"method": o["method"], **{f"{field} ({name})": get(pair[i]) for field, get in fields
+                                             for name, i in named}})
+    return out
+
+
+def calibration_sentence(recorded: Sequence[dict], other: Sequence[dict], source: str, other_source: str) -> str:
+    """SPRINT's rank by perplexity on this recording's text under each calibration, with what it removed."""
+    parts = []
+    for rows, src in ((recorded, source), (other, other_source)):
+        ppl = {r["method"]: r["perplexity"] for r in rows}
+        sprint = next(r for r in rows if r["method"] == "sprint")
+        rank = sorted(ppl, key=ppl.get).index("sprint") + 1
+        parts.append(f"calibrated on {text_name(src)}, SPRINT ranks {rank} of {len(ppl)} by perplexity "
+                     f"({sprint['perplexity']:.1f}; it removed {sprint['n_attn']} attention and {sprint['n_mlp']} "
+                     "MLP sublayers)")
+    return f"Measured on {text_name(source)}: " + "; ".join(parts) + "."
 
 
 def _speeds(matched: Sequence[dict], name: str) -> str:
@@ -103,26 +146,27 @@ def _speeds(matched: Sequence[dict], name: str) -> str:
 
 def claim_rows(
     matched: Sequence[dict], baselines: Sequence[str], ablations: Mapping[str, str], latency_text: str,
-    latency_testable: bool, time_ratios: Sequence[float], human: Sequence[dict],
+    latency_testable: bool, time_ratios: Sequence[float], other: Sequence[dict], source: str, other_source: str,
 ) -> list[dict]:
-    """Every paper-vs-here row of notebook 04 (``utils.verdicts.claim_row``)."""
+    """Every paper-vs-here row of notebook 04 (``utils.verdicts.claim_row``): the comparisons on the
+    recording's text (``source``), then SPRINT's rank on ``other_source`` (``other``: one seed)."""
     speedup = matched[0]["target"]
     rows = []
-    for other in [*baselines, *ablations]:
-        cloze = paired_advantage(matched, speedup, "sprint", other, "cloze_acc")
-        ppl = paired_advantage(matched, speedup, "sprint", other, "perplexity")
+    for rival in [*baselines, *ablations]:
+        cloze = paired_advantage(matched, speedup, "sprint", rival, "cloze_acc")
+        ppl = paired_advantage(matched, speedup, "sprint", rival, "perplexity")
         here = (f"cloze {cloze.format(digits=1)} pts, log perplexity ratio {ppl.format()} "
-                f"(on the model's own text; {_speeds(matched, 'sprint')}, {_speeds(matched, other)})")
-        if other in ablations:
-            claim = f"{ablations[other]}-awareness helps: SPRINT vs {other} at {speedup:g}× (cloze)"
+                f"(on {text_name(source)}; {_speeds(matched, 'sprint')}, {_speeds(matched, rival)})")
+        if rival in ablations:
+            claim = f"{ablations[rival]}-awareness helps: SPRINT vs {rival} at {speedup:g}× (cloze)"
             paper = "full SPRINT beats each ablation"
         else:
-            claim, paper = f"SPRINT is more accurate than {other} at {speedup:g}× (cloze)", PAPER_BEST
+            claim, paper = f"SPRINT is more accurate than {rival} at {speedup:g}× (cloze)", PAPER_BEST
         verdict = verdicts.from_interval(cloze, "rise", MIN_SEEDS)
-        if ablations.get(other) == "latency" and not latency_testable:
+        if ablations.get(rival) == "latency" and not latency_testable:
             verdict = verdicts.not_testable(f"attention/MLP latency ratio {latency_text} contains 1")
         rows.append(verdicts.claim_row(claim, paper, here, verdict, PAIRED_RULE + " (cloze points)"))
-    rows.append(_human_row(human, speedup))
+    rows.append(_other_text_row(other, speedup, other_source))
     ratio = bootstrap_interval(list(time_ratios))
     times = f"{math.exp(ratio.estimate):.1f}× [{math.exp(ratio.low):.1f}, {math.exp(ratio.high):.1f}]"
     rows.append(verdicts.claim_row(
@@ -135,21 +179,23 @@ def claim_rows(
     return rows
 
 
-def _human_row(human: Sequence[dict], speedup: float) -> dict:
-    """SPRINT's rank by perplexity on human text (first calibration seed only: n = 1 seed)."""
-    ppl = {r["method"]: r["perplexity"] for r in human if r["target"] == speedup}
-    speed = {r["method"]: r["speedup_paper"] for r in human if r["target"] == speedup}
-    best = min(ppl, key=ppl.get)
-    here = (f"perplexity on human text: SPRINT {ppl['sprint']:.1f} at {speed['sprint']:.3f}×, "
+def _other_text_row(other: Sequence[dict], speedup: float, source: str) -> dict:
+    """SPRINT's rank by perplexity on ``source``'s text (first calibration seed only: n = 1 seed)."""
+    ppl = {r["method"]: r["perplexity"] for r in other if r["target"] == speedup}
+    speed = {r["method"]: r["speedup_paper"] for r in other if r["target"] == speedup}
+    best, text = min(ppl, key=ppl.get), text_name(source)
+    here = (f"perplexity on {text}: SPRINT {ppl['sprint']:.1f} at {speed['sprint']:.3f}×, "
             f"lowest {best} {ppl[best]:.1f} at {speed[best]:.3f}× (first snapshot ≥ {speedup:g}×)")
-    seeds = len({r.get("seed", 0) for r in human})
+    seeds = len({r.get("seed", 0) for r in other})
     verdict = verdicts.too_few(seeds, MIN_SEEDS) or verdicts.not_testable("needs a paired interval")
-    return verdicts.claim_row(f"SPRINT keeps the lowest perplexity on human text at {speedup:g}×",
+    return verdicts.claim_row(f"SPRINT keeps the lowest perplexity on {text} at {speedup:g}×",
                               PAPER_BEST, here, verdict, "paired over calibration seeds (needs "
-                              f"{MIN_SEEDS}); one seed evaluated on human text here")
+                              f"{MIN_SEEDS}); one seed evaluated on {text} here")
 
 
-def check_rows(diagnostic: Sequence[dict], ridge: float, tokens: int, live: Mapping[str, Any]) -> list[dict]:
+def check_rows(
+    diagnostic: Sequence[dict], ridge: float, tokens: int, live: Mapping[str, Any], source: str
+) -> list[dict]:
     """The identities and contracts of notebook 04 (``utils.verdicts.check_row``), apart from the claims."""
     in_sample = [d["tuned_in"] / d["untuned_in"] for d in diagnostic if "tuned_in" in d]
     rows = []
@@ -169,26 +215,28 @@ def check_rows(diagnostic: Sequence[dict], ridge: float, tokens: int, live: Mapp
         rows.append(verdicts.check_row("ShortGPT's order recomputed here", "equals the recorded one",
                                        str(live["shortgpt_order_matches"]), live["shortgpt_order_matches"]))
         here_ppl, rec = live["dense_perplexity_here"], live["dense_perplexity_recorded"]
-        rows.append(verdicts.check_row("dense perplexity recomputed here (model's own text)",
+        rows.append(verdicts.check_row(f"dense perplexity recomputed here ({text_name(source)})",
                                        f"equals the recorded {rec:.3f}", f"{here_ppl:.3f}",
                                        abs(here_ppl / rec - 1) < 1e-3))
     return rows
 
 
-def found_sentences(matched: Sequence[dict], human: Sequence[dict], speedup: float) -> str:
-    """Which method wins at matched speed-up on the model's own text (cloze, mean over seeds) and
-    which keeps the lowest perplexity on human text, computed."""
+def found_sentences(
+    matched: Sequence[dict], other: Sequence[dict], speedup: float, source: str, other_source: str
+) -> str:
+    """Which method wins at matched speed-up on the recording's text (cloze, mean over seeds) and
+    which keeps the lowest perplexity on the other text (first seed), computed."""
     table = {r["method"]: r for r in matched_table(matched)}
     best = max(table, key=lambda m: table[m]["cloze accuracy"])
     rank = sorted(table, key=lambda m: -table[m]["cloze accuracy"]).index("sprint") + 1
-    ppl = {r["method"]: r["perplexity"] for r in human if r["target"] == speedup}
-    human_rank = sorted(ppl, key=ppl.get)
-    return (f"At a matched {speedup:g}× speed-up on the model's own text, {best} keeps the highest "
+    ppl = {r["method"]: r["perplexity"] for r in other if r["target"] == speedup}
+    other_rank = sorted(ppl, key=ppl.get)
+    return (f"At a matched {speedup:g}× speed-up on {text_name(source)}, {best} keeps the highest "
             f"cloze accuracy ({100 * table[best]['cloze accuracy']:.1f}%); SPRINT ranks {rank} of "
-            f"{len(table)}. On human text (first calibration seed, each method's first snapshot ≥ "
-            f"{speedup:g}×) {human_rank[0]} has the lowest perplexity ({ppl[human_rank[0]]:.1f}); SPRINT "
-            f"ranks {human_rank.index('sprint') + 1} of {len(human_rank)} ({ppl['sprint']:.1f}). "
-            f"(Calibration: {CALIBRATION_NOTE}.)")
+            f"{len(table)}. On {text_name(other_source)} (first calibration seed, each method's first "
+            f"snapshot ≥ {speedup:g}×) {other_rank[0]} has the lowest perplexity ({ppl[other_rank[0]]:.1f}); "
+            f"SPRINT ranks {other_rank.index('sprint') + 1} of {len(other_rank)} ({ppl['sprint']:.1f}). "
+            f"(Calibration: {calibration_note(source)}.)")
 
 
 def coinciding(rows: Sequence[dict]) -> list[str]:

@@ -2,7 +2,7 @@
 
 ``data/pruning/runs.json`` keeps every method's order and its quality on the text it was recorded
 with, not the pruned models. Any snapshot can be rebuilt from its order and evaluated on other text
-(notebook 04: human-written prose, ``source="prose"``):
+(notebook 04: the text the runs were not recorded on, human prose or the model's own):
 
 * ``rebuild_snapshot``: skip a recorded order's prefix; for the SPRINT variants that tune, re-fit
   each next MLP's W_out step by step on the same calibration tokens, as the run did
@@ -10,9 +10,12 @@ with, not the pruned models. Any snapshot can be rebuilt from its order and eval
 * ``text_rows``: per method of one calibration seed, the snapshot at each target (the first step
   reaching it) rebuilt and evaluated by ``evaluate(model)``; equal pruned states are evaluated once.
 * ``text_evaluator``: such an ``evaluate``: perplexity and last-word cloze accuracy on a split of
-  a corpus (e.g. the human prose's test split).
+  a corpus (e.g. the human prose's test split, or the shipped corpus's validation split).
+* ``other_recording_rows``: ``text_rows`` of another recording (e.g. the orders calibrated on the
+  model's own text), rebuilt on its own calibration tokens (their hash checked).
 
-Public names: ``TUNING_METHODS``, ``rebuild_snapshot``, ``text_rows``, ``text_evaluator``.
+Public names: ``TUNING_METHODS``, ``rebuild_snapshot``, ``text_rows``, ``text_evaluator``,
+``other_recording_rows``.
 """
 
 from __future__ import annotations
@@ -26,12 +29,14 @@ from transformer_lens import HookedTransformer
 from utils.cloze import cloze_correct, last_word_items
 from utils.data import corpus_texts, token_batches
 from utils.evaluation import perplexity
-from utils.pruning.latency import LatencyModel
+from utils.pruning.latency import LatencyModel, latency_from_raw
+from utils.pruning.protocol import RecordingProtocol, calibration_split, tokens_hash
 from utils.pruning.pruned_model import Checkpoints, restore_dense
+from utils.pruning.recorded_runs import RecordedRunsError
 from utils.pruning.sprint import SPRINT_VARIANTS, SprintScorer
-from utils.sublayers import set_skipped
+from utils.sublayers import set_skipped, sublayer
 
-__all__ = ["TUNING_METHODS", "rebuild_snapshot", "text_evaluator", "text_rows"]
+__all__ = ["TUNING_METHODS", "other_recording_rows", "rebuild_snapshot", "text_evaluator", "text_rows"]
 
 TUNING_METHODS = tuple(name for name, (_, tune) in SPRINT_VARIANTS.items() if tune)
 
@@ -72,8 +77,9 @@ def text_rows(
                 if state not in done:
                     rebuild_snapshot(model, method, step["pruned"], calib, ridge, originals)
                     done[state] = evaluate(model)
-                rows.append({"method": method, "target": target,
-                             "speedup_paper": latency.paper_speedup(step["pruned"]), **done[state]})
+                kinds = [sublayer(i).kind for i in step["pruned"]]
+                rows.append({"method": method, "target": target, "speedup_paper": latency.paper_speedup(step["pruned"]),
+                             "n_attn": kinds.count("attn"), "n_mlp": kinds.count("mlp"), **done[state]})
     finally:
         restore_dense(model, originals)
     return rows
@@ -92,3 +98,19 @@ def text_evaluator(
         return {"perplexity": perplexity(m, batches), "cloze_acc": sum(correct) / len(correct)}
 
     return evaluate
+
+
+def other_recording_rows(
+    model: HookedTransformer, recording: Mapping[str, Any], seed: int, targets: Sequence[float],
+    evaluate: Callable[[HookedTransformer], dict], name: str,
+) -> list[dict]:
+    """``text_rows`` of another ``recording`` (a loaded runs file, ``name`` in messages): seed ``seed``'s
+    snapshots rebuilt on that recording's own calibration tokens, whose hash must equal the recorded one,
+    with speed-ups from its own latency model."""
+    protocol = RecordingProtocol(**recording["protocol"])
+    calib, _ = calibration_split(model, protocol.n_calib_windows, protocol.calib_ctx, seed, protocol.source)
+    if tokens_hash(calib) != recording["calibration_hashes"][str(seed)]:
+        raise RecordedRunsError(f"{name}: its calibration tokens for seed {seed} ({protocol.source!r}) cannot be "
+                                "rebuilt here (hash mismatch: the corpus or tokenizer changed)")
+    latency = latency_from_raw(recording["latency"], model.cfg.n_layers)
+    return text_rows(model, recording["runs"][str(seed)], calib, recording["ridge"], latency, targets, evaluate)
