@@ -14,6 +14,7 @@ def test_notebook_03_runs_and_reports(tmp_path):
     for row in m["per_layer"]:
         assert 0 <= row["l0"] <= m["parameters"]["d_sae"] and row["fvu"] >= 0 and row["ce_loss"] > 0
         assert row["kl"] >= -1e-3 and 0 <= row["dead_frac"] <= 1 and math.isfinite(row["delta_ce"])
+    assert 0 < m["dead_counted_over_tokens"] <= m["parameters"]["n_dead_tokens"]  # dead: over the longer count
     assert {row["l1"] for row in m["l1_sweep"]} == set(m["parameters"]["l1_grid"])
     assert m["parameters"]["l1_live"] in m["parameters"]["l1_grid"]  # the sweep's choice, for the layers trained here
     # the smoke run loads the shipped transcoders (its layers are among them) and trains only the sweep's layers

@@ -410,6 +410,20 @@ def test_layer_quality_reports_every_layer_and_the_totals(tiny):
     assert set(totals) >= {"all_spliced", "all_spliced_kl", "all_zero_ablated", "all_spliced_recovered"}
 
 
+def test_firing_rates_count_every_non_sink_token_once_per_feature(tiny):
+    tokens = windows(tiny)
+    transcoders = {layer: T.random_transcoder(32, 24, seed=layer) for layer in (0, 1)}
+    rates, n = T.firing_rates(tiny, transcoders, [tokens[:3], tokens[3:]])  # two batches, one count
+    ev = T.eval_set(tiny, [0, 1], [tokens])
+    assert n == int(ev.keep.sum())
+    for layer, tc in transcoders.items():
+        by_hand = (tc.encode(ev.x[layer][ev.keep]) > 0).double().mean(0)
+        torch.testing.assert_close(rates[layer], by_hand)
+    assert 0 < float(rates[0].mean()) < 1  # some features fire, not all of them everywhere
+    with pytest.raises(ValueError, match="no non-sink tokens"):
+        T.firing_rates(tiny, transcoders, [])
+
+
 def test_fraction_recovered_and_matched_l0_gap():
     assert T.fraction_recovered(3.5, clean_ce=3.0, zero_ce=5.0) == pytest.approx(0.75)
     table = pd.DataFrame(

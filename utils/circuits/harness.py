@@ -32,6 +32,7 @@ PRESETS = {
         "n_train_tokens": 2_048,
         "epochs": 2,
         "n_eval_tokens": 256,
+        "n_dead_tokens": 512,
         "n_own_tokens": 128,
         "d_sae": 128,
         "batch_tokens": 256,
@@ -53,6 +54,7 @@ PRESETS = {
         "n_train_tokens": 1_024,
         "epochs": 1,
         "n_eval_tokens": 128,
+        "n_dead_tokens": 128,
         "n_own_tokens": 128,
         "d_sae": 64,
         "l1_grid": [0.1],
@@ -75,6 +77,7 @@ PRESETS = {
         "n_train_tokens": 24_576,
         "epochs": 4,
         "n_eval_tokens": 768,
+        "n_dead_tokens": 16_384,  # features are counted dead over these (one streamed pass; ~30 s)
         "compare_own_text": True,  # the per-layer metrics again on the model's own text, beside
         "n_own_tokens": 256,  # its size: sized so the notebook stays within 8 min at default
         "d_sae": 768,
@@ -102,6 +105,7 @@ PRESETS = {
         "n_train_tokens": 1_048_576,
         "epochs": 2,
         "n_eval_tokens": 8_192,
+        "n_dead_tokens": 1_048_576,
         "d_sae": 12_288,
         "batch_tokens": 4_096,
         "l1_grid": [0.003, 0.01, 0.03],

@@ -15,6 +15,8 @@ real MLP write at attention sinks.
 * L0, FVU, CE increase, KL, fraction of CE recovered against zero-ablation, dead and dense features
   -> ``dictionary_metrics`` (with ``ce_baselines``, ``fvu``, ``fraction_recovered``, ``feature_acts``);
   per layer and with every layer spliced at once -> ``layer_quality``;
+* how often each feature fires over many more held-out tokens than the CE metrics can afford, streamed
+  (a feature that never fires there is dead) -> ``firing_rates``;
 * the Pareto comparison: ``pareto_points``, and the CE gap at matched L0 (``matched_l0_gap``,
   ``matched_l0_count``, ``overlap_counts``) with its bootstrap interval over evaluation sequences
   (``matched_l0_interval``, from ``replaced_losses(..., per_sequence=True)``).
@@ -22,7 +24,7 @@ real MLP write at attention sinks.
 Public names: ``Replacement``, ``transcoder_fn``, ``sae_fn``, ``zero_fn``, ``dictionary_fn``,
 ``replace_mlps``, ``EvalSet``, ``eval_set``, ``dictionary_input``, ``replaced_losses``,
 ``feature_acts``, ``fvu``, ``fraction_recovered``, ``ce_baselines``, ``dictionary_metrics``,
-``layer_quality``, ``pareto_points``, ``matched_l0_gap``, ``matched_l0_count``, ``overlap_counts``,
+``layer_quality``, ``firing_rates``, ``pareto_points``, ``matched_l0_gap``, ``matched_l0_count``, ``overlap_counts``,
 ``matched_l0_interval``, ``DENSE_THRESHOLD``.
 """
 
@@ -42,6 +44,7 @@ from utils import hooks
 from utils.hooks import FwdHooks, Replacement
 from utils.stats import CONFIDENCE, N_BOOTSTRAP, Interval
 from utils.sublayers import Sublayer
+from utils.transcoders.activations import stream_activations
 from utils.transcoders.model import mlp_hooks
 from utils.transcoders.sinks import model_sinks, sink_hook
 
@@ -55,6 +58,7 @@ __all__ = [
     "dictionary_metrics",
     "eval_set",
     "feature_acts",
+    "firing_rates",
     "fraction_recovered",
     "fvu",
     "layer_quality",
@@ -243,6 +247,25 @@ def feature_acts(dictionary: Any, inputs: torch.Tensor, batch_size: int = 4096) 
     return torch.cat(
         [dictionary.encode(inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)]
     )
+
+
+@torch.no_grad()
+def firing_rates(
+    model: HookedTransformer, dictionaries: Mapping[int, Any], token_batches: Iterable[torch.Tensor]
+) -> tuple[dict[int, torch.Tensor], int]:
+    """({layer: the fraction of non-sink tokens each feature [d_sae] is active on}, how many tokens):
+    one streamed forward pass per batch [batch, pos] feeds every layer's dictionary (``encode`` of
+    the MLP input), so nothing beyond a batch's activations is held."""
+    counts = {layer: torch.zeros(d.W_enc.shape[1], dtype=torch.long) for layer, d in dictionaries.items()}
+    n_tokens = 0
+    for _, sinks, pairs in stream_activations(model, list(dictionaries), token_batches):
+        keep = ~sinks
+        for layer, (x, _) in pairs.items():
+            counts[layer] += (dictionaries[layer].encode(x[keep]) > 0).sum(0).cpu()
+        n_tokens += int(keep.sum())
+    if n_tokens == 0:
+        raise ValueError("no non-sink tokens to count features on: give firing_rates more text")
+    return {layer: count.double() / n_tokens for layer, count in counts.items()}, n_tokens
 
 
 def fvu(y: torch.Tensor, recon: torch.Tensor) -> float:
