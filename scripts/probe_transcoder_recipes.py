@@ -28,7 +28,7 @@ from utils.transcoders import metrics as M
 from utils.transcoders.shipped import StreamingRun, StreamSettings, chunk_indices, run_windows
 from utils.transcoders.training import train_transcoders
 
-RECIPES = ("base", "batch256", "l1", "wide")
+RECIPES = ("base", "batch256", "l1", "wide", "skip")
 
 
 def streaming_recipes(base: StreamSettings, which: tuple[str, ...] = RECIPES) -> dict[str, StreamSettings]:
@@ -38,6 +38,7 @@ def streaming_recipes(base: StreamSettings, which: tuple[str, ...] = RECIPES) ->
         "batch256": ("stream 1 epoch, batch 256 (2x steps)", base.replace(batch_tokens=base.batch_tokens // 2)),
         "l1": ("stream 1 epoch, l1 0.03", base.replace(l1=0.03)),
         "wide": ("stream 1 epoch, d_sae 1536", base.replace(d_sae=2 * base.d_sae)),
+        "skip": ("stream 1 epoch, skip transcoder (affine x W_skip)", base.replace(skip=True)),
     }
     return dict(every[key] for key in which)
 

@@ -277,25 +277,35 @@ def test_splicing_a_transcoder_equal_to_the_mlp_reproduces_the_logits():
     wrapped.reset_saes()
 
 
-def test_save_load_round_trip_through_sae_lens(tmp_path, tiny, tokens):
-    tc = T.SparseTranscoder(32, 40, 32, seed=3)
+@pytest.mark.parametrize("skip", [False, True])
+def test_save_load_round_trip_through_sae_lens(tmp_path, tiny, tokens, skip):
+    tc = T.SparseTranscoder(32, 40, 32, seed=3, skip=skip)
     with torch.no_grad():
         tc.b_pre.normal_()
         tc.b_enc.normal_()
         tc.b_dec.normal_()
+        if skip:  # a skip path, in training units: the export folds the output scale into it
+            tc.W_skip.normal_(std=0.1)
+            tc.out_scale.fill_(2.5)
     T.save_transcoder(tc, layer=1, folder=tmp_path / "tc", model_name="tiny")
     loaded = T.load_transcoder(tmp_path / "tc")
     assert loaded.cfg.metadata.hook_name == hooks.sublayer_input_hook(MLP1)
     assert loaded.cfg.metadata.hook_name_out == MLP1.out_hook
     assert loaded.cfg.apply_b_dec_to_input is False
     x = torch.randn(20, 32)
-    torch.testing.assert_close(loaded(x), tc(x), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(loaded.encode(x), tc.encode(x), atol=1e-5, rtol=1e-5)
-    # HookedSAETransformer splices the loaded transcoder exactly where our splice hook does
-    ours = hooks.run(tiny, tokens, hooks.splice(MLP1, tc))
+    real = lambda out: out / tc.out_scale  # noqa: E731  (ours predicts in training units)
+    torch.testing.assert_close(loaded(x), real(tc(x)), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(loaded.encode(x), tc.encode(x) / tc.out_scale, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(T.prediction(loaded, x, loaded.encode(x)), loaded(x), atol=1e-5, rtol=1e-5)
+    assert (type(loaded).__name__ == "SkipTranscoder") == skip
+    # HookedSAETransformer splices the loaded transcoder where our splice hook does; sae-lens 6.54 splices
+    # with decode(encode(x)) only, so for a skip transcoder it leaves the skip path out (ours keeps it)
+    ours = hooks.run(tiny, tokens, hooks.splice(MLP1, loaded))
     wrapped = T.sae_transformer(tiny)
     wrapped.add_sae(loaded)
-    torch.testing.assert_close(wrapped(tokens), ours, atol=1e-5, rtol=1e-5)
+    without_skip = hooks.run(tiny, tokens, hooks.splice(MLP1, lambda x: loaded.decode(loaded.encode(x))))
+    torch.testing.assert_close(wrapped(tokens), without_skip, atol=1e-5, rtol=1e-5)
+    assert torch.allclose(ours, without_skip) != skip
     with pytest.raises(FileNotFoundError, match="save_transcoder"):
         T.load_transcoder(tmp_path / "nothing")
 
@@ -693,3 +703,25 @@ def test_pareto_figure_draws_one_curve_per_kind_sorted_by_l0():
     curves = {line.get_label(): list(line.get_xdata()) for line in ax.get_lines()}
     assert curves["transcoders"] == [10, 100] and curves["saes"] == [25]
     assert ax.get_xscale() == "log" and "nats" in ax.get_ylabel()
+
+
+def test_a_skip_transcoder_learns_a_linear_map_the_features_cannot_and_circuits_refuse_it():
+    from utils.circuits import attribution
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(16, 16, generator=g) / 4
+    x = torch.randn(4096, 16, generator=g)
+    y = x @ a  # linear: the skip path can carry it exactly, ReLU features only piecewise
+    losses = {}
+    for skip in (False, True):
+        cfg = T.TranscoderTraining(d_sae=8, l1=0.0, lr=3e-3, warmup_steps=1, resample_every=0, checkpoint_every=0,
+                                   skip=skip)
+        trainer = T.TranscoderTrainer(cfg, layer=0, d_in=16, d_out=16)
+        for step in range(300):
+            rows = slice((step * 256) % 4096, (step * 256) % 4096 + 256)
+            record = trainer.step(x[rows], y[rows])
+        losses[skip] = record["nmse"]
+    assert losses[True] < 0.2 * losses[False]
+    skipping = {3: trainer.transcoder, 1: T.SparseTranscoder(16, 8, 16)}
+    with pytest.raises(ValueError, match=r"circuit attribution does not handle skip transcoders yet \(layers \[3\]\)"):
+        attribution.trace(None, torch.zeros(4, dtype=torch.long), skipping)

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from utils import hooks
+from utils import transcoders as T
 from utils.circuits.runs import CleanRun, clean_run, mean_prob_diff, prompt_tokens, run_start
 from utils.greater_than import GreaterThan
 from utils.hooks import FwdHooks, Replacement
@@ -199,6 +200,7 @@ def unit_scores(
         return act
 
     if transcoders is not None:
+        T.require_no_skip(transcoders, "first-order ablation effects")
         spliced = {
             Sublayer(layer, "mlp"): (lambda x, real, tc=tc, layer=layer: tc.decode(keep_grad(tc.encode(x), layer)))
             for layer, tc in transcoders.items()
@@ -251,6 +253,7 @@ def features_kept(
 ) -> dict[int, Replacement]:
     """Replacements splicing each transcoder with only ``keep[layer]`` features at their real
     activation and every other feature at its mean over prompts (mean-ablation)."""
+    T.require_no_skip(transcoders, "mean-ablating features")
     out = {}
     for layer, tc in transcoders.items():
         mask = _keep_mask(tc.W_enc.shape[1], keep.get(layer))

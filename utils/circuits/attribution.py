@@ -93,6 +93,7 @@ def trace(model: HookedTransformer, tokens: torch.Tensor, transcoders: Mapping[i
     """Run ``tokens`` ([pos] or [1, pos]) once and record embeddings, residual streams, norm scales,
     attention patterns and values, sublayer writes, and each transcoder's features and output
     (features are zero at attention sinks: the spliced model keeps the real MLP write there)."""
+    T.require_no_skip(transcoders, "circuit attribution")
     tokens = tokens.reshape(-1).to(model.cfg.device)
     n_layers = model.cfg.n_layers
     layers = range(n_layers)

@@ -45,7 +45,7 @@ from utils.hooks import FwdHooks, Replacement
 from utils.stats import CONFIDENCE, N_BOOTSTRAP, Interval
 from utils.sublayers import Sublayer
 from utils.transcoders.activations import stream_activations
-from utils.transcoders.model import mlp_hooks
+from utils.transcoders.model import mlp_hooks, prediction
 from utils.transcoders.sinks import model_sinks, sink_hook
 
 __all__ = [
@@ -82,7 +82,7 @@ DENSE_THRESHOLD = 0.1  # a feature active on more than this fraction of tokens i
 
 def transcoder_fn(transcoder: Any, keep: torch.Tensor | None = None, forward: Callable | None = None) -> Replacement:
     """A replacement predicting the MLP write with ``transcoder``; with ``keep`` (a [d_sae] bool
-    mask) only those features stay active (the output bias is kept). ``forward(x, W_enc, b_enc,
+    mask) only those features stay active (the output bias and a skip path are kept). ``forward(x, W_enc, b_enc,
     b_pre, W_dec, b_dec) -> (acts, pred)``, if given, computes the prediction instead (a learner's own)."""
     if forward is not None and keep is not None:
         raise ValueError("give keep or forward, not both")
@@ -94,7 +94,7 @@ def transcoder_fn(transcoder: Any, keep: torch.Tensor | None = None, forward: Ca
             b_pre = torch.zeros_like(t.W_enc[:, 0]) if b_pre is None else b_pre
             return forward(x, t.W_enc, t.b_enc, b_pre, t.W_dec, t.b_dec)[1]
         acts = transcoder.encode(x)
-        return transcoder.decode(acts if keep is None else acts * keep.to(acts.device))
+        return prediction(transcoder, x, acts if keep is None else acts * keep.to(acts.device))
 
     return predict
 
@@ -304,7 +304,8 @@ def dictionary_metrics(
     With ``per_sequence``, also each sequence's spliced CE ('ce_per_sequence', see
     ``replaced_losses``)."""
     keep = ev.keep
-    acts = feature_acts(dictionary, dictionary_input(ev, layer, kind))[keep]
+    inputs = dictionary_input(ev, layer, kind)
+    acts = feature_acts(dictionary, inputs)[keep]
     losses = replaced_losses(
         model, ev, {layer: dictionary_fn(dictionary, kind)}, per_sequence=per_sequence
     )
@@ -312,7 +313,8 @@ def dictionary_metrics(
     extra = {"ce_per_sequence": losses["ce_per_sequence"]} if per_sequence else {}
     return {
         "l0": float((acts > 0).sum(-1).float().mean()),
-        "fvu": fvu(ev.y[layer][keep], dictionary.decode(acts)),
+        "fvu": fvu(ev.y[layer][keep], prediction(dictionary, inputs[keep], acts) if kind == "transcoder"
+                   else dictionary.decode(acts)),
         "ce_loss": losses["ce"],
         "delta_ce": losses["ce"] - baselines["clean"],
         "kl": losses["kl"],

@@ -5,7 +5,9 @@ MLP's normalised input ``x`` (``mlp_hooks(layer)[0]``; the norm's weight is fold
 predicts what the MLP writes, ``y`` (``mlp_hooks(layer)[1]``), through a sparse layer of features:
 
 * the architecture (the paper's transcoder): features ``z = ReLU(W_enc (x - b_pre) + b_enc)``, the
-  prediction ``W_dec z + b_dec``, decoder rows at unit norm -> ``SparseTranscoder``;
+  prediction ``W_dec z + b_dec``, decoder rows at unit norm -> ``SparseTranscoder``; optionally an
+  affine skip term ``x W_skip`` added to the prediction (a *skip transcoder*, Paulo et al. 2025: a
+  deviation from the paper, exported as sae-lens's ``SkipTranscoder``);
 * the training objective: squared error plus an L1 penalty on the activations weighted by the decoder
   rows' norms -> ``transcoder_loss``, on targets rescaled so that the median token's write has norm
   sqrt(d) (``output_scale``; one ``l1`` then suits every layer);
@@ -14,7 +16,8 @@ predicts what the MLP writes, ``y`` (``mlp_hooks(layer)[1]``), through a sparse 
   (``SparseTranscoder.to_sae_lens``, ``save_transcoder``, ``load_transcoder``), so
   ``HookedSAETransformer.add_sae`` splices it (``sae_transformer``).
 
-Public names: ``mlp_hooks``, ``SparseTranscoder``, ``random_transcoder``, ``output_scale``,
+Public names: ``mlp_hooks``, ``SparseTranscoder``, ``skip_term``, ``prediction``, ``require_no_skip``,
+``random_transcoder``, ``output_scale``,
 ``transcoder_loss``, ``save_transcoder``, ``load_transcoder``, ``sae_transformer``.
 """
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +39,9 @@ from utils.sublayers import Sublayer
 
 __all__ = [
     "SparseTranscoder",
+    "prediction",
+    "require_no_skip",
+    "skip_term",
     "load_transcoder",
     "mlp_hooks",
     "output_scale",
@@ -52,14 +59,15 @@ def mlp_hooks(layer: int) -> tuple[str, str]:
 
 
 class SparseTranscoder(nn.Module):
-    """Dunefsky et al.'s transcoder: z = ReLU(W_enc (x - b_pre) + b_enc), y = W_dec z + b_dec.
+    """Dunefsky et al.'s transcoder: z = ReLU(W_enc (x - b_pre) + b_enc), y = W_dec z + b_dec (+ x W_skip
+    with ``skip``: a dense linear path beside the sparse features, zero at the start).
 
     Decoder rows are kept at unit norm while training. ``out_scale`` is the factor the targets were
     multiplied by to give the median token's target the norm sqrt(d_out); ``forward`` predicts in those scaled
     units and ``to_sae_lens`` folds the factor back, so the exported transcoder predicts the real write.
     """
 
-    def __init__(self, d_in: int, d_sae: int, d_out: int, seed: int = 0):
+    def __init__(self, d_in: int, d_sae: int, d_out: int, seed: int = 0, skip: bool = False):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
         self.register_buffer("out_scale", torch.tensor(1.0))
@@ -70,6 +78,7 @@ class SparseTranscoder(nn.Module):
         self.b_pre = nn.Parameter(torch.zeros(d_in))
         self.b_enc = nn.Parameter(torch.zeros(d_sae))
         self.b_dec = nn.Parameter(torch.zeros(d_out))
+        self.W_skip = nn.Parameter(torch.zeros(d_out, d_in)) if skip else None  # [d_out, d_in], as sae-lens
 
     @property
     def d_sae(self) -> int:
@@ -90,7 +99,7 @@ class SparseTranscoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Predicted MLP output [..., d_out] from the MLP's normalised input [..., d_in]."""
-        return self.decode(self.encode(x))
+        return prediction(self, x, self.encode(x))
 
     @torch.no_grad()
     def init_from_data(self, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -118,10 +127,11 @@ class SparseTranscoder(nn.Module):
         """This transcoder as an sae-lens ``Transcoder`` predicting the real MLP write (pre-bias and
         ``out_scale`` folded in: activations are divided by it, decoder rows stay unit norm; exact)."""
         # sae-lens takes ~1.5 s to import and only export needs it: imported here, not at the top
-        from sae_lens import Transcoder, TranscoderConfig
+        from sae_lens import SkipTranscoder, SkipTranscoderConfig, Transcoder, TranscoderConfig
 
         hook_in, hook_out = mlp_hooks(layer)
-        cfg = TranscoderConfig(
+        kind, config = (Transcoder, TranscoderConfig) if self.W_skip is None else (SkipTranscoder, SkipTranscoderConfig)
+        cfg = config(
             d_in=self.W_enc.shape[0],
             d_sae=self.d_sae,
             d_out=self.W_dec.shape[1],
@@ -132,13 +142,39 @@ class SparseTranscoder(nn.Module):
         cfg.metadata.hook_layer = layer
         cfg.metadata.hook_layer_out = layer
         cfg.metadata.model_name = model_name
-        out = Transcoder(cfg)
+        out = kind(cfg)
         with torch.no_grad():
             out.W_enc.copy_(self.W_enc / self.out_scale)
             out.b_enc.copy_((self.b_enc - self.b_pre @ self.W_enc) / self.out_scale)
             out.W_dec.copy_(self.W_dec)
             out.b_dec.copy_(self.b_dec / self.out_scale)
+            if self.W_skip is not None:
+                out.W_skip.copy_(self.W_skip / self.out_scale)
         return out.eval()
+
+
+def skip_term(transcoder: Any, x: torch.Tensor) -> torch.Tensor | float:
+    """A transcoder's skip path applied to its inputs ``x`` [..., d_in]: x W_skipᵀ [..., d_out] for a
+    skip transcoder (ours or sae-lens's ``SkipTranscoder``, both [d_out, d_in]), 0 for any other."""
+    w_skip = getattr(transcoder, "W_skip", None)
+    return 0.0 if w_skip is None else x @ w_skip.T.to(x)
+
+
+def prediction(transcoder: Any, x: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+    """What ``transcoder`` writes for inputs ``x`` [..., d_in] whose feature activations are ``acts``
+    [..., d_sae] (possibly edited): the decoded features plus the skip path, if it has one."""
+    return transcoder.decode(acts) + skip_term(transcoder, x)
+
+
+def require_no_skip(transcoders: Mapping[int, Any], what: str) -> None:
+    """Raise, naming the layers, if any of ``transcoders`` ({layer: transcoder}) has a skip path that
+    ``what`` does not account for."""
+    skipping = sorted(layer for layer, tc in transcoders.items() if getattr(tc, "W_skip", None) is not None)
+    if skipping:
+        raise ValueError(
+            f"{what} does not handle skip transcoders yet (layers {skipping}): their x W_skip path is a dense "
+            "linear term outside the features, which its attributions and ablations would leave out. "
+            "Use transcoders trained without skip (skip=False)")
 
 
 def random_transcoder(d_model: int, d_sae: int, seed: int = 0, bias_std: float = 0.2) -> SparseTranscoder:

@@ -129,6 +129,7 @@ class StreamSettings:
     batch_tokens: int = 512
     d_sae: int = 768
     activation: str = "relu"
+    skip: bool = False  # a skip transcoder (an affine x W_skip beside the features; not the paper's)
     l1: float = 0.03  # chosen by the recipe probe (data/transcoders/README.md): at 0.05, 13-17% of layer 10's features were dead
     lr: float = 8e-3
     warmup_fraction: float = 0.05
@@ -182,7 +183,7 @@ class StreamSettings:
             d_sae=self.d_sae, l1=self.l1, lr=self.lr, warmup_steps=max(round(steps * self.warmup_fraction), 1),
             decay_fraction=self.decay_fraction, resample_every=self.resample_every,
             resample_until=round(steps * self.resample_until_fraction),
-            resample_pool_tokens=self.resample_pool_tokens, checkpoint_every=0, seed=self.seed,
+            resample_pool_tokens=self.resample_pool_tokens, checkpoint_every=0, seed=self.seed, skip=self.skip,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from utils.outputs import replace_folder
 from utils.transcoders.activations import Pair
-from utils.transcoders.model import SparseTranscoder, transcoder_loss
+from utils.transcoders.model import SparseTranscoder, prediction, transcoder_loss
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -102,6 +102,7 @@ class TranscoderTraining:
     checkpoint_every: int = 100  # steps between checkpoints (0: only at the end)
     checkpoint_dir: str | None = None
     seed: int = 0
+    skip: bool = False  # a skip transcoder: an affine x W_skip beside the features (not the paper's)
 
     def __post_init__(self):
         if self.d_sae < 1 or self.l1 < 0 or self.lr <= 0 or not 0 <= self.decay_fraction <= 1:
@@ -141,7 +142,7 @@ class TranscoderTrainer:
     training_step: StepFn | None = None
 
     def __post_init__(self):
-        self.transcoder = SparseTranscoder(self.d_in, self.cfg.d_sae, self.d_out, self.cfg.seed).to(
+        self.transcoder = SparseTranscoder(self.d_in, self.cfg.d_sae, self.d_out, self.cfg.seed, self.cfg.skip).to(
             self.device
         )
         self.optimizer = torch.optim.Adam(
@@ -167,7 +168,7 @@ class TranscoderTrainer:
         on a non-finite loss."""
         tc = self.transcoder
         acts = tc.encode(x)
-        losses = transcoder_loss(tc.decode(acts), y, acts, tc.W_dec, self.cfg.l1)
+        losses = transcoder_loss(prediction(tc, x, acts), y, acts, tc.W_dec, self.cfg.l1)
         if not torch.isfinite(losses["loss"]):
             where = (
                 f"the last good checkpoint is {self.last_checkpoint}"
