@@ -28,7 +28,9 @@ from utils.transcoders import metrics as M
 from utils.transcoders.shipped import StreamingRun, StreamSettings, chunk_indices, run_windows
 from utils.transcoders.training import train_transcoders
 
-RECIPES = ("base", "batch256", "l1", "wide", "skip")
+RECIPES = ("base", "batch256", "l1", "wide", "skip", "topk", "topk_skip")
+TOPK = 64  # BatchTopK's features per token: near the base recipe's L0 on layers 10 and 20 (57-85)
+SKIP_WIDTH = 640  # the widest skip transcoder whose 30 layers fit the 64 MB cap in float16
 
 
 def streaming_recipes(base: StreamSettings, which: tuple[str, ...] = RECIPES) -> dict[str, StreamSettings]:
@@ -39,6 +41,9 @@ def streaming_recipes(base: StreamSettings, which: tuple[str, ...] = RECIPES) ->
         "l1": ("stream 1 epoch, l1 0.03", base.replace(l1=0.03)),
         "wide": ("stream 1 epoch, d_sae 1536", base.replace(d_sae=2 * base.d_sae)),
         "skip": ("stream 1 epoch, skip transcoder (affine x W_skip)", base.replace(skip=True)),
+        "topk": (f"stream 1 epoch, BatchTopK k={TOPK}", base.replace(activation="batchtopk", k=TOPK, l1=0.0)),
+        "topk_skip": (f"stream 1 epoch, BatchTopK k={TOPK}, skip, d_sae {SKIP_WIDTH}", base.replace(
+            activation="batchtopk", k=TOPK, l1=0.0, skip=True, d_sae=SKIP_WIDTH)),
     }
     return dict(every[key] for key in which)
 

@@ -277,9 +277,9 @@ def test_splicing_a_transcoder_equal_to_the_mlp_reproduces_the_logits():
     wrapped.reset_saes()
 
 
-@pytest.mark.parametrize("skip", [False, True])
-def test_save_load_round_trip_through_sae_lens(tmp_path, tiny, tokens, skip):
-    tc = T.SparseTranscoder(32, 40, 32, seed=3, skip=skip)
+@pytest.mark.parametrize(("skip", "k"), [(False, None), (True, None), (False, 5), (True, 5)])
+def test_save_load_round_trip_through_sae_lens(tmp_path, tiny, tokens, skip, k):
+    tc = T.SparseTranscoder(32, 40, 32, seed=3, skip=skip, k=k)
     with torch.no_grad():
         tc.b_pre.normal_()
         tc.b_enc.normal_()
@@ -287,6 +287,8 @@ def test_save_load_round_trip_through_sae_lens(tmp_path, tiny, tokens, skip):
         if skip:  # a skip path, in training units: the export folds the output scale into it
             tc.W_skip.normal_(std=0.1)
             tc.out_scale.fill_(2.5)
+        if k:  # a threshold that silences some ReLU-positive features; the export scales it too
+            tc.threshold.fill_(0.5)
     T.save_transcoder(tc, layer=1, folder=tmp_path / "tc", model_name="tiny")
     loaded = T.load_transcoder(tmp_path / "tc")
     assert loaded.cfg.metadata.hook_name == hooks.sublayer_input_hook(MLP1)
@@ -297,7 +299,9 @@ def test_save_load_round_trip_through_sae_lens(tmp_path, tiny, tokens, skip):
     torch.testing.assert_close(loaded(x), real(tc(x)), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(loaded.encode(x), tc.encode(x) / tc.out_scale, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(T.prediction(loaded, x, loaded.encode(x)), loaded(x), atol=1e-5, rtol=1e-5)
-    assert (type(loaded).__name__ == "SkipTranscoder") == skip
+    assert type(loaded).__name__ == ("JumpReLU" if k else "") + ("Skip" if skip else "") + "Transcoder"
+    if k:
+        assert 0 < (tc.encode(x) > 0).sum() < (torch.relu(tc.preactivations(x)) > 0).sum()
     # HookedSAETransformer splices the loaded transcoder where our splice hook does; sae-lens 6.54 splices
     # with decode(encode(x)) only, so for a skip transcoder it leaves the skip path out (ours keeps it)
     ours = hooks.run(tiny, tokens, hooks.splice(MLP1, loaded))
@@ -725,3 +729,48 @@ def test_a_skip_transcoder_learns_a_linear_map_the_features_cannot_and_circuits_
     skipping = {3: trainer.transcoder, 1: T.SparseTranscoder(16, 8, 16)}
     with pytest.raises(ValueError, match=r"circuit attribution does not handle skip transcoders yet \(layers \[3\]\)"):
         attribution.trace(None, torch.zeros(4, dtype=torch.long), skipping)
+
+
+def test_batch_topk_keeps_the_k_times_n_largest_activations_and_only_they_get_gradients():
+    acts = torch.rand(6, 10, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    with torch.enable_grad():
+        kept = T.batch_topk(acts, 3)
+        kept.sum().backward()
+    kept = kept.detach()
+    assert (kept > 0).sum() == 18
+    assert kept[kept > 0].min() >= acts.detach()[kept == 0].max()  # every kept entry beats every dropped one
+    torch.testing.assert_close(kept[kept > 0], acts.detach()[kept > 0])  # kept entries are unchanged
+    assert torch.equal(acts.grad, (kept > 0).float())
+
+
+def test_batch_topk_training_fires_about_k_features_per_token_at_inference():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4096, 16, generator=g)
+    y = torch.relu(x @ torch.randn(16, 24, generator=g)) @ torch.randn(24, 16, generator=g) / 4
+    cfg = T.TranscoderTraining(d_sae=32, l1=0.0, lr=3e-3, warmup_steps=1, resample_every=0, checkpoint_every=0, k=4)
+    trainer = T.TranscoderTrainer(cfg, layer=0, d_in=16, d_out=16)
+    for step in range(200):
+        rows = slice((step * 256) % 4096, (step * 256) % 4096 + 256)
+        record = trainer.step(x[rows], y[rows])
+    assert record["l0"] == pytest.approx(4.0)  # in training: exactly k per token on average
+    tc = trainer.transcoder
+    assert tc.threshold > 0
+    l0 = (tc.encode(x) > 0).sum(-1).float().mean()  # at inference: the threshold's, close to k
+    assert 3.0 < l0 < 5.0, l0
+    assert record["nmse"] < 0.5
+
+
+def test_batch_topk_settings_are_checked():
+    with pytest.raises(ValueError, match="set l1=0"):
+        T.TranscoderTraining(d_sae=8, l1=0.03, k=4)
+    with pytest.raises(ValueError, match=r"1 <= k <= d_sae \(8\)"):
+        T.SparseTranscoder(4, 8, 4, k=9)
+    with pytest.raises(ValueError, match="custom training_step"):
+        T.TranscoderTrainer(T.TranscoderTraining(d_sae=8, l1=0.0, k=4), 0, 4, 4, training_step=lambda *a: 0.0)
+    from utils.transcoders.shipped import StreamSettings
+
+    with pytest.raises(ValueError, match="k \\(features per token\\) goes with activation 'batchtopk'"):
+        StreamSettings(layers=(0,), n_tokens=4096, k=4)
+    with pytest.raises(ValueError, match="goes with activation 'batchtopk'"):
+        StreamSettings(layers=(0,), n_tokens=4096, activation="batchtopk", l1=0.0)
+    assert StreamSettings(layers=(0,), n_tokens=4096, activation="batchtopk", k=4, l1=0.0).training().k == 4

@@ -8,6 +8,11 @@ predicts what the MLP writes, ``y`` (``mlp_hooks(layer)[1]``), through a sparse 
   prediction ``W_dec z + b_dec``, decoder rows at unit norm -> ``SparseTranscoder``; optionally an
   affine skip term ``x W_skip`` added to the prediction (a *skip transcoder*, Paulo et al. 2025: a
   deviation from the paper, exported as sae-lens's ``SkipTranscoder``);
+* optionally BatchTopK features instead of the L1 penalty (Bussmann, Leask & Nanda 2024, a deviation
+  from the paper): while training, the ``k`` x n largest activations of a batch of n tokens are kept
+  (``batch_topk``) and the loss is the squared error alone; at inference a feature fires when its
+  pre-activation exceeds one threshold, the running mean of the smallest kept activation
+  (``SparseTranscoder.update_threshold``), exported as sae-lens's ``JumpReLUTranscoder``;
 * the training objective: squared error plus an L1 penalty on the activations weighted by the decoder
   rows' norms -> ``transcoder_loss``, on targets rescaled so that the median token's write has norm
   sqrt(d) (``output_scale``; one ``l1`` then suits every layer);
@@ -16,8 +21,8 @@ predicts what the MLP writes, ``y`` (``mlp_hooks(layer)[1]``), through a sparse 
   (``SparseTranscoder.to_sae_lens``, ``save_transcoder``, ``load_transcoder``), so
   ``HookedSAETransformer.add_sae`` splices it (``sae_transformer``).
 
-Public names: ``mlp_hooks``, ``SparseTranscoder``, ``skip_term``, ``prediction``, ``require_no_skip``,
-``random_transcoder``, ``output_scale``,
+Public names: ``mlp_hooks``, ``SparseTranscoder``, ``batch_topk``, ``skip_term``, ``prediction``,
+``require_no_skip``, ``random_transcoder``, ``output_scale``,
 ``transcoder_loss``, ``save_transcoder``, ``load_transcoder``, ``sae_transformer``.
 """
 
@@ -39,6 +44,7 @@ from utils.sublayers import Sublayer
 
 __all__ = [
     "SparseTranscoder",
+    "batch_topk",
     "prediction",
     "require_no_skip",
     "skip_term",
@@ -62,13 +68,17 @@ class SparseTranscoder(nn.Module):
     """Dunefsky et al.'s transcoder: z = ReLU(W_enc (x - b_pre) + b_enc), y = W_dec z + b_dec (+ x W_skip
     with ``skip``: a dense linear path beside the sparse features, zero at the start).
 
-    Decoder rows are kept at unit norm while training. ``out_scale`` is the factor the targets were
+    With ``k``, the features are BatchTopK ones (``encode_for_training``; at inference a feature fires
+    above ``threshold``). Decoder rows are kept at unit norm while training. ``out_scale`` is the factor the targets were
     multiplied by to give the median token's target the norm sqrt(d_out); ``forward`` predicts in those scaled
     units and ``to_sae_lens`` folds the factor back, so the exported transcoder predicts the real write.
     """
 
-    def __init__(self, d_in: int, d_sae: int, d_out: int, seed: int = 0, skip: bool = False):
+    def __init__(self, d_in: int, d_sae: int, d_out: int, seed: int = 0, skip: bool = False, k: int | None = None):
         super().__init__()
+        if k is not None and not 1 <= k <= d_sae:
+            raise ValueError(f"BatchTopK needs 1 <= k <= d_sae ({d_sae}) features per token, got k={k}")
+        self.k = k
         g = torch.Generator().manual_seed(seed)
         self.register_buffer("out_scale", torch.tensor(1.0))
         w_dec = torch.randn(d_sae, d_out, generator=g)
@@ -79,19 +89,45 @@ class SparseTranscoder(nn.Module):
         self.b_enc = nn.Parameter(torch.zeros(d_sae))
         self.b_dec = nn.Parameter(torch.zeros(d_out))
         self.W_skip = nn.Parameter(torch.zeros(d_out, d_in)) if skip else None  # [d_out, d_in], as sae-lens
+        if k is not None:  # the inference threshold, in scaled units; set while training (update_threshold)
+            self.register_buffer("threshold", torch.tensor(0.0))
 
     @property
     def d_sae(self) -> int:
         """Number of features."""
         return self.W_enc.shape[1]
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Feature activations [..., d_sae] of inputs ``x`` [..., d_in].
+    def preactivations(self, x: torch.Tensor) -> torch.Tensor:
+        """Feature pre-activations [..., d_sae] of inputs ``x`` [..., d_in].
 
         Written as x W_enc + (b_enc - b_pre W_enc): the same map, but the pre-bias's gradient is a
         vector-matrix product rather than a sixth batch-sized matrix product (~14% of a training step).
         """
-        return torch.relu(x @ self.W_enc + (self.b_enc - self.b_pre @ self.W_enc))
+        return x @ self.W_enc + (self.b_enc - self.b_pre @ self.W_enc)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Feature activations [..., d_sae] of inputs ``x`` [..., d_in]: ReLU, and with ``k`` only the
+        features whose pre-activation exceeds ``threshold`` (JumpReLU)."""
+        pre = self.preactivations(x)
+        acts = torch.relu(pre)
+        return acts if self.k is None else acts * (pre > self.threshold)
+
+    def encode_for_training(self, x: torch.Tensor) -> torch.Tensor:
+        """The activations a training step uses for a batch ``x`` [n, d_in]: ``encode``'s, or with ``k``
+        the batch's k x n largest ReLU activations (``batch_topk``)."""
+        if self.k is None:
+            return self.encode(x)
+        return batch_topk(torch.relu(self.preactivations(x)), self.k)
+
+    @torch.no_grad()
+    def update_threshold(self, acts: torch.Tensor, momentum: float = 0.99) -> None:
+        """Move ``threshold`` towards the smallest positive activation kept in a training batch
+        ``acts`` [n, d_sae] (a running mean; the first batch sets it)."""
+        kept = acts[acts > 0]
+        if self.k is None or kept.numel() == 0:
+            return
+        smallest = kept.min()
+        self.threshold.copy_(smallest if self.threshold == 0 else momentum * self.threshold + (1 - momentum) * smallest)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Predicted MLP output [..., d_out] from feature activations ``z`` [..., d_sae]."""
@@ -127,10 +163,11 @@ class SparseTranscoder(nn.Module):
         """This transcoder as an sae-lens ``Transcoder`` predicting the real MLP write (pre-bias and
         ``out_scale`` folded in: activations are divided by it, decoder rows stay unit norm; exact)."""
         # sae-lens takes ~1.5 s to import and only export needs it: imported here, not at the top
-        from sae_lens import SkipTranscoder, SkipTranscoderConfig, Transcoder, TranscoderConfig
+        import sae_lens
 
         hook_in, hook_out = mlp_hooks(layer)
-        kind, config = (Transcoder, TranscoderConfig) if self.W_skip is None else (SkipTranscoder, SkipTranscoderConfig)
+        name = ("JumpReLU" if self.k is not None else "") + ("Skip" if self.W_skip is not None else "") + "Transcoder"
+        kind, config = getattr(sae_lens, name), getattr(sae_lens, name + "Config")
         cfg = config(
             d_in=self.W_enc.shape[0],
             d_sae=self.d_sae,
@@ -150,7 +187,18 @@ class SparseTranscoder(nn.Module):
             out.b_dec.copy_(self.b_dec / self.out_scale)
             if self.W_skip is not None:
                 out.W_skip.copy_(self.W_skip / self.out_scale)
+            if self.k is not None:
+                out.threshold.fill_(float(self.threshold / self.out_scale))
         return out.eval()
+
+
+def batch_topk(acts: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the ``k`` x n largest of a batch's activations ``acts`` [n, d_sae] (ties broken by
+    ``torch.topk``) and zero the rest: k features per token on average, more on some tokens, fewer on
+    others (Bussmann, Leask & Nanda 2024). Gradients flow to the kept entries."""
+    flat = acts.reshape(-1)
+    values, index = flat.topk(min(k * acts.shape[0], flat.numel()), sorted=False)
+    return torch.zeros_like(flat).scatter(0, index, values).reshape(acts.shape)
 
 
 def skip_term(transcoder: Any, x: torch.Tensor) -> torch.Tensor | float:
@@ -224,7 +272,7 @@ def save_transcoder(
 
 def load_transcoder(folder: str | os.PathLike, device: str | torch.device = "cpu") -> Any:
     """Load an sae-lens ``Transcoder`` saved by ``save_transcoder`` (or by sae-lens) onto ``device``
-    (pass the model's, ``model.cfg.device``)."""
+    (pass the model's, ``model.cfg.device``); its cfg.json names the kind (skip, JumpReLU) sae-lens builds."""
     from sae_lens import Transcoder  # heavy (~1.5 s to import): only loading needs it
 
     folder = Path(folder)

@@ -101,7 +101,7 @@ TRAIN_SCRIPT = "scripts/train_transcoders.py"
 MAX_SHIPPED_BYTES = 64_000_000  # the issue's cap on the shipped weights (64 MB)
 SETTINGS_FILE, STATE_FILE, PROGRESS_FILE, PROVENANCE_FILE = "settings.json", "state.pt", "progress.jsonl", "provenance.json"
 STATE_VERSION = 1
-ACTIVATIONS = ("relu",)  # what SparseTranscoder computes (L1-ReLU, the paper's); TopK/JumpReLU are not in the code
+ACTIVATIONS = ("relu", "batchtopk")  # L1-ReLU (the paper's) or BatchTopK with k features per token
 
 
 # ----------------------------------------------------------------------------- settings and data
@@ -129,6 +129,7 @@ class StreamSettings:
     batch_tokens: int = 512
     d_sae: int = 768
     activation: str = "relu"
+    k: int | None = None  # with activation "batchtopk": features per token on average (then l1 must be 0)
     skip: bool = False  # a skip transcoder (an affine x W_skip beside the features; not the paper's)
     l1: float = 0.03  # chosen by the recipe probe (data/transcoders/README.md): at 0.05, 13-17% of layer 10's features were dead
     lr: float = 8e-3
@@ -143,6 +144,9 @@ class StreamSettings:
         object.__setattr__(self, "layers", tuple(int(layer) for layer in self.layers))
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation {self.activation!r} is not implemented; SparseTranscoder has {ACTIVATIONS}")
+        if (self.activation == "batchtopk") != (self.k is not None):
+            raise ValueError(f"k (features per token) goes with activation 'batchtopk' and only with it; got "
+                             f"activation={self.activation!r}, k={self.k}")
         if not self.layers or len(set(self.layers)) != len(self.layers) or self.epochs < 1:
             raise ValueError(f"need distinct layers and epochs >= 1, got layers={self.layers}, epochs={self.epochs}")
         if self.ctx < 2 or self.batch_tokens < 1 or self.windows_per_chunk < 1 or self.chunks_per_epoch < 1:
@@ -184,6 +188,7 @@ class StreamSettings:
             decay_fraction=self.decay_fraction, resample_every=self.resample_every,
             resample_until=round(steps * self.resample_until_fraction),
             resample_pool_tokens=self.resample_pool_tokens, checkpoint_every=0, seed=self.seed, skip=self.skip,
+            k=self.k,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -103,8 +103,11 @@ class TranscoderTraining:
     checkpoint_dir: str | None = None
     seed: int = 0
     skip: bool = False  # a skip transcoder: an affine x W_skip beside the features (not the paper's)
+    k: int | None = None  # BatchTopK features, k per token on average, instead of the L1 penalty (not the paper's)
 
     def __post_init__(self):
+        if self.k is not None and self.l1 != 0:
+            raise ValueError(f"BatchTopK (k={self.k}) sets the sparsity itself: set l1=0 (got l1={self.l1})")
         if self.d_sae < 1 or self.l1 < 0 or self.lr <= 0 or not 0 <= self.decay_fraction <= 1:
             raise ValueError(
                 f"need d_sae >= 1, l1 >= 0, lr > 0 and 0 <= decay_fraction <= 1, got d_sae={self.d_sae}, "
@@ -142,9 +145,11 @@ class TranscoderTrainer:
     training_step: StepFn | None = None
 
     def __post_init__(self):
-        self.transcoder = SparseTranscoder(self.d_in, self.cfg.d_sae, self.d_out, self.cfg.seed, self.cfg.skip).to(
-            self.device
-        )
+        if self.training_step is not None and self.cfg.k is not None:
+            raise ValueError("a custom training_step trains L1-ReLU transcoders only; leave k unset (None)")
+        self.transcoder = SparseTranscoder(
+            self.d_in, self.cfg.d_sae, self.d_out, self.cfg.seed, self.cfg.skip, self.cfg.k
+        ).to(self.device)
         self.optimizer = torch.optim.Adam(
             self.transcoder.parameters(), lr=self.cfg.lr, betas=self.cfg.adam_betas, fused=True
         )
@@ -167,7 +172,7 @@ class TranscoderTrainer:
         """The activations and ``transcoder_loss`` on a batch (``y`` scaled); raises TrainingDiverged
         on a non-finite loss."""
         tc = self.transcoder
-        acts = tc.encode(x)
+        acts = tc.encode_for_training(x)
         losses = transcoder_loss(prediction(tc, x, acts), y, acts, tc.W_dec, self.cfg.l1)
         if not torch.isfinite(losses["loss"]):
             where = (
@@ -204,6 +209,7 @@ class TranscoderTrainer:
             self.optimizer.step()
             self.scheduler.step()
             tc.normalize_decoder()
+            tc.update_threshold(acts)
         else:
             with torch.no_grad():
                 acts, losses = self.measure(x, y)
