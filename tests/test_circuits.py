@@ -540,3 +540,27 @@ def test_window_figure_marks_the_chosen_window():
     assert [bar.get_facecolor() == ax.patches[2].get_facecolor() for bar in ax.patches] == [False, False, True]
     assert "lowers it by only 0.040" in ax.get_title()
     plt.close(fig)
+
+
+def test_attributions_stay_exact_through_jumprelu_transcoders(setup):
+    """A BatchTopK transcoder fires at inference where its pre-activation clears a threshold (sae-lens's
+    JumpReLUTranscoder): an active feature's value is still its linear pre-activation, so contributions
+    to the logit and to each active feature still add up."""
+    model, transcoders, tokens, tr = setup
+    plain = T.random_transcoder(model.cfg.d_model, 48, seed=2)
+    jump = T.SparseTranscoder(model.cfg.d_model, 48, model.cfg.d_model, k=8)
+    jump.load_state_dict(plain.state_dict(), strict=False)
+    jump.threshold.fill_(float(tr.acts[2][tr.acts[2] > 0].median()))  # silences about half the active ones
+    jumpy = {**transcoders, 2: jump.to_sae_lens(2)}
+    tr_jump = C.trace(model, tokens, jumpy)
+    assert 0 < (tr_jump.acts[2] > 0).sum() < (tr.acts[2] > 0).sum()
+    root = C.logit_target(model, pos=9, up=[3], down=[4])
+    table = C.contributions(model, tr_jump, root, jumpy)
+    expected = model(tokens[None])[0, 9]  # the unspliced model: the error nodes carry the difference
+    assert table.attribution.sum() + root.bias == pytest.approx(float(expected[3] - expected[4]), abs=1e-4)
+    features = table[(table.kind == "feature") & (table.layer == 2)].to_dict("records")
+    assert features
+    for row in features:
+        child = C.expand(model, tr_jump, jumpy, row, root)
+        total = C.contributions(model, tr_jump, child, jumpy).attribution.sum() + child.bias
+        assert total == pytest.approx(row["attribution"], abs=1e-4)
