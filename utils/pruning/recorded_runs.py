@@ -74,7 +74,7 @@ __all__ = [
 ]
 
 RECORDED_RUNS = "data/pruning/runs.json"  # relative to the repository root
-RECORDED_SOURCE = "shipped"  # the calibration text of RECORDED_RUNS, the default scale's ``source``
+RECORDED_SOURCE = "prose"  # the calibration text of RECORDED_RUNS (human prose), the default scale's ``source``
 RECORD_SCRIPT = "scripts/record_baseline_orders.py"
 CHECKSUM_KEY = "checksum"  # "sha256:<hex>" of the canonical JSON of every other key
 
