@@ -16,7 +16,7 @@ is recorded once by ``scripts/record_baseline_orders.py`` and loaded by notebook
   sessions on different machines are put on the first session's machine.
 
 A recording calibrated on another text than ``RECORDED_SOURCE`` lives beside it, named by its source
-(``recorded_runs_file``: ``data/pruning/runs.prose.json``).
+(``recorded_runs_file``: ``data/pruning/runs.shipped.json``, calibrated on the model's own text).
 
 Public names: ``RECORDED_RUNS``, ``RECORDED_SOURCE``, ``recorded_runs_file``, ``RecordedRunsError``, ``record_runs``, ``write_runs``,
 ``read_runs``, ``content_checksum``, ``schema_problems``, ``check_recorded``, ``missing_runs``,
