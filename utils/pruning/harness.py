@@ -60,10 +60,10 @@ PRESETS = {
     },
     "default": {  # the recorded runs (data/pruning/runs.json) were made with exactly these values
         "model_name": "smollm2-135m", "source": RECORDED_SOURCE, "device": "cpu", "targets": [1.1, 1.2, 1.3], "n_calib_windows": 16, "calib_ctx": 128, "calib_seeds": [0, 1, 2],
-        "n_val_tokens": 4096, "val_ctx": 128, "n_task_items": 32, "n_cloze_items": 160, "cloze_ctx": 128,
+        "n_val_tokens": 8192, "val_ctx": 128, "n_task_items": 32, "n_cloze_items": 160, "cloze_ctx": 128,
         "ridge_grid": [0.01, 0.1, 1.0, 10.0], "diagnostic_windows": [16], "diagnostic_candidates": 12,
         "latency_prompt_len": 512, "latency_new_tokens": 128, "latency_repeats": 3, "recompute_baselines": False,
-        "compare_source": "prose", "compare_split": "test", "n_compare_tokens": 8192, "n_compare_cloze": 32,
+        "compare_source": "shipped", "compare_split": "validation", "n_compare_tokens": 8192, "n_compare_cloze": 32,
     },
     "paper": {  # a Llama-family model on one 80 GB GPU, 128 x 2048 WikiText-2 calibration, lm-eval tasks
         "model_name": "meta-llama/Llama-3.1-8B", "source": "wikitext", "device": "cuda",

@@ -16,7 +16,7 @@ is recorded once by ``scripts/record_baseline_orders.py`` and loaded by notebook
   sessions on different machines are put on the first session's machine.
 
 A recording calibrated on another text than ``RECORDED_SOURCE`` lives beside it, named by its source
-(``recorded_runs_file``: ``data/pruning/runs.prose.json``).
+(``recorded_runs_file``: ``data/pruning/runs.shipped.json``, calibrated on the model's own text).
 
 Public names: ``RECORDED_RUNS``, ``RECORDED_SOURCE``, ``recorded_runs_file``, ``RecordedRunsError``, ``record_runs``, ``write_runs``,
 ``read_runs``, ``content_checksum``, ``schema_problems``, ``check_recorded``, ``missing_runs``,
@@ -74,7 +74,7 @@ __all__ = [
 ]
 
 RECORDED_RUNS = "data/pruning/runs.json"  # relative to the repository root
-RECORDED_SOURCE = "shipped"  # the calibration text of RECORDED_RUNS, the default scale's ``source``
+RECORDED_SOURCE = "prose"  # the calibration text of RECORDED_RUNS (human prose), the default scale's ``source``
 RECORD_SCRIPT = "scripts/record_baseline_orders.py"
 CHECKSUM_KEY = "checksum"  # "sha256:<hex>" of the canonical JSON of every other key
 
