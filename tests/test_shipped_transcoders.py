@@ -203,3 +203,22 @@ def test_script_reproduces_one_layer_from_recorded_settings(tiny, tmp_path, caps
         train.main(["--settings-from", str(tmp_path / "ship" / "provenance.json"), "--layers", "1", "--seed", "1",
                     "--run", str(tmp_path / "c"), "--export", str(tmp_path / "other"), "--check-against",
                     str(tmp_path / "ship")], model=tiny, windows=windows)
+
+
+def test_a_batchtopk_run_resumes_bit_for_bit_and_ships_as_jumprelu(tiny, tmp_path):
+    settings = SETTINGS.replace(activation="batchtopk", k=4, l1=0.0)
+    windows = tiny_windows(tiny, settings)
+    straight = S.train_streaming(tiny, settings, windows, tmp_path / "straight", max_chunks=4)
+    S.train_streaming(tiny, settings, windows, tmp_path / "split", max_chunks=2)
+    resumed = S.train_streaming(tiny, settings, windows, tmp_path / "split", resume=True, max_chunks=2)
+    assert_same_run(straight, resumed)  # the threshold is part of the transcoder's state
+    assert all(float(t.transcoder.threshold) > 0 for t in resumed.trainers.values())
+    S.export_shipped(resumed, tmp_path / "out")
+    loaded = S.load_shipped_transcoders(tmp_path / "out", device=tiny.cfg.device)
+    x = torch.randn(50, tiny.cfg.d_model, generator=torch.Generator().manual_seed(0))
+    for layer, tc in loaded.items():
+        assert type(tc).__name__ == "JumpReLUTranscoder" and tc.threshold.dtype == torch.float32
+        reference = resumed.trainers[layer].transcoder.to_sae_lens(layer)
+        torch.testing.assert_close(tc.threshold, reference.threshold.half().float())
+        assert torch.allclose(tc(x), reference(x), atol=2e-2 * reference(x).abs().max())
+    assert S.shipped_provenance(tmp_path / "out")["settings"]["k"] == 4
