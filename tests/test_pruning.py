@@ -684,4 +684,22 @@ def test_calibration_table_sets_the_two_calibrations_side_by_side():
     text = pruning.calibration_sentence(here, there, "prose", "shipped")
     assert text == ("Measured on human text: calibrated on human text, SPRINT ranks 1 of 2 by perplexity (55.0; it "
                     "removed 9 attention and 1 MLP sublayers); calibrated on the model's own text, SPRINT ranks 2 of "
-                    "2 by perplexity (85.0; it removed 12 attention and 1 MLP sublayers).")
+                    "2 by perplexity (85.0; it removed 12 attention and 1 MLP sublayers). 1 of 2 methods reach a lower "
+                    "perplexity on human text when calibrated on it than when calibrated on the model's own text.")
+    without_cloze = [{k: v for k, v in r.items() if k != "cloze_acc"} for r in there]  # a perplexity-only contrast
+    columns = set(pruning.calibration_table(here, without_cloze, "prose", "shipped")[0])
+    assert not any(c.startswith("cloze") for c in columns) and "perplexity (calibrated on human text)" in columns
+
+
+def test_text_evaluator_scores_cloze_only_when_asked(bos_model):
+    import itertools
+    import re
+
+    from utils import data
+
+    texts = itertools.islice(data.corpus_texts("validation", "shipped"), 8)
+    model = bos_model(sorted({w for text in texts for w in re.findall(r"\w+|[^\w\s]+", text)}))
+    both = pruning.text_evaluator(model, "shipped", "validation", 64, 16, 2, 16)(model)
+    alone = pruning.text_evaluator(model, "shipped", "validation", 64, 16, 0, 16)(model)
+    assert set(both) == {"perplexity", "cloze_acc"} and set(alone) == {"perplexity"}
+    assert alone["perplexity"] == both["perplexity"] > 1

@@ -63,7 +63,7 @@ PRESETS = {
         "n_val_tokens": 8192, "val_ctx": 128, "n_task_items": 32, "n_cloze_items": 160, "cloze_ctx": 128,
         "ridge_grid": [0.01, 0.1, 1.0, 10.0], "diagnostic_windows": [16], "diagnostic_candidates": 12,
         "latency_prompt_len": 512, "latency_new_tokens": 128, "latency_repeats": 3, "recompute_baselines": False,
-        "compare_source": "shipped", "compare_split": "validation", "n_compare_tokens": 8192, "n_compare_cloze": 32,
+        "compare_source": "shipped", "compare_split": "validation", "n_compare_tokens": 4096, "n_compare_cloze": 32,
     },
     "paper": {  # a Llama-family model on one 80 GB GPU, 128 x 2048 WikiText-2 calibration, lm-eval tasks
         "model_name": "meta-llama/Llama-3.1-8B", "source": "wikitext", "device": "cuda",

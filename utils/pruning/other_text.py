@@ -89,13 +89,17 @@ def text_evaluator(
     model: HookedTransformer, source: str, split: str, n_tokens: int, ctx: int, n_cloze: int, cloze_ctx: int
 ) -> Callable[[HookedTransformer], dict]:
     """``evaluate(model)``: perplexity on ``n_tokens`` tokens of ``split`` of ``source`` (windows of
-    ``ctx``) and cloze accuracy on ``n_cloze`` of its documents; the data are read once, here."""
+    ``ctx``) and cloze accuracy on ``n_cloze`` of its documents (none, and no ``cloze_acc``, for 0);
+    the data are read once, here."""
     batches = list(token_batches(model, split, n_tokens, ctx, 8, source))
-    items = last_word_items(corpus_texts(split, source), n_cloze)
+    items = last_word_items(corpus_texts(split, source), n_cloze) if n_cloze else []
 
     def evaluate(m: HookedTransformer) -> dict:
-        correct = cloze_correct(m, items, cloze_ctx)
-        return {"perplexity": perplexity(m, batches), "cloze_acc": sum(correct) / len(correct)}
+        scores = {"perplexity": perplexity(m, batches)}
+        if items:
+            correct = cloze_correct(m, items, cloze_ctx)
+            scores["cloze_acc"] = sum(correct) / len(correct)
+        return scores
 
     return evaluate
 

@@ -111,11 +111,13 @@ def text_table(recorded: Sequence[dict], other: Sequence[dict], dense: Mapping[s
 def calibration_table(recorded: Sequence[dict], other: Sequence[dict], source: str, other_source: str) -> list[dict]:
     """Per method, matched by method and target: speed-up, perplexity, cloze and sublayers removed of its
     snapshot calibrated on ``source`` (``recorded``) and on ``other_source`` (``other``), both measured
-    on the same text; columns name the calibration text."""
+    on the same text; columns name the calibration text. No cloze columns where ``other`` has no cloze."""
     by_key = {(r["method"], r["target"]): r for r in recorded}
     named = [(f"calibrated on {text_name(src)}", i) for i, src in enumerate((source, other_source))]
     fields = (("speed-up", lambda r: r["speedup_paper"]), ("perplexity", lambda r: r["perplexity"]),
               ("cloze", lambda r: r["cloze_acc"]), ("attn/MLP removed", lambda r: f"{r['n_attn']}/{r['n_mlp']}"))
+    if not all("cloze_acc" in o for o in other):
+        fields = tuple(f for f in fields if f[0] != "cloze")
     out = []
     for o in other:
         pair = (by_key[(o["method"], o["target"])], o)
@@ -125,7 +127,8 @@ def calibration_table(recorded: Sequence[dict], other: Sequence[dict], source: s
 
 
 def calibration_sentence(recorded: Sequence[dict], other: Sequence[dict], source: str, other_source: str) -> str:
-    """SPRINT's rank by perplexity on this recording's text under each calibration, with what it removed."""
+    """SPRINT's rank by perplexity on this recording's text under each calibration, with what it removed,
+    and how many methods reach a lower perplexity there when calibrated on that text."""
     parts = []
     for rows, src in ((recorded, source), (other, other_source)):
         ppl = {r["method"]: r["perplexity"] for r in rows}
@@ -134,7 +137,11 @@ def calibration_sentence(recorded: Sequence[dict], other: Sequence[dict], source
         parts.append(f"calibrated on {text_name(src)}, SPRINT ranks {rank} of {len(ppl)} by perplexity "
                      f"({sprint['perplexity']:.1f}; it removed {sprint['n_attn']} attention and {sprint['n_mlp']} "
                      "MLP sublayers)")
-    return f"Measured on {text_name(source)}: " + "; ".join(parts) + "."
+    by_key = {(r["method"], r["target"]): r["perplexity"] for r in recorded}
+    gains = sum(by_key[(o["method"], o["target"])] < o["perplexity"] for o in other)
+    return (f"Measured on {text_name(source)}: " + "; ".join(parts) + f". {gains} of {len(other)} methods reach a "
+            f"lower perplexity on {text_name(source)} when calibrated on it than when calibrated on "
+            f"{text_name(other_source)}.")
 
 
 def _speeds(matched: Sequence[dict], name: str) -> str:
