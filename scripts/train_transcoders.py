@@ -7,9 +7,10 @@ state (every trainer's weights, optimiser, schedule, step, RNG and the chunk cur
 ``--resume`` continues it bit for bit. A session can stop on its own after ``--max-chunks`` chunks or
 ``--max-minutes`` minutes; run the same command with ``--resume`` to go on.
 
-    python scripts/train_transcoders.py --threads 2                       # start (all 30 layers)
-    python scripts/train_transcoders.py --threads 2 --resume --max-minutes 300
-    python scripts/train_transcoders.py --resume --export data/transcoders  # when done (or to ship a partial run)
+    RECIPE="--activation batchtopk --k 64 --l1 0"   # the shipped recipe; without it: L1-ReLU (the paper's), l1 0.03
+    python scripts/train_transcoders.py --threads 2 $RECIPE               # start (all 30 layers)
+    python scripts/train_transcoders.py --threads 2 $RECIPE --resume --max-minutes 300
+    python scripts/train_transcoders.py $RECIPE --resume --export data/transcoders  # when done (or a partial run)
 
 Reproduce one shipped layer from its recorded settings and compare it with the shipped file:
 

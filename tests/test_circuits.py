@@ -479,8 +479,9 @@ def test_l1_sweep_figure_and_sentence_set_the_layers_trained_here_against_the_sh
     stars = [c for c in fig.axes[0].collections if len(c.get_offsets())]
     assert [tuple(c.get_offsets()[0]) for c in stars] == [(49.5, 0.923), (70.7, 0.951)]  # layer 9 is not in the sweep
     assert C.plot_l1_sweep(sweep, 100.0, 0.05).axes[0].get_title() == "L1 sweep on layers [10, 20]: chosen L1 = 0.05"
-    line = C.live_vs_shipped(sweep[sweep.l1 == 0.05], shipped)
-    assert line == ("Trained here at l1 0.05 vs shipped, on held-out human prose: layer 10: 82% recovered at L0 40 "
+    line = C.live_vs_shipped(sweep[sweep.l1 == 0.05], shipped, "BatchTopK k 64, d_sae 768")
+    assert line == ("Trained here (L1-ReLU, l1 0.05) vs shipped (BatchTopK k 64, d_sae 768), "
+                    "on held-out human prose: layer 10: 82% recovered at L0 40 "
                     "(FVU 0.33, 8% dead) here vs 92% at L0 50 (FVU 0.24, 3% dead) shipped; layer 20: 77% recovered "
                     "at L0 55 (FVU 0.44, 0% dead) here vs 95% at L0 71 (FVU 0.27, 0% dead) shipped.")
 

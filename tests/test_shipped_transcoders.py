@@ -169,7 +169,13 @@ def test_the_summary_labels_them_as_loaded(exported):
     line = S.shipped_summary(S.shipped_provenance(folder), 2)
     assert line.startswith("Loaded 2 transcoders from data/transcoders/ (checksums checked)")
     assert f"{3 * 8 * 16:,} tokens of the prose train split" in line and "12 steps per layer" in line
-    assert "INCOMPLETE: 3 of 6 chunks" in line and "d_sae 64, l1 20" in line and "in 1 training session(s)" in line
+    assert "INCOMPLETE: 3 of 6 chunks" in line and "L1-ReLU, l1 20, d_sae 64" in line and "in 1 training session(s)" in line
+
+
+def test_the_recipe_is_named_in_words():
+    assert S.StreamSettings(l1=0.03).recipe == "L1-ReLU, l1 0.03, d_sae 768"
+    topk = S.StreamSettings(activation="batchtopk", k=64, l1=0, d_sae=640, skip=True)
+    assert topk.recipe == "BatchTopK k 64, a JumpReLU threshold at inference, d_sae 640, skip path"
 
 
 def test_export_refused_above_the_size_cap(exported, tmp_path):

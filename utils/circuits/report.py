@@ -229,15 +229,17 @@ def plot_l1_sweep(sweep: pd.DataFrame, max_l0: float, l1: float, shipped: pd.Dat
     return fig
 
 
-def live_vs_shipped(live: pd.DataFrame, shipped: pd.DataFrame) -> str:
+def live_vs_shipped(live: pd.DataFrame, shipped: pd.DataFrame, shipped_recipe: str) -> str:
     """One sentence setting transcoders trained here (``live``: sweep rows at one l1) against the shipped
-    ones of the same layers (``shipped``: ``layer_quality`` rows), on the same held-out tokens."""
+    ones of the same layers (``shipped``: ``layer_quality`` rows, trained by ``shipped_recipe``), on the
+    same held-out tokens."""
     theirs = shipped.set_index("layer")
     parts = [f"layer {r.layer}: {r.frac_recovered:.0%} recovered at L0 {r.l0:.0f} (FVU {r.fvu:.2f}, "
              f"{r.dead_frac:.0%} dead) here vs {theirs.frac_recovered[r.layer]:.0%} at L0 "
              f"{theirs.l0[r.layer]:.0f} (FVU {theirs.fvu[r.layer]:.2f}, {theirs.dead_frac[r.layer]:.0%} dead) shipped"
              for r in live.itertuples() if r.layer in theirs.index]
-    return f"Trained here at l1 {live.l1.iloc[0]:g} vs shipped, on held-out human prose: " + "; ".join(parts) + "."
+    return (f"Trained here (L1-ReLU, l1 {live.l1.iloc[0]:g}) vs shipped ({shipped_recipe}), on held-out human "
+            "prose: " + "; ".join(parts) + ".")
 
 
 def plot_top_k(curve: pd.DataFrame, levels: Mapping[str, float], verdict: verdicts.Verdict) -> Figure:

@@ -24,11 +24,12 @@ human-written training split, once, by ``scripts/train_transcoders.py``, over se
   ``load_shipped_transcoders`` (the same sae-lens ``Transcoder`` objects notebook 03 uses),
   ``shipped_provenance``;
 * whether they can stand in for a notebook's own training (same model, text and layers) and the
-  line that labels them as loaded -> ``shipped_unusable``, ``shipped_summary``.
+  line that labels them as loaded, with their recipe in words -> ``shipped_unusable``, ``shipped_recipe``,
+  ``shipped_summary``.
 
 Public names: ``StreamSettings``, ``StreamingRun``, ``train_streaming``, ``default_run_folder``, ``settings_key``, ``run_windows``, ``chunk_indices``, ``chunk_windows``,
 ``export_shipped``, ``load_shipped_transcoders``, ``shipped_provenance``, ``rebuild_command``,
-``shipped_unusable``, ``shipped_summary``, ``ShippedTranscodersError``, ``SHIPPED``, ``SHIPPED_DIR``,
+``shipped_unusable``, ``shipped_recipe``, ``shipped_summary``, ``ShippedTranscodersError``, ``SHIPPED``, ``SHIPPED_DIR``,
 ``TRAIN_SCRIPT``, ``MAX_SHIPPED_BYTES``.
 """
 
@@ -90,6 +91,7 @@ __all__ = [
     "run_windows",
     "settings_key",
     "shipped_provenance",
+    "shipped_recipe",
     "shipped_summary",
     "shipped_unusable",
     "train_streaming",
@@ -190,6 +192,13 @@ class StreamSettings:
             resample_pool_tokens=self.resample_pool_tokens, checkpoint_every=0, seed=self.seed, skip=self.skip,
             k=self.k,
         )
+
+    @property
+    def recipe(self) -> str:
+        """The training recipe in words, as summaries and tables name it."""
+        sparsity = (f"BatchTopK k {self.k}, a JumpReLU threshold at inference" if self.activation == "batchtopk"
+                    else f"L1-ReLU, l1 {self.l1:g}")
+        return f"{sparsity}, d_sae {self.d_sae}" + (", skip path" if self.skip else "")
 
     def to_dict(self) -> dict[str, Any]:
         """As JSON reads it back (lists for tuples)."""
@@ -560,6 +569,11 @@ def shipped_unusable(
     return None
 
 
+def shipped_recipe(provenance: dict[str, Any]) -> str:
+    """The recipe the shipped transcoders were trained with, in words (``StreamSettings.recipe``)."""
+    return StreamSettings.from_dict(provenance["settings"]).recipe
+
+
 def shipped_summary(provenance: dict[str, Any], n_loaded: int) -> str:
     """One line that labels loaded transcoders as recorded elsewhere: what trained them, on what, how long, where."""
     s = provenance["settings"]
@@ -569,6 +583,6 @@ def shipped_summary(provenance: dict[str, Any], n_loaded: int) -> str:
     state = "complete" if provenance["complete"] else f"INCOMPLETE: {provenance['chunks']} of {provenance['n_chunks']} chunks"
     return (f"Loaded {n_loaded} transcoders from {SHIPPED}/ (checksums checked), recorded by {TRAIN_SCRIPT}: "
             f"{provenance['tokens_seen']:,} tokens of the {s['source']} train split, {provenance['steps']:,} steps per layer, "
-            f"d_sae {s['d_sae']}, l1 {s['l1']:g}, {s['activation']} ({state}); "
+            f"{shipped_recipe(provenance)} ({state}); "
             f"{provenance['wall_s'] / 3600:.1f} h in {len(sessions)} training session(s) on {', '.join(cpus)} "
             f"at commit {', '.join(commits)}, exported {provenance['exported_utc'][:10]}.")
