@@ -108,22 +108,24 @@ def text_table(recorded: Sequence[dict], other: Sequence[dict], dense: Mapping[s
             for name, speed, pair in rows]
 
 
+def _calibration_pairs(recorded: Sequence[dict], other: Sequence[dict]) -> list[tuple[dict, dict]]:
+    """Each ``other`` row with the ``recorded`` row of the same method and target, in ``other``'s order."""
+    by_key = {(r["method"], r["target"]): r for r in recorded}
+    return [(by_key[(o["method"], o["target"])], o) for o in other]
+
+
 def calibration_table(recorded: Sequence[dict], other: Sequence[dict], source: str, other_source: str) -> list[dict]:
     """Per method, matched by method and target: speed-up, perplexity, cloze and sublayers removed of its
     snapshot calibrated on ``source`` (``recorded``) and on ``other_source`` (``other``), both measured
     on the same text; columns name the calibration text. No cloze columns where ``other`` has no cloze."""
-    by_key = {(r["method"], r["target"]): r for r in recorded}
     named = [(f"calibrated on {text_name(src)}", i) for i, src in enumerate((source, other_source))]
     fields = (("speed-up", lambda r: r["speedup_paper"]), ("perplexity", lambda r: r["perplexity"]),
               ("cloze", lambda r: r["cloze_acc"]), ("attn/MLP removed", lambda r: f"{r['n_attn']}/{r['n_mlp']}"))
     if not all("cloze_acc" in o for o in other):
         fields = tuple(f for f in fields if f[0] != "cloze")
-    out = []
-    for o in other:
-        pair = (by_key[(o["method"], o["target"])], o)
-        out.append({"method": o["method"], **{f"{field} ({name})": get(pair[i]) for field, get in fields
-                                             for name, i in named}})
-    return out
+    return [{"method": pair[1]["method"], **{f"{field} ({name})": get(pair[i]) for field, get in fields
+                                             for name, i in named}}
+            for pair in _calibration_pairs(recorded, other)]
 
 
 def calibration_sentence(recorded: Sequence[dict], other: Sequence[dict], source: str, other_source: str) -> str:
@@ -137,8 +139,7 @@ def calibration_sentence(recorded: Sequence[dict], other: Sequence[dict], source
         parts.append(f"calibrated on {text_name(src)}, SPRINT ranks {rank} of {len(ppl)} by perplexity "
                      f"({sprint['perplexity']:.1f}; it removed {sprint['n_attn']} attention and {sprint['n_mlp']} "
                      "MLP sublayers)")
-    by_key = {(r["method"], r["target"]): r["perplexity"] for r in recorded}
-    gains = sum(by_key[(o["method"], o["target"])] < o["perplexity"] for o in other)
+    gains = sum(mine["perplexity"] < theirs["perplexity"] for mine, theirs in _calibration_pairs(recorded, other))
     return (f"Measured on {text_name(source)}: " + "; ".join(parts) + f". {gains} of {len(other)} methods reach a "
             f"lower perplexity on {text_name(source)} when calibrated on it than when calibrated on "
             f"{text_name(other_source)}.")
