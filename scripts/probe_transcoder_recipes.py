@@ -28,13 +28,14 @@ from utils.transcoders import metrics as M
 from utils.transcoders.shipped import StreamingRun, StreamSettings, chunk_indices, run_windows
 from utils.transcoders.training import train_transcoders
 
-RECIPES = ("base", "batch256", "l1", "wide", "skip", "topk", "topk_skip")
+RECIPES = ("base", "batch256", "l1", "wide", "skip", "topk", "topk_skip", "topk_auxk")
 TOPK = 64  # BatchTopK's features per token: near the base recipe's L0 on layers 10 and 20 (57-85)
 SKIP_WIDTH = 640  # the widest skip transcoder whose 30 layers fit the 64 MB cap in float16
 
 
-def streaming_recipes(base: StreamSettings, which: tuple[str, ...] = RECIPES) -> dict[str, StreamSettings]:
-    """The streaming recipes: the base one and one change each (all read the same chunks)."""
+def streaming_recipes(base: StreamSettings, which: tuple[str, ...] = RECIPES, aux_k: int = 288) -> dict[str, StreamSettings]:
+    """The streaming recipes: the base one and one change each (all read the same chunks); ``aux_k``:
+    AuxK's features per token (Gao et al. take half the model's width)."""
     every = {
         "base": ("stream 1 epoch", base),
         "batch256": ("stream 1 epoch, batch 256 (2x steps)", base.replace(batch_tokens=base.batch_tokens // 2)),
@@ -44,6 +45,8 @@ def streaming_recipes(base: StreamSettings, which: tuple[str, ...] = RECIPES) ->
         "topk": (f"stream 1 epoch, BatchTopK k={TOPK}", base.replace(activation="batchtopk", k=TOPK, l1=0.0)),
         "topk_skip": (f"stream 1 epoch, BatchTopK k={TOPK}, skip, d_sae {SKIP_WIDTH}", base.replace(
             activation="batchtopk", k=TOPK, l1=0.0, skip=True, d_sae=SKIP_WIDTH)),
+        "topk_auxk": (f"stream 1 epoch, BatchTopK k={TOPK}, AuxK k_aux {aux_k}", base.replace(
+            activation="batchtopk", k=TOPK, l1=0.0, aux_k=aux_k)),
     }
     return dict(every[key] for key in which)
 
@@ -64,7 +67,7 @@ def main() -> None:
     torch.set_grad_enabled(False)
     model = load_model("smollm2-135m")
     base = StreamSettings(layers=tuple(args.layers), n_tokens=args.tokens)
-    recipes = streaming_recipes(base, tuple(args.recipes))
+    recipes = streaming_recipes(base, tuple(args.recipes), aux_k=model.cfg.d_model // 2)
     started = time.perf_counter()
     ev = M.eval_set(model, args.layers, token_batches(model, "validation", args.eval_tokens, base.ctx, 8, source="prose"))
     windows = run_windows(model, base)

@@ -35,7 +35,8 @@ from utils.transcoders import shipped as S
 # flag -> StreamSettings field (each flag's default is None: the settings' own default, or --settings-from's value)
 SETTING_FLAGS = {
     "model": str, "source": str, "layers": int, "tokens": int, "epochs": int, "ctx": int, "windows_per_chunk": int,
-    "batch_tokens": int, "d_sae": int, "activation": str, "k": int, "l1": float, "lr": float, "warmup_fraction": float,
+    "batch_tokens": int, "d_sae": int, "activation": str, "k": int, "aux_k": int, "aux_coef": float,
+    "dead_after": int, "l1": float, "lr": float, "warmup_fraction": float,
     "decay_fraction": float, "resample_every": int, "resample_until_fraction": float,
     "resample_pool_tokens": int, "seed": int,
 }

@@ -41,21 +41,28 @@ def assert_same_run(a: S.StreamingRun, b: S.StreamingRun) -> None:
         for pa, pb in zip(ta.transcoder.parameters(), tb.transcoder.parameters(), strict=True):
             for key in ("exp_avg", "exp_avg_sq"):
                 assert torch.equal(ta.optimizer.state[pa][key], tb.optimizer.state[pb][key]), (layer, key)
-        assert torch.equal(ta.fired, tb.fired) and ta.resampled == tb.resampled
+        assert torch.equal(ta.fired, tb.fired) and torch.equal(ta.idle, tb.idle) and ta.resampled == tb.resampled
         assert ta.scheduler.get_last_lr() == tb.scheduler.get_last_lr()
 
 
-def test_resume_is_bit_for_bit(tiny, tmp_path):
+AUXK = SETTINGS.replace(activation="batchtopk", k=4, l1=0.0, aux_k=8, dead_after=2)  # BatchTopK with AuxK
+
+
+@pytest.mark.parametrize("settings", [SETTINGS, AUXK], ids=["l1", "batchtopk-auxk"])
+def test_resume_is_bit_for_bit(tiny, tmp_path, settings):
     windows = tiny_windows(tiny)
-    straight = S.train_streaming(tiny, SETTINGS, windows, tmp_path / "straight", max_chunks=4)
-    S.train_streaming(tiny, SETTINGS, windows, tmp_path / "split", max_chunks=2)
-    resumed = S.train_streaming(tiny, SETTINGS, windows, tmp_path / "split", resume=True, max_chunks=2)
+    straight = S.train_streaming(tiny, settings, windows, tmp_path / "straight", max_chunks=4)
+    S.train_streaming(tiny, settings, windows, tmp_path / "split", max_chunks=2)
+    resumed = S.train_streaming(tiny, settings, windows, tmp_path / "split", resume=True, max_chunks=2)
     assert resumed.chunk == 4 and len(resumed.sessions) == 2
     assert_same_run(straight, resumed)
     assert straight.trainers[0].resampled > 0  # the resampling pool was saved and restored too
     lines = (tmp_path / "split" / "progress.jsonl").read_text().splitlines()
     assert [json.loads(line)["chunk"] for line in lines] == [1, 2, 3, 4]
-    assert json.loads((tmp_path / "split" / "settings.json").read_text()) == SETTINGS.to_dict()
+    assert json.loads((tmp_path / "split" / "settings.json").read_text()) == settings.to_dict()
+    if settings.aux_k:  # the auxiliary loss did act (else this would only repeat the plain BatchTopK run)
+        plain = S.train_streaming(tiny, settings.replace(aux_k=None), windows, tmp_path / "plain", max_chunks=4)
+        assert not torch.equal(plain.trainers[0].transcoder.W_enc, straight.trainers[0].transcoder.W_enc)
 
 
 def test_runs_refuse_other_settings_and_overwriting(tiny, tmp_path, monkeypatch):

@@ -774,3 +774,49 @@ def test_batch_topk_settings_are_checked():
     with pytest.raises(ValueError, match="goes with activation 'batchtopk'"):
         StreamSettings(layers=(0,), n_tokens=4096, activation="batchtopk", l1=0.0)
     assert StreamSettings(layers=(0,), n_tokens=4096, activation="batchtopk", k=4, l1=0.0).training().k == 4
+
+
+def test_auxk_loss_fits_the_error_with_each_tokens_largest_dead_activations():
+    pre = torch.tensor([[3.0, -1.0, 1.0], [0.5, 2.0, 4.0]])
+    w_dec = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    error = torch.tensor([[2.0, 1.0], [0.0, 0.0]])
+    # k_aux 2: token 0 keeps 3 and 1 -> guess (4, 1); token 1 keeps 2 and 4 -> guess (4, 6)
+    expected = ((2.0**2 + 0.0**2) + (4.0**2 + 6.0**2)) / 2 / 2
+    assert float(T.auxk_loss(pre, w_dec, error, 2)) == pytest.approx(expected)
+    # k_aux above the dead count keeps all of them (ReLU'd): token 1's guess becomes (4.5, 6)
+    assert float(T.auxk_loss(pre, w_dec, error, 5)) == pytest.approx((2.0**2 + 4.5**2 + 6.0**2) / 2 / 2)
+
+
+def test_auxk_trains_the_features_batch_topk_never_keeps():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2048, 16, generator=g)
+    y = torch.relu(x @ torch.randn(16, 48, generator=g)) @ torch.randn(48, 16, generator=g) / 6
+
+    def train(aux_k):
+        cfg = T.TranscoderTraining(d_sae=32, l1=0.0, lr=3e-3, warmup_steps=1, resample_every=0,
+                                   checkpoint_every=0, k=2, aux_k=aux_k, dead_after=5)
+        trainer = T.TranscoderTrainer(cfg, layer=0, d_in=16, d_out=16)
+        with torch.no_grad():  # half the features start too weak for the top 2 x n of a batch
+            trainer.transcoder.W_enc[:, 16:] *= 1e-3
+        start = trainer.transcoder.W_enc[:, 16:].clone()
+        for step in range(150):
+            rows = slice((step * 128) % 2048, (step * 128) % 2048 + 128)
+            trainer.step(x[rows], y[rows])
+        moved = (trainer.transcoder.W_enc[:, 16:] - start).norm(dim=0)
+        kept = T.batch_topk(torch.relu(trainer.transcoder.preactivations(x[:512])), 2) > 0
+        return moved, int(kept[:, 16:].any(0).sum()), trainer
+
+    moved, alive, _ = train(None)
+    assert moved.max() == 0 and alive == 0  # without AuxK they get no gradient and stay dead
+    moved, alive, trainer = train(8)
+    assert (moved > 0).all() and alive >= 4, (moved, alive)  # AuxK pulls them in
+    assert trainer.idle.max() < 150
+
+
+def test_auxk_needs_batch_topk():
+    with pytest.raises(ValueError, match=r"AuxK \(aux_k=8\) needs BatchTopK features"):
+        T.TranscoderTraining(d_sae=8, l1=0.0, aux_k=8)
+    from utils.transcoders.shipped import StreamSettings
+
+    settings = StreamSettings(layers=(0,), n_tokens=4096, activation="batchtopk", k=4, l1=0.0, aux_k=16)
+    assert settings.training().aux_k == 16 and "AuxK (k_aux 16, weight 0.03125)" in settings.recipe

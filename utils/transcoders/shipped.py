@@ -132,6 +132,9 @@ class StreamSettings:
     d_sae: int = 768
     activation: str = "relu"
     k: int | None = None  # with activation "batchtopk": features per token on average (then l1 must be 0)
+    aux_k: int | None = None  # with "batchtopk": AuxK on features idle for dead_after steps (TranscoderTraining)
+    aux_coef: float = 1 / 32
+    dead_after: int = 25
     skip: bool = False  # a skip transcoder (an affine x W_skip beside the features; not the paper's)
     l1: float = 0.03  # chosen by the recipe probe (data/transcoders/README.md): at 0.05, 13-17% of layer 10's features were dead
     lr: float = 8e-3
@@ -190,13 +193,14 @@ class StreamSettings:
             decay_fraction=self.decay_fraction, resample_every=self.resample_every,
             resample_until=round(steps * self.resample_until_fraction),
             resample_pool_tokens=self.resample_pool_tokens, checkpoint_every=0, seed=self.seed, skip=self.skip,
-            k=self.k,
+            k=self.k, aux_k=self.aux_k, aux_coef=self.aux_coef, dead_after=self.dead_after,
         )
 
     @property
     def recipe(self) -> str:
         """The training recipe in words, as summaries and tables name it."""
-        sparsity = (f"BatchTopK k {self.k}, a JumpReLU threshold at inference" if self.activation == "batchtopk"
+        aux = f" and AuxK (k_aux {self.aux_k}, weight {self.aux_coef:g})" if self.aux_k is not None else ""
+        sparsity = (f"BatchTopK k {self.k}{aux}, a JumpReLU threshold at inference" if self.activation == "batchtopk"
                     else f"L1-ReLU, l1 {self.l1:g}")
         return f"{sparsity}, d_sae {self.d_sae}" + (", skip path" if self.skip else "")
 
@@ -245,6 +249,7 @@ def _trainer_state(trainer: TranscoderTrainer) -> dict[str, Any]:
         "scheduler": trainer.scheduler.state_dict(),
         "step_count": trainer.step_count,
         "fired": trainer.fired.clone(),
+        "idle": trainer.idle.clone(),
         "resampled": trainer.resampled,
         "initialised": trainer.initialised,
         "recent": list(trainer.recent) if pool_needed else [],
@@ -257,6 +262,8 @@ def _restore_trainer(trainer: TranscoderTrainer, state: dict[str, Any]) -> None:
     trainer.scheduler.load_state_dict(state["scheduler"])
     trainer.step_count = state["step_count"]
     trainer.fired.copy_(state["fired"])
+    if "idle" in state:  # states saved before AuxK existed lack the counters, which only AuxK reads
+        trainer.idle.copy_(state["idle"])
     trainer.resampled = state["resampled"]
     trainer.initialised = state["initialised"]
     trainer.recent = deque(state["recent"])

@@ -9,6 +9,8 @@ unit norm, and revives dead features. Here, step by step (``TranscoderTrainer.st
 * the learning rate: a linear warm-up, then a linear fall to 0 over the run's last part -> ``lr_multiplier``;
 * dead-feature resampling (Anthropic's recipe, no two features revived from the same token) from a
   pool of recent tokens, until a chosen step -> ``TranscoderTrainer.resample_dead``;
+* optionally, for BatchTopK transcoders, Gao et al.'s (2024) auxiliary loss on the features that have
+  not fired for ``dead_after`` steps, for the whole run (``auxk_loss``; not the paper's);
 * checkpoints in sae-lens format and a guard that stops on a NaN loss, naming the last good
   checkpoint -> ``TranscoderTrainer.save_checkpoint``, ``TrainingDiverged``;
 * optionally someone else's step (a learner's, notebook 02's Exercise 2.3): ``training_step(tc,
@@ -39,7 +41,7 @@ from tqdm.auto import tqdm
 
 from utils.outputs import replace_folder
 from utils.transcoders.activations import Pair
-from utils.transcoders.model import SparseTranscoder, prediction, transcoder_loss
+from utils.transcoders.model import SparseTranscoder, auxk_loss, prediction, transcoder_loss
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -104,10 +106,16 @@ class TranscoderTraining:
     seed: int = 0
     skip: bool = False  # a skip transcoder: an affine x W_skip beside the features (not the paper's)
     k: int | None = None  # BatchTopK features, k per token on average, instead of the L1 penalty (not the paper's)
+    aux_k: int | None = None  # with k: AuxK, dead features' k_aux largest activations fit the error (not the paper's)
+    aux_coef: float = 1 / 32  # AuxK's weight in the loss (Gao et al.'s)
+    dead_after: int = 25  # steps without firing after which AuxK counts a feature as dead
 
     def __post_init__(self):
         if self.k is not None and self.l1 != 0:
             raise ValueError(f"BatchTopK (k={self.k}) sets the sparsity itself: set l1=0 (got l1={self.l1})")
+        if self.aux_k is not None and (self.k is None or self.aux_k < 1 or self.dead_after < 1):
+            raise ValueError(f"AuxK (aux_k={self.aux_k}) needs BatchTopK features (k, got {self.k}), aux_k >= 1 "
+                             f"and dead_after >= 1 (got {self.dead_after})")
         if self.d_sae < 1 or self.l1 < 0 or self.lr <= 0 or not 0 <= self.decay_fraction <= 1:
             raise ValueError(
                 f"need d_sae >= 1, l1 >= 0, lr > 0 and 0 <= decay_fraction <= 1, got d_sae={self.d_sae}, "
@@ -159,6 +167,7 @@ class TranscoderTrainer:
             lambda s: lr_multiplier(s, self.cfg.warmup_steps, self.total_steps, self.cfg.decay_fraction),
         )
         self.fired = torch.zeros(self.cfg.d_sae, dtype=torch.long, device=self.device)
+        self.idle = torch.zeros(self.cfg.d_sae, dtype=torch.long, device=self.device)  # steps since each last fired
         self.resampled = 0
         self.recent: deque[tuple[torch.Tensor, torch.Tensor]] = deque()  # the resampling pool
 
@@ -173,7 +182,12 @@ class TranscoderTrainer:
         on a non-finite loss."""
         tc = self.transcoder
         acts = tc.encode_for_training(x)
-        losses = transcoder_loss(prediction(tc, x, acts), y, acts, tc.W_dec, self.cfg.l1)
+        pred = prediction(tc, x, acts)
+        losses = transcoder_loss(pred, y, acts, tc.W_dec, self.cfg.l1)
+        dead = self.idle >= self.cfg.dead_after
+        if self.cfg.aux_k is not None and dead.any():
+            losses["aux"] = auxk_loss(tc.preactivations(x, dead), tc.W_dec[dead], y - pred, self.cfg.aux_k)
+            losses["loss"] = losses["loss"] + self.cfg.aux_coef * losses["aux"]
         if not torch.isfinite(losses["loss"]):
             where = (
                 f"the last good checkpoint is {self.last_checkpoint}"
@@ -217,6 +231,8 @@ class TranscoderTrainer:
             self.scheduler.step()
         active = acts.detach() > 0
         self.fired += active.sum(0)
+        self.idle += 1
+        self.idle[active.any(0)] = 0
         self.step_count += 1
         record = {
             "step": self.step_count,
@@ -276,6 +292,7 @@ class TranscoderTrainer:
         tc.W_dec[dead] = new_dec
         tc.W_enc[:, dead] = new_enc.T
         tc.b_enc[dead] = 0.0
+        self.idle[dead] = 0
         for param, index in (
             (tc.W_dec, (dead,)),
             (tc.W_enc, (slice(None), dead)),
