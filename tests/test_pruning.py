@@ -369,6 +369,40 @@ def test_a_recording_made_in_two_sessions_equals_one_made_at_once(deep, calib, m
         assert {m: r["session"] for m, r in runs.items()} == {"sprint": 1, "shortgpt": 0, "sleb": 1}
 
 
+def test_a_pruned_model_two_methods_reach_is_evaluated_once(deep, calib, monkeypatch):
+    """With equal attention and MLP latencies, SPRINT's latency term changes nothing: both variants reach
+    the same tuned models, which are evaluated once, and both runs get those numbers."""
+    monkeypatch.setattr(recorded_runs, "calibration_split", lambda model, n, ctx, seed, source="shipped": (calib, calib))
+    monkeypatch.setattr(recorded_runs, "eval_data", lambda model, protocol, seed=0: SimpleNamespace(tasks={}))
+    monkeypatch.setattr(recorded_runs, "task_table", lambda model, tasks: [])
+    calls = []
+    monkeypatch.setattr(recorded_runs, "quality_metrics",
+                        lambda model, data, kept: calls.append(1) or {"perplexity": float(len(calls))})
+    protocol = pruning.RecordingProtocol(
+        targets=[1.1, 1.2], n_calib_windows=3, calib_ctx=10, calib_seeds=[0], n_val_tokens=8, val_ctx=8,
+        n_task_items=1, n_cloze_items=1, cloze_ctx=8, methods=["sprint", "sprint_no_latency", "sprint_no_tuning"],
+        top_k=2, ridge_grid=[1.0], diagnostic_windows=[])
+    latency_raw = {"samples_s": {"dense": [1.0], "attn_removed": [0.9], "mlp_removed": [0.9]}, "n_removed": 1,
+                   "layers": [1], "prompt_len": 4, "new_tokens": 2}
+    runs = pruning.record_runs(deep, latency_raw, protocol, ridge=1.0)["runs"]["0"]
+    measured = {m: [step["perplexity"] for step in r["steps"] if "perplexity" in step] for m, r in runs.items()}
+    assert runs["sprint"]["order"] == runs["sprint_no_latency"]["order"]
+    assert measured["sprint"] == measured["sprint_no_latency"] and len(measured["sprint"]) == 2  # one per target
+    assert len(calls) == 2 + 2 + 1  # dense, sprint's two snapshots, the untuned run's two; none for its twin
+
+
+def test_snapshot_key_tells_pruned_and_tuned_states_apart(tiny):
+    originals = pruning.original_down_projections(tiny)
+    dense = pruning.snapshot_key(tiny)
+    set_skipped(tiny, [1])
+    skipped = pruning.snapshot_key(tiny)
+    set_skipped(tiny, [])
+    tiny.blocks[0].mlp.W_out.data.mul_(1.5)
+    tuned = pruning.snapshot_key(tiny)
+    pruning.restore_dense(tiny, originals)
+    assert len({dense, skipped, tuned}) == 3 and pruning.snapshot_key(tiny) == dense
+
+
 def test_pruning_times_of_later_sessions_are_put_on_the_first_machine():
     latency = pruning.LatencyModel(1.0, {"attn": 0.05, "mlp": 0.05}, 4)
     step = {"pruned": [0, 2], "time_s": 10.0, "estimate": 1.5}

@@ -5,7 +5,8 @@ is recorded once by ``scripts/record_baseline_orders.py`` and loaded by notebook
 
 * ``record_runs``: the refit diagnostic (first seed), then for each calibration seed every method's
   order, measured cumulative pruning time and quality at each target; resumable (``resumable``,
-  ``missing_runs``), each run naming the recording session that timed it.
+  ``missing_runs``), each run naming the recording session that timed it; a pruned model that two
+  methods reach (``snapshot_key``) is evaluated once (``evaluated_once``).
 * ``write_runs`` / ``read_runs``: the file, written atomically with a SHA-256 ``checksum`` of its
   content (``content_checksum``), read back with the checksum and the schema checked
   (``schema_problems``). Every problem is a ``RecordedRunsError`` naming the file and the command
@@ -20,7 +21,7 @@ A recording calibrated on another text than ``RECORDED_SOURCE`` lives beside it,
 
 Public names: ``RECORDED_RUNS``, ``RECORDED_SOURCE``, ``recorded_runs_file``, ``RecordedRunsError``, ``record_runs``, ``write_runs``,
 ``read_runs``, ``content_checksum``, ``schema_problems``, ``check_recorded``, ``missing_runs``,
-``resumable``, ``rebuild_command``, ``reference_pass_s``, ``time_scales``.
+``resumable``, ``rebuild_command``, ``reference_pass_s``, ``time_scales``, ``snapshot_key``, ``evaluated_once``.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from utils.pruning.protocol import (
     tokens_hash,
 )
 from utils.pruning.pruned_model import original_down_projections
+from utils.sublayers import skipped_now
 
 __all__ = [
     "CHECKSUM_KEY",
@@ -61,6 +63,7 @@ __all__ = [
     "RecordedRunsError",
     "check_recorded",
     "content_checksum",
+    "evaluated_once",
     "missing_runs",
     "read_runs",
     "rebuild_command",
@@ -69,6 +72,7 @@ __all__ = [
     "reference_pass_s",
     "resumable",
     "schema_problems",
+    "snapshot_key",
     "time_scales",
     "write_runs",
 ]
@@ -247,6 +251,29 @@ def resumable(partial: Mapping[str, Any], protocol: RecordingProtocol) -> dict:
     return json.loads(json.dumps(partial))
 
 
+def snapshot_key(model: HookedTransformer) -> str:
+    """A digest of the pruned model's state: its skipped sublayers and every MLP's down-projection (all that
+    pruning and SPRINT's refit change; ``restore_dense`` undoes exactly these)."""
+    digest = hashlib.sha256(repr(sorted(s.index for s in skipped_now(model))).encode())
+    for block in model.blocks:
+        digest.update(block.mlp.W_out.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def evaluated_once(measure: Callable[[HookedTransformer], dict]) -> Callable[[HookedTransformer], dict]:
+    """``measure`` run once per pruned state (``snapshot_key``): methods that reach the very same model at a
+    target (SPRINT with and without its latency term often do) share one evaluation, bit for bit."""
+    seen: dict[str, dict] = {}
+
+    def measure_once(model: HookedTransformer) -> dict:
+        key = snapshot_key(model)
+        if key not in seen:
+            seen[key] = measure(model)
+        return dict(seen[key])
+
+    return measure_once
+
+
 def record_runs(
     model: HookedTransformer, latency_raw: dict, protocol: RecordingProtocol, ridge: float | None = None,
     on_progress: Callable[[dict], None] | None = None, resume: dict | None = None,
@@ -280,7 +307,7 @@ def record_runs(
                    "latency": latency_raw, "dense": quality_metrics(model, data, kept), "tasks": table, "kept_tasks": kept,
                    "diagnostic": diagnostic, "diagnostic_summary": summary, "ridge": chosen, "runs": {}}
     latency = latency_from_raw(latency_raw, model.cfg.n_layers)
-    on_step = lambda m: quality_metrics(m, data, kept)  # noqa: E731
+    on_step = evaluated_once(lambda m: quality_metrics(m, data, kept))
     unknown = set(methods or ()) - set(protocol.methods)
     if unknown:
         raise ValueError(f"methods {sorted(unknown)} are not in the protocol's {protocol.methods}")
