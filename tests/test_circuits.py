@@ -403,13 +403,18 @@ def test_targets_reached_from_two_parents_add_up(setup):
         a.plus(C.feature_target(tr, transcoders, 2, 5, 7))
 
 
-def test_threshold_and_window_verdicts_use_the_five_words():
+def test_quality_and_window_verdicts_use_the_five_words():
     from utils import verdicts
+    from utils.stats import Interval
 
-    assert C.threshold_verdict(0.6, 1.0, 100, 10, at_most=True).word == verdicts.HOLDS
-    assert C.threshold_verdict(3.3, 1.0, 100, 10, at_most=True).word == verdicts.OPPOSITE
-    assert C.threshold_verdict(0.59, 0.8, 30, 3, at_most=False).word == verdicts.OPPOSITE
-    assert C.threshold_verdict(0.9, 0.8, 2, 3, at_most=False).word == verdicts.TOO_FEW
+    assert C.splice_verdict(Interval(0.6, 0.5, 0.8, 6)).word == verdicts.HOLDS
+    assert C.splice_verdict(Interval(1.15, 1.05, 1.3, 6)).word == verdicts.OPPOSITE
+    assert C.splice_verdict(Interval(1.15, 0.9, 1.3, 6)).word == verdicts.WITHIN_NOISE  # straddles 1 nat
+    assert C.splice_verdict(Interval(0.6, 0.5, 0.8, 4)).word == verdicts.TOO_FEW
+    assert C.recovered_verdict(Interval(0.85, 0.82, 0.88, 6), 63, 100).word == verdicts.HOLDS
+    assert C.recovered_verdict(Interval(0.80, 0.76, 0.83, 6), 63, 100).word == verdicts.WITHIN_NOISE
+    denser = C.recovered_verdict(Interval(0.95, 0.93, 0.97, 6), 140, 100)
+    assert denser.word == verdicts.OPPOSITE and "median L0 140 is above 100" in denser.reason
     assert C.window_verdict(0.2, [3, 4], 0.05) is None
     raised = C.window_verdict(-0.111, [21, 22, 23], 0.05)
     assert raised.word == verdicts.NOT_TESTABLE and "rise 0.111" in raised.reason and "21-23" in raised.reason

@@ -47,6 +47,9 @@ def test_notebook_03_runs_and_reports(tmp_path):
     window_row = next(row for row in rows if row["claim"].startswith("few transcoder features"))
     assert (window_row["verdict"] == verdicts.NOT_TESTABLE) == (gt["window_effect"] < 0.05)
     assert [row["result"] for row in m["checks"]] == [verdicts.PASSES]  # completeness, an identity
+    spliced = m["quality_intervals"]["all_spliced_delta_ce"]  # the splice claim's interval, over sequences
+    assert spliced["low"] <= spliced["estimate"] <= spliced["high"]
+    assert abs(spliced["estimate"] - (m["ce"]["all_spliced"] - m["ce"]["clean"])) < 1e-3
     assert set(m["figures"]) == {
         f"{n}.png"
         for n in ("layer_quality", "l1_sweep", "greater_than", "circuit", "features", "window", "top_k",

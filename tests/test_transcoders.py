@@ -424,6 +424,20 @@ def test_layer_quality_reports_every_layer_and_the_totals(tiny):
     assert set(totals) >= {"all_spliced", "all_spliced_kl", "all_zero_ablated", "all_spliced_recovered"}
 
 
+def test_quality_intervals_bracket_layer_qualitys_summaries(tiny):
+    tokens = windows(tiny)
+    transcoders = {layer: T.SparseTranscoder(32, 24, 32, seed=layer) for layer in (0, 1)}
+    ev = T.eval_set(tiny, [0, 1], [tokens])
+    table, totals = T.layer_quality(tiny, transcoders, ev)
+    ci = T.quality_intervals(tiny, transcoders, ev)
+    recovered, delta = ci["median_recovered"], ci["all_spliced_delta_ce"]
+    assert recovered.n == delta.n == len(tokens)  # the units are the evaluation sequences
+    assert recovered.estimate == pytest.approx(table.frac_recovered.median(), rel=1e-4)
+    assert delta.estimate == pytest.approx(totals["all_spliced"] - totals["clean"], rel=1e-4, abs=1e-6)
+    assert recovered.low <= recovered.estimate <= recovered.high and delta.low <= delta.estimate <= delta.high
+    assert delta.high > delta.low  # the sequences differ, so the draws do
+
+
 def test_firing_rates_count_every_non_sink_token_once_per_feature(tiny):
     tokens = windows(tiny)
     transcoders = {layer: T.random_transcoder(32, 24, seed=layer) for layer in (0, 1)}

@@ -3,7 +3,8 @@
 Not the paper's method (the rest of ``utils.circuits``): how notebook 03 turns its numbers into
 rows of ``utils.verdicts`` and figures whose titles come from the same numbers.
 
-* ``threshold_verdict``: *holds* when a single number meets the paper's level, else *opposite*.
+* ``splice_verdict`` / ``recovered_verdict``: the two transcoder-quality claims judged by the bootstrap
+  intervals over evaluation sequences (``utils.transcoders.quality_intervals``) against the issue's levels.
 * ``window_verdict`` / ``window_title``: whether the features-vs-neurons test applies (the window's
   joint mean-ablation lowers the probability difference by at least ``min_effect``), and the
   window figure's title from the same numbers.
@@ -22,7 +23,8 @@ rows of ``utils.verdicts`` and figures whose titles come from the same numbers.
   shipped transcoders of the same layers beside it when they were loaded, and the sentence comparing them.
 * ``plot_top_k``: top-k features vs top-k neurons, titled by their verdict.
 
-Public names: ``OWN_TEXT``, ``MIN_WINDOW_EFFECT``, ``threshold_verdict``, ``window_verdict``, ``window_title``,
+Public names: ``OWN_TEXT``, ``MIN_WINDOW_EFFECT``, ``MAX_SPLICED_DELTA_CE``, ``MIN_RECOVERED``, ``splice_verdict``,
+``recovered_verdict``, ``window_verdict``, ``window_title``,
 ``features_vs_neurons``, ``quality_table``, ``feature_digit_scores``, ``plot_feature_digits``,
 ``plot_window_effects``, ``plot_layer_quality``, ``plot_l1_sweep``, ``live_vs_shipped``, ``plot_top_k``, ``feature_labels``, ``circuit_key``,
 ``HANNA_ACCOUNT``, ``later_minus_earlier``, ``greater_than_account``.
@@ -47,6 +49,8 @@ from utils.plotting import drawable, label, new_figure
 
 __all__ = [
     "HANNA_ACCOUNT",
+    "MAX_SPLICED_DELTA_CE",
+    "MIN_RECOVERED",
     "MIN_WINDOW_EFFECT",
     "OWN_TEXT",
     "circuit_key",
@@ -62,27 +66,36 @@ __all__ = [
     "plot_top_k",
     "plot_window_effects",
     "quality_table",
-    "threshold_verdict",
+    "recovered_verdict",
+    "splice_verdict",
     "window_title",
     "window_verdict",
 ]
 
 OWN_TEXT = "on the model's own text"  # the label of every model-written comparison value
 MIN_WINDOW_EFFECT = 0.05  # the fall a window's mean-ablation must cause for features vs neurons to apply
+MAX_SPLICED_DELTA_CE = 1.0  # nats: "a moderate loss cost" with every MLP replaced (issue 29's level)
+MIN_RECOVERED = 0.8  # "most of its MLP's loss contribution": the median layer's fraction recovered
+MIN_SEQUENCES = 5  # evaluation sequences a quality interval needs
 HANNA_ACCOUNT = ("Hanna et al.'s GPT-2 account (heads attend to the start year and move it to the last "
                  "position, where MLP features boost years later than it)")
 QUALITY_COLUMNS = {"l0": "L0", "fvu": "FVU", "frac_recovered": "recovered", "delta_ce": "ΔCE",
                    "kl": "KL", "dead_frac": "dead"}
 
 
-def threshold_verdict(value: float, limit: float, n: int, min_n: int, at_most: bool) -> verdicts.Verdict:
-    """*holds* when one number meets the paper's level (``value <= limit`` if ``at_most``, else
-    ``>=``), *opposite* when it misses it, *too few* when ``n < min_n``. No interval: one number."""
-    refused = verdicts.too_few(n, min_n)
-    if refused:
-        return refused
-    met = value <= limit if at_most else value >= limit
-    return verdicts.Verdict(verdicts.HOLDS if met else verdicts.OPPOSITE, n)
+def splice_verdict(delta_ce: stats.Interval) -> verdicts.Verdict:
+    """*holds* when the interval of the CE increase with every transcoder spliced lies below
+    ``MAX_SPLICED_DELTA_CE``, *opposite* when above it, else *within noise*."""
+    return verdicts.from_interval(delta_ce, "fall", min_n=MIN_SEQUENCES, null=MAX_SPLICED_DELTA_CE)
+
+
+def recovered_verdict(recovered: stats.Interval, median_l0: float, max_l0: float) -> verdicts.Verdict:
+    """*opposite* when the median L0 exceeds ``max_l0`` (not the paper's sparsity), else the verdict of the
+    interval of the median fraction recovered against ``MIN_RECOVERED``."""
+    if median_l0 > max_l0:
+        return verdicts.Verdict(verdicts.OPPOSITE, recovered.n, recovered,
+                                f"median L0 {median_l0:.0f} is above {max_l0:g}")
+    return verdicts.from_interval(recovered, "rise", min_n=MIN_SEQUENCES, null=MIN_RECOVERED)
 
 
 def window_verdict(

@@ -14,7 +14,8 @@ real MLP write at attention sinks.
 * spliced CE and KL(clean || spliced), run from the first replaced layer on -> ``replaced_losses``;
 * L0, FVU, CE increase, KL, fraction of CE recovered against zero-ablation, dead and dense features
   -> ``dictionary_metrics`` (with ``ce_baselines``, ``fvu``, ``fraction_recovered``, ``feature_acts``);
-  per layer and with every layer spliced at once -> ``layer_quality``;
+  per layer and with every layer spliced at once -> ``layer_quality``, with bootstrap intervals over
+  evaluation sequences of its median recovered fraction and all-spliced CE increase -> ``quality_intervals``;
 * how often each feature fires over many more held-out tokens than the CE metrics can afford, streamed
   (a feature that never fires there is dead) -> ``firing_rates``;
 * the Pareto comparison: ``pareto_points``, and the CE gap at matched L0 (``matched_l0_gap``,
@@ -24,7 +25,7 @@ real MLP write at attention sinks.
 Public names: ``Replacement``, ``transcoder_fn``, ``sae_fn``, ``zero_fn``, ``dictionary_fn``,
 ``replace_mlps``, ``EvalSet``, ``eval_set``, ``dictionary_input``, ``replaced_losses``,
 ``feature_acts``, ``fvu``, ``fraction_recovered``, ``ce_baselines``, ``dictionary_metrics``,
-``layer_quality``, ``firing_rates``, ``pareto_points``, ``matched_l0_gap``, ``matched_l0_count``, ``overlap_counts``,
+``layer_quality``, ``quality_intervals``, ``firing_rates``, ``pareto_points``, ``matched_l0_gap``, ``matched_l0_count``, ``overlap_counts``,
 ``matched_l0_interval``, ``DENSE_THRESHOLD``.
 """
 
@@ -42,7 +43,7 @@ from transformer_lens import HookedTransformer
 
 from utils import hooks
 from utils.hooks import FwdHooks, Replacement
-from utils.stats import CONFIDENCE, N_BOOTSTRAP, Interval
+from utils.stats import CONFIDENCE, N_BOOTSTRAP, Interval, bootstrap_interval
 from utils.sublayers import Sublayer
 from utils.transcoders.activations import stream_activations
 from utils.transcoders.model import mlp_hooks, prediction
@@ -67,6 +68,7 @@ __all__ = [
     "matched_l0_interval",
     "overlap_counts",
     "pareto_points",
+    "quality_intervals",
     "replace_mlps",
     "replaced_losses",
     "sae_fn",
@@ -355,6 +357,41 @@ def layer_quality(
         "all_spliced_recovered": fraction_recovered(spliced["ce"], clean, zeroed["ce"]),
     }
     return pd.DataFrame(rows), totals
+
+
+@torch.no_grad()
+def quality_intervals(
+    model: HookedTransformer, transcoders: Mapping[int, Any], ev: EvalSet, seed: int = 0
+) -> dict[str, Interval]:
+    """Bootstrap intervals over ``ev``'s sequences of ``layer_quality``'s two summaries: 'median_recovered',
+    the median over layers of the fraction of the loss each transcoder recovers spliced alone, and
+    'all_spliced_delta_ce', the CE increase with every transcoder spliced at once. Each draw resamples
+    the sequences once and recomputes every clean, spliced and zero-ablated CE from it; n is the
+    sequence count."""
+
+    def per_sequence(replacements: Mapping[int, Replacement]) -> np.ndarray:
+        return replaced_losses(model, ev, replacements, per_sequence=True)["ce_per_sequence"]
+
+    clean = per_sequence({})
+    alone = np.stack([per_sequence({layer: transcoder_fn(tc)}) for layer, tc in transcoders.items()])
+    for layer in transcoders:
+        ce_baselines(model, ev, layer)  # each layer's zero-ablated run (layer_quality's, kept on ev)
+    zero = np.stack([ev.zero_ablated[layer]["ce_per_sequence"] for layer in transcoders])  # [layers, sequences]
+    together = per_sequence({layer: transcoder_fn(tc) for layer, tc in transcoders.items()})
+
+    def median_recovered(draw: np.ndarray) -> float:
+        rows = draw.astype(int)
+        gap = zero[:, rows].mean(-1) - clean[rows].mean()
+        recovered = (zero[:, rows].mean(-1) - alone[:, rows].mean(-1)) / np.where(np.abs(gap) < 1e-12, np.nan, gap)
+        return float(np.nanmedian(recovered))
+
+    def delta_ce(draw: np.ndarray) -> float:
+        rows = draw.astype(int)
+        return float(together[rows].mean() - clean[rows].mean())
+
+    units = np.arange(len(clean))
+    return {"median_recovered": bootstrap_interval(units, median_recovered, seed=seed),
+            "all_spliced_delta_ce": bootstrap_interval(units, delta_ce, seed=seed)}
 
 
 # ----------------------------------------------------------------------------- the Pareto comparison
