@@ -235,3 +235,14 @@ def test_a_batchtopk_run_resumes_bit_for_bit_and_ships_as_jumprelu(tiny, tmp_pat
         torch.testing.assert_close(tc.threshold, reference.threshold.half().float())
         assert torch.allclose(tc(x), reference(x), atol=2e-2 * reference(x).abs().max())
     assert S.shipped_provenance(tmp_path / "out")["settings"]["k"] == 4
+
+
+def test_per_feature_thresholds_fire_as_often_as_batch_topk_kept_each_feature():
+    spec = importlib.util.spec_from_file_location("probe", ROOT / "scripts" / "probe_transcoder_thresholds.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    pre = torch.randn(96, 12, generator=torch.Generator().manual_seed(0))
+    pre[:, 11] = -1.0  # a feature that is never positive is never kept, and never fires
+    thresholds, kept = probe.kept_rate_thresholds(pre, k=3, batch_tokens=32)
+    assert int(kept.sum()) == 3 * 96 and kept[11] == 0
+    assert torch.equal((pre > thresholds).sum(0), kept)  # each fires on as many tokens as it was kept on
