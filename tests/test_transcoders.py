@@ -428,14 +428,17 @@ def test_quality_intervals_bracket_layer_qualitys_summaries(tiny):
     tokens = windows(tiny)
     transcoders = {layer: T.SparseTranscoder(32, 24, 32, seed=layer) for layer in (0, 1)}
     ev = T.eval_set(tiny, [0, 1], [tokens])
-    table, totals = T.layer_quality(tiny, transcoders, ev)
-    ci = T.quality_intervals(tiny, transcoders, ev)
+    table, totals = T.layer_quality(tiny, transcoders, ev, per_sequence=True)
+    ci = T.quality_intervals(totals["per_sequence"])
     recovered, delta = ci["median_recovered"], ci["all_spliced_delta_ce"]
     assert recovered.n == delta.n == len(tokens)  # the units are the evaluation sequences
     assert recovered.estimate == pytest.approx(table.frac_recovered.median(), rel=1e-4)
     assert delta.estimate == pytest.approx(totals["all_spliced"] - totals["clean"], rel=1e-4, abs=1e-6)
     assert recovered.low <= recovered.estimate <= recovered.high and delta.low <= delta.estimate <= delta.high
     assert delta.high > delta.low  # the sequences differ, so the draws do
+    clean = T.replaced_losses(tiny, ev, per_sequence=True)["ce_per_sequence"]
+    assert totals["per_sequence"]["clean"] == pytest.approx(clean, rel=1e-5)  # the eval set's own pass
+    assert totals["per_sequence"]["alone"].shape == totals["per_sequence"]["zero"].shape == (2, len(tokens))
 
 
 def test_firing_rates_count_every_non_sink_token_once_per_feature(tiny):

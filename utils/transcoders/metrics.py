@@ -141,7 +141,8 @@ class EvalSet:
     ``keep`` [n_tokens] is False at attention sinks, which every metric leaves out.
     ``clean_probs`` [batch, pos - 1, vocab] (float32) are the unmodified model's next-token
     probabilities and ``clean_neg_entropy`` [batch, pos - 1] their sum of p log p, for KL;
-    ``clean_ce`` is its mean next-token cross-entropy.
+    ``clean_ce`` is its mean next-token cross-entropy and ``clean_ce_per_sequence`` [n_sequences]
+    (numpy) each sequence's, the units a bootstrap resamples.
     """
 
     tokens: torch.Tensor
@@ -152,6 +153,7 @@ class EvalSet:
     clean_probs: torch.Tensor
     clean_neg_entropy: torch.Tensor
     clean_ce: float
+    clean_ce_per_sequence: np.ndarray
     zero_ablated: dict[int, dict[str, float]] = field(default_factory=dict, repr=False)  # ce_baselines' runs, per layer
 
     @property
@@ -172,12 +174,15 @@ def eval_set(
     names = [n for layer in layers for n in (hooks.resid_pre(layer), *mlp_hooks(layer))]
     sink_name = sink_hook(model)
     parts: dict[str, list[torch.Tensor]] = {n: [] for n in ["tokens", "sinks", "probs", "neg_entropy", *names]}
+    sequence_ce: list[np.ndarray] = []
     total_ce, count = 0.0, 0
     for tokens in token_batches:
         tokens = tokens.to(model.cfg.device)
         logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names or n == sink_name)
         logprobs = logits[:, :-1].float().log_softmax(-1)
-        total_ce -= float(logprobs.gather(-1, tokens[:, 1:, None]).sum())
+        token_ce = -logprobs.gather(-1, tokens[:, 1:, None])[..., 0]
+        total_ce += float(token_ce.sum())
+        sequence_ce.append(token_ce.double().mean(-1).cpu().numpy())
         count += tokens[:, 1:].numel()
         probs = logprobs.exp()
         parts["tokens"].append(tokens)
@@ -197,6 +202,7 @@ def eval_set(
         clean_probs=cat["probs"],
         clean_neg_entropy=cat["neg_entropy"],
         clean_ce=total_ce / count,
+        clean_ce_per_sequence=np.concatenate(sequence_ce),
     )
 
 
@@ -329,26 +335,28 @@ def dictionary_metrics(
 
 @torch.no_grad()
 def layer_quality(
-    model: HookedTransformer, transcoders: Mapping[int, Any], ev: EvalSet
+    model: HookedTransformer, transcoders: Mapping[int, Any], ev: EvalSet, per_sequence: bool = False
 ) -> tuple[pd.DataFrame, dict]:
     """Per layer, on non-sink tokens: L0, FVU, dead fraction, CE increase and KL with that one MLP
     spliced, the same for zero-ablating it, and the fraction recovered; plus the totals for the
-    clean model, every transcoder spliced at once and all those MLPs zero-ablated."""
-    rows = []
+    clean model, every transcoder spliced at once and all those MLPs zero-ablated. With
+    ``per_sequence``, the totals also hold 'per_sequence', each sequence's CE from those same runs
+    (what ``quality_intervals`` resamples)."""
+    rows, alone = [], []
     for layer, tc in tqdm(transcoders.items(), desc="per-layer quality"):
         base = ce_baselines(model, ev, layer)
+        metrics = dictionary_metrics(model, ev, layer, tc, "transcoder", base, per_sequence=per_sequence)
+        if per_sequence:
+            alone.append(metrics.pop("ce_per_sequence"))
         rows.append(
-            {
-                "layer": layer,
-                **dictionary_metrics(model, ev, layer, tc, "transcoder", base),
-                "zero_delta_ce": base["zero"] - base["clean"],
-                "zero_kl": base["zero_kl"],
-            }
+            {"layer": layer, **metrics, "zero_delta_ce": base["zero"] - base["clean"], "zero_kl": base["zero_kl"]}
         )
     clean = ev.clean_ce
-    spliced = replaced_losses(model, ev, {layer: transcoder_fn(tc) for layer, tc in transcoders.items()})
+    spliced = replaced_losses(
+        model, ev, {layer: transcoder_fn(tc) for layer, tc in transcoders.items()}, per_sequence=per_sequence
+    )
     zeroed = replaced_losses(model, ev, dict.fromkeys(transcoders, zero_fn))
-    totals = {
+    totals: dict[str, Any] = {
         "clean": clean,
         "all_spliced": spliced["ce"],
         "all_spliced_kl": spliced["kl"],
@@ -356,28 +364,25 @@ def layer_quality(
         "all_zero_ablated_kl": zeroed["kl"],
         "all_spliced_recovered": fraction_recovered(spliced["ce"], clean, zeroed["ce"]),
     }
+    if per_sequence:
+        totals["per_sequence"] = {
+            "clean": ev.clean_ce_per_sequence,  # [sequences]
+            "alone": np.stack(alone),  # [layers, sequences]: each transcoder spliced alone
+            "zero": np.stack([ev.zero_ablated[layer]["ce_per_sequence"] for layer in transcoders]),
+            "all_spliced": spliced["ce_per_sequence"],
+        }
     return pd.DataFrame(rows), totals
 
 
-@torch.no_grad()
-def quality_intervals(
-    model: HookedTransformer, transcoders: Mapping[int, Any], ev: EvalSet, seed: int = 0
-) -> dict[str, Interval]:
-    """Bootstrap intervals over ``ev``'s sequences of ``layer_quality``'s two summaries: 'median_recovered',
-    the median over layers of the fraction of the loss each transcoder recovers spliced alone, and
-    'all_spliced_delta_ce', the CE increase with every transcoder spliced at once. Each draw resamples
-    the sequences once and recomputes every clean, spliced and zero-ablated CE from it; n is the
-    sequence count."""
-
-    def per_sequence(replacements: Mapping[int, Replacement]) -> np.ndarray:
-        return replaced_losses(model, ev, replacements, per_sequence=True)["ce_per_sequence"]
-
-    clean = per_sequence({})
-    alone = np.stack([per_sequence({layer: transcoder_fn(tc)}) for layer, tc in transcoders.items()])
-    for layer in transcoders:
-        ce_baselines(model, ev, layer)  # each layer's zero-ablated run (layer_quality's, kept on ev)
-    zero = np.stack([ev.zero_ablated[layer]["ce_per_sequence"] for layer in transcoders])  # [layers, sequences]
-    together = per_sequence({layer: transcoder_fn(tc) for layer, tc in transcoders.items()})
+def quality_intervals(per_sequence: Mapping[str, np.ndarray], seed: int = 0) -> dict[str, Interval]:
+    """Bootstrap intervals over the evaluation sequences of ``layer_quality``'s two summaries, from
+    its totals' 'per_sequence' CEs: 'median_recovered', the median over layers of the fraction of
+    the loss each transcoder recovers spliced alone, and 'all_spliced_delta_ce', the CE increase with
+    every transcoder spliced at once. Each draw resamples the sequences once and recomputes every
+    clean, spliced and zero-ablated CE from it; n is the sequence count."""
+    clean, alone, zero, together = (
+        np.asarray(per_sequence[key]) for key in ("clean", "alone", "zero", "all_spliced")
+    )
 
     def median_recovered(draw: np.ndarray) -> float:
         rows = draw.astype(int)
