@@ -33,7 +33,7 @@ TOPK = 64  # BatchTopK's features per token: near the base recipe's L0 on layers
 SKIP_WIDTH = 640  # the widest skip transcoder whose 30 layers fit the 64 MB cap in float16
 
 
-def streaming_recipes(base: StreamSettings, which: tuple[str, ...] = RECIPES, aux_k: int = 288) -> dict[str, StreamSettings]:
+def streaming_recipes(base: StreamSettings, aux_k: int, which: tuple[str, ...] = RECIPES) -> dict[str, StreamSettings]:
     """The streaming recipes: the base one and one change each (all read the same chunks); ``aux_k``:
     AuxK's features per token (Gao et al. take half the model's width)."""
     every = {
@@ -67,7 +67,7 @@ def main() -> None:
     torch.set_grad_enabled(False)
     model = load_model("smollm2-135m")
     base = StreamSettings(layers=tuple(args.layers), n_tokens=args.tokens)
-    recipes = streaming_recipes(base, tuple(args.recipes), aux_k=model.cfg.d_model // 2)
+    recipes = streaming_recipes(base, model.cfg.d_model // 2, tuple(args.recipes))
     started = time.perf_counter()
     ev = M.eval_set(model, args.layers, token_batches(model, "validation", args.eval_tokens, base.ctx, 8, source="prose"))
     windows = run_windows(model, base)

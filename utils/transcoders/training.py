@@ -184,8 +184,7 @@ class TranscoderTrainer:
         acts = tc.encode_for_training(x)
         pred = prediction(tc, x, acts)
         losses = transcoder_loss(pred, y, acts, tc.W_dec, self.cfg.l1)
-        dead = self.idle >= self.cfg.dead_after
-        if self.cfg.aux_k is not None and dead.any():
+        if self.cfg.aux_k is not None and (dead := self.idle >= self.cfg.dead_after).any():
             losses["aux"] = auxk_loss(tc.preactivations(x, dead), tc.W_dec[dead], y - pred, self.cfg.aux_k)
             losses["loss"] = losses["loss"] + self.cfg.aux_coef * losses["aux"]
         if not torch.isfinite(losses["loss"]):
