@@ -63,6 +63,10 @@ def record(args: argparse.Namespace) -> None:
     else:
         latency_raw = partial["latency"]
         print(f"resuming {args.out}: {sum(map(len, partial['runs'].values()))} runs already recorded", flush=True)
+        if args.redo_refit:
+            partial = pruning.redo_refit(model, partial, protocol, session=len(partial.get("sessions", [])))
+            print(f"refit diagnostic measured again (ridge {partial['ridge']}); {', '.join(pruning.TUNED_METHODS)} "
+                  "will be recorded again", flush=True)
     calib, _ = pruning.calibration_split(model, protocol.n_calib_windows, protocol.calib_ctx, protocol.calib_seeds[0], protocol.source)
     here = {**machine(), "reference_pass_s": pruning.reference_pass_s(model, calib)}
     print(f"dense pass over {calib.numel()} calibration tokens: {here['reference_pass_s']:.2f} s", flush=True)
@@ -75,7 +79,13 @@ def record(args: argparse.Namespace) -> None:
     sessions[-1] = {**sessions[-1], "finished_utc": machine()["date_utc"], "load_average_at_end": os.getloadavg()}
     payload.update(provenance())
     pruning.write_runs(args.out, payload)
-    state = "complete" if payload["complete"] else "partial: continue it with --resume"
+    missing = {m for methods in pruning.missing_runs(payload).values() for m in methods}
+    if not missing:
+        state = "complete"
+    elif missing & set(args.methods or pruning.METHODS):
+        state = "partial: continue it with --resume"
+    else:  # what another model's file may leave out (the notebook says so)
+        state = f"every seed of the --methods recorded; not recorded: {', '.join(sorted(missing))}"
     print(f"wrote {args.out} ({state}): {payload['wall_s']:.0f} s of recording in {len(sessions)} session(s); ridge {payload['ridge']}")
 
 
@@ -90,14 +100,19 @@ def main() -> None:
     parser.add_argument("--scale", default="default", choices=list(pruning.PRESETS))
     parser.add_argument("--resume", action="store_true",
                         help="continue the partial recording in --out (same protocol) instead of starting afresh")
+    parser.add_argument("--redo-refit", action="store_true",
+                        help="with --resume, after a change to SPRINT's refit: measure the refit diagnostic and ridge "
+                             "again and record the tuned SPRINT runs again, keeping the latency model and every other run")
     parser.add_argument("--methods", nargs="+", choices=pruning.METHODS,
-                        help="record only these methods now (for every seed); the file stays partial until all are in")
+                        help="record only these methods now (for every seed); the file stays partial until all are in (another model than the embedded one may leave out the greedy sublayer baselines for good)")
     parser.add_argument("--source", choices=["shipped", "prose"],
                         help="text to calibrate and evaluate on (default: the preset's; prose = human-written)")
     parser.add_argument("--val-tokens", type=int, help="held-out tokens each snapshot is scored on (default: the preset's)")
     parser.add_argument("--diagnostic-windows", type=int, nargs="+", default=[16, 32, 64],
                         help="calibration sizes (windows of the preset's length) of the refit diagnostic")
     args = parser.parse_args()
+    if args.redo_refit and not (args.resume and Path(args.out).is_file()):
+        parser.error(f"--redo-refit changes an existing recording: add --resume and point --out at it ({args.out} is not a file)")
     record(args)
 
 

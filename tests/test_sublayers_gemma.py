@@ -14,7 +14,7 @@ from utils.pruning.pruned_model import (
     original_down_projections,
     restore_dense,
 )
-from utils.pruning.sprint import SprintScorer, relative_l1
+from utils.pruning.sprint import SprintScorer, apply_norms, pre_norm_target, relative_l1
 from utils.sublayers import SkippableBlock, Sublayer, skipping, sublayer, supports_skipping
 
 N_SUBLAYERS = 6  # tiny_gemma3's 3 layers: local, local, global
@@ -155,6 +155,30 @@ def test_refit_diagnostic_scores_gemma_tuning_as_the_commit_does(converted, ids)
     assert errors["tuned_in"] == pytest.approx(
         scorer.tuned(0).tuned_sensitivity / len(ids), rel=1e-5
     )
+
+
+def test_pre_norm_target_undoes_an_rms_norm_at_the_current_scale(converted):
+    norm = converted[0].blocks[0].ln2_post
+    g = torch.Generator().manual_seed(5)
+    current, z = torch.randn(2, 7, 32, generator=g), torch.randn(2, 7, 32, generator=g)
+    rms = lambda x: x.pow(2).mean(-1, keepdim=True).sqrt()  # noqa: E731
+    z = z * rms(current) / rms(z)  # an input with the current write's RMS: the norm's output pins it down
+    torch.testing.assert_close(pre_norm_target([norm], current, norm(z)), z, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(pre_norm_target([], current, z), z)  # no norm: the target itself
+    assert torch.equal(apply_norms([norm], z), norm(z))
+    with pytest.raises(NotImplementedError, match="RMSNorm"):
+        pre_norm_target([torch.nn.LayerNorm(32)], current, z)
+
+
+def test_refit_through_gemmas_post_norm_lowers_the_in_sample_error(converted):
+    """Fitting W_out to the shortfall carried back through ln2_post must help on the fitted tokens
+    (fitting it to the shortfall in the norm's output space, as for Llama, made them worse)."""
+    model, _ = converted
+    tokens = torch.randint(0, 97, (12, 20), generator=torch.Generator().manual_seed(6))
+    scorer = SprintScorer(Checkpoints(model, tokens), ridge=0.0)
+    for index in (0, 1, 2):
+        errors = refit_errors(refit_data(scorer, index), refit_data(scorer, index), 0.01)
+        assert errors["tuned_in"] < 0.85 * errors["untuned_in"]  # the naive target: 0.91-0.93 here
 
 
 def test_pruning_logits_from_the_residual_apply_gemmas_final_soft_cap(ids):

@@ -36,7 +36,7 @@ def _tiny_window() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     tokens = torch.randint(0, model.cfg.d_vocab, (6, 16), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         data = refit_data(SprintScorer(Checkpoints(model, tokens), 0.0), 0)
-    return data.hidden, data.y - data.rest, data.w0
+    return data.hidden, data.target, data.w0
 
 
 def _refit_cases() -> list[Case]:

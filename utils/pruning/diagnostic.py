@@ -31,15 +31,16 @@ __all__ = ["RefitData", "choose_ridge", "diagnostic_summary", "refit_data", "ref
 
 @dataclass
 class RefitData:
-    """One candidate's window on some tokens: the next MLP's hidden activations, the rest, the target.
+    """One candidate's window on some tokens: the next MLP's hidden activations and what the refit fits.
 
-    ``hidden`` [n, pos, d_mlp]; ``rest``, ``y``, ``y_hat`` [n, pos, d_model]; ``w0`` [d_mlp, d_model];
+    ``hidden`` [n, pos, d_mlp]; ``target`` [n, pos, d_model], what ``hidden @ W_out`` should be
+    (``SprintScorer.refit_target``); ``y``, ``y_hat`` [n, pos, d_model]; ``w0`` [d_mlp, d_model];
     ``output(weight)``: the window's output with ``weight`` as W_out (``SprintScorer.window_with``:
     ``rest + hidden @ weight`` unless a norm follows the MLP, as in Gemma).
     """
 
     hidden: torch.Tensor
-    rest: torch.Tensor
+    target: torch.Tensor
     y: torch.Tensor
     y_hat: torch.Tensor
     w0: torch.Tensor
@@ -53,12 +54,12 @@ def refit_data(state: SprintScorer, index: int) -> RefitData | None:
         return None
     w0 = state.model.blocks[t // 2].mlp.W_out.detach()
     output = lambda weight: state.window_with(t, y_hat, hidden, weight)  # noqa: E731
-    return RefitData(hidden, y_hat - hidden @ w0, y, y_hat, w0, output)
+    return RefitData(hidden, state.refit_target(t, y, y_hat, hidden), y, y_hat, w0, output)
 
 
 def refit_errors(fit: RefitData, held: RefitData, ridge: float) -> dict[str, float]:
     """Relative L1 error per window, untuned and tuned (fitted on ``fit``), in-sample and held-out."""
-    weight = fit_down_projection(fit.hidden, fit.y - fit.rest, fit.w0, ridge)
+    weight = fit_down_projection(fit.hidden, fit.target, fit.w0, ridge)
     per = lambda y, y_hat: relative_l1(y, y_hat) / y.shape[0]  # noqa: E731
     return {
         "untuned_in": per(fit.y, fit.y_hat), "untuned_held": per(held.y, held.y_hat),

@@ -3,10 +3,11 @@
 What takes hours on two CPU cores (every method on every calibration seed, evaluated at every target)
 is recorded once by ``scripts/record_baseline_orders.py`` and loaded by notebook 04 at ``default``.
 
-* ``record_runs``: the refit diagnostic (first seed), then for each calibration seed every method's
-  order, measured cumulative pruning time and quality at each target; resumable (``resumable``,
-  ``missing_runs``), each run naming the recording session that timed it; a pruned model that two
-  methods reach (``snapshot_key``) is evaluated once (``evaluated_once``).
+* ``record_runs``: the refit diagnostic (first seed, ``measure_refit_diagnostic``), then for each
+  calibration seed every method's order, measured cumulative pruning time and quality at each target;
+  resumable (``resumable``, ``missing_runs``), each run naming the recording session that timed it; a
+  pruned model that two methods reach (``snapshot_key``) is evaluated once (``evaluated_once``). When the
+  refit changes, ``redo_refit`` keeps the rest and drops the runs that used it (``TUNED_METHODS``).
 * ``write_runs`` / ``read_runs``: the file, written atomically with a SHA-256 ``checksum`` of its
   content (``content_checksum``), read back with the checksum and the schema checked
   (``schema_problems``). Every problem is a ``RecordedRunsError`` naming the file and the command
@@ -21,7 +22,8 @@ A recording calibrated on another text than ``RECORDED_SOURCE`` lives beside it,
 
 Public names: ``RECORDED_RUNS``, ``RECORDED_SOURCE``, ``recorded_runs_file``, ``RecordedRunsError``, ``record_runs``, ``write_runs``,
 ``read_runs``, ``content_checksum``, ``schema_problems``, ``check_recorded``, ``missing_runs``,
-``resumable``, ``rebuild_command``, ``reference_pass_s``, ``time_scales``, ``snapshot_key``, ``evaluated_once``.
+``resumable``, ``rebuild_command``, ``reference_pass_s``, ``time_scales``, ``snapshot_key``, ``evaluated_once``,
+``measure_refit_diagnostic``, ``redo_refit``, ``TUNED_METHODS``.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ from utils.pruning.protocol import (
     tokens_hash,
 )
 from utils.pruning.pruned_model import original_down_projections
+from utils.pruning.sprint import SPRINT_VARIANTS
 from utils.sublayers import skipped_now
 
 __all__ = [
@@ -69,11 +72,14 @@ __all__ = [
     "rebuild_command",
     "recorded_runs_file",
     "record_runs",
+    "measure_refit_diagnostic",
+    "redo_refit",
     "reference_pass_s",
     "resumable",
     "schema_problems",
     "snapshot_key",
     "time_scales",
+    "TUNED_METHODS",
     "write_runs",
 ]
 
@@ -81,6 +87,7 @@ RECORDED_RUNS = "data/pruning/runs.json"  # relative to the repository root
 RECORDED_SOURCE = "prose"  # the calibration text of RECORDED_RUNS (human prose), the default scale's ``source``
 RECORD_SCRIPT = "scripts/record_baseline_orders.py"
 CHECKSUM_KEY = "checksum"  # "sha256:<hex>" of the canonical JSON of every other key
+TUNED_METHODS = tuple(name for name, (_, tuning) in SPRINT_VARIANTS.items() if tuning)  # the runs that use the refit
 
 
 class RecordedRunsError(ValueError):
@@ -274,6 +281,29 @@ def evaluated_once(measure: Callable[[HookedTransformer], dict]) -> Callable[[Ho
     return measure_once
 
 
+def measure_refit_diagnostic(model: HookedTransformer, protocol: RecordingProtocol) -> tuple[list[dict], list[dict], float]:
+    """(the refit diagnostic's rows, their summary, the ridge it chooses) of a recording: on the first calibration
+    seed, at each of the protocol's diagnostic window counts."""
+    diagnostic = []
+    for n_windows in protocol.diagnostic_windows:
+        calib, held = calibration_split(model, n_windows, protocol.calib_ctx, protocol.calib_seeds[0], protocol.source)
+        diagnostic += refit_diagnostic(model, calib, held, protocol.ridge_grid, protocol.diagnostic_candidates)
+    summary = diagnostic_summary(diagnostic)
+    return diagnostic, summary, choose_ridge(summary, protocol.n_calib_windows * protocol.calib_ctx)
+
+
+def redo_refit(model: HookedTransformer, recording: Mapping[str, Any], protocol: RecordingProtocol, session: int) -> dict:
+    """A copy of ``recording`` for a refit that changed: its diagnostic and ridge measured again and the runs that
+    used the refit (``TUNED_METHODS``) dropped, so that ``record_runs(resume=...)`` makes them again; the latency
+    model and every other run are kept. What was redone, and in which session, is listed under 'redone'."""
+    kept_runs = {seed: {m: run for m, run in runs.items() if m not in TUNED_METHODS} for seed, runs in recording["runs"].items()}
+    payload = resumable({**recording, "runs": kept_runs}, protocol)  # checks the protocol
+    diagnostic, summary, ridge = measure_refit_diagnostic(model, protocol)
+    payload.update(diagnostic=diagnostic, diagnostic_summary=summary, ridge=ridge, complete=False)
+    payload.setdefault("redone", []).append({"session": session, "diagnostic": True, "methods": list(TUNED_METHODS)})
+    return payload
+
+
 def record_runs(
     model: HookedTransformer, latency_raw: dict, protocol: RecordingProtocol, ridge: float | None = None,
     on_progress: Callable[[dict], None] | None = None, resume: dict | None = None,
@@ -297,12 +327,8 @@ def record_runs(
     else:
         table = task_table(model, data.tasks)
         kept = [row["task"] for row in table if row["kept"]]
-        diagnostic = []
-        for n_windows in protocol.diagnostic_windows:
-            calib, held = calibration_split(model, n_windows, protocol.calib_ctx, protocol.calib_seeds[0], protocol.source)
-            diagnostic += refit_diagnostic(model, calib, held, protocol.ridge_grid, protocol.diagnostic_candidates)
-        summary = diagnostic_summary(diagnostic)
-        chosen = choose_ridge(summary, protocol.n_calib_windows * protocol.calib_ctx) if ridge is None else ridge
+        diagnostic, summary, best = measure_refit_diagnostic(model, protocol)
+        chosen = best if ridge is None else ridge
         payload = {"kind": "runs", "complete": False, "protocol": asdict(protocol), "calibration_hashes": {},
                    "latency": latency_raw, "dense": quality_metrics(model, data, kept), "tasks": table, "kept_tasks": kept,
                    "diagnostic": diagnostic, "diagnostic_summary": summary, "ridge": chosen, "runs": {}}

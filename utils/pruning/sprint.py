@@ -10,7 +10,9 @@ The method, step by step, and where each step is:
    ``relative_l1`` (``SprintScorer.untuned``, over ``SprintScorer.window``).
 3. **Tunability**: refit that next MLP's down-projection W_out in closed form so that the window's
    output comes back (``fit_down_projection``: ridge-regularised least squares), and score the
-   sensitivity after tuning (``SprintScorer.tuned``). Only the ``top_k`` candidates with the lowest
+   sensitivity after tuning (``SprintScorer.tuned``). Where a norm follows the MLP (Gemma), the
+   residual's shortfall is carried back through it first (``SprintScorer.refit_target``,
+   ``pre_norm_target``); the paper's Llama models have none. Only the ``top_k`` candidates with the lowest
    untuned score are tuned each step; still-valid tuned scores from earlier steps compete too.
 4. **Prune** the candidate with the lowest (tuned) sensitivity / latency, keep its tuned W_out, and
    refresh only the checkpoints after it; cached scores of windows that end before it stay valid
@@ -20,7 +22,7 @@ The method, step by step, and where each step is:
 ``SPRINT_VARIANTS`` names the full method and the paper's ablations (latency and/or tuning off).
 
 Public names: ``run_sprint``, ``SprintScorer``, ``Candidate``, ``fit_down_projection``,
-``relative_l1``, ``SPRINT_VARIANTS``.
+``pre_norm_target``, ``apply_norms``, ``relative_l1``, ``SPRINT_VARIANTS``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
+from transformer_lens.components import RMSNorm
 
 from utils import hooks
 from utils.pruning.latency import LatencyModel
@@ -44,7 +47,10 @@ from utils.pruning.pruned_model import (
 )
 from utils.sublayers import mlp_write, norms_after_mlp, set_skipped, sublayer
 
-__all__ = ["SPRINT_VARIANTS", "Candidate", "SprintScorer", "fit_down_projection", "relative_l1", "run_sprint"]
+__all__ = [
+    "SPRINT_VARIANTS", "Candidate", "SprintScorer", "apply_norms", "fit_down_projection", "pre_norm_target", "relative_l1",
+    "run_sprint",
+]
 
 SPRINT_VARIANTS = {  # name: (latency-aware, tunability-aware)
     "sprint": (True, True),
@@ -76,6 +82,36 @@ def fit_down_projection(x: torch.Tensor, target: torch.Tensor, w0: torch.Tensor,
         xtx = xtx + lam * torch.eye(xtx.shape[0], dtype=xtx.dtype, device=xtx.device)
         xtt = xtt + lam * w0.float()
     return torch.linalg.solve(xtx, xtt).to(w0.dtype)
+
+
+def apply_norms(norms: Sequence[torch.nn.Module], x: torch.Tensor) -> torch.Tensor:
+    """``x`` through ``norms`` in order (the norms a block applies to its MLP's output)."""
+    for norm in norms:
+        x = norm(x)
+    return x
+
+
+def pre_norm_target(norms: Sequence[torch.nn.Module], current: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
+    """What to feed ``norms`` (RMSNorms, applied in order) for them to output the direction of ``wanted``
+    [..., d], linearised at ``current``, what they are fed now. An RMSNorm's output has one RMS per token
+    (after its weight is divided out), so only ``wanted``'s direction can be reached: each norm is undone
+    with that direction at the RMS of what it is fed now (a token whose ``wanted`` is zero keeps its
+    input). Exact for any input of ``current``'s RMS."""
+    inputs = []
+    for norm in norms:
+        if not isinstance(norm, RMSNorm):
+            raise NotImplementedError(f"refitting W_out through a {type(norm).__name__} after the MLP is not "
+                                      "supported; only RMSNorm (Gemma's ln2_post, OLMo 2's ln2) is")
+        inputs.append(current)
+        current = norm(current)
+    rms = lambda v: v.pow(2).mean(-1, keepdim=True).sqrt()  # noqa: E731
+    for norm, x in zip(reversed(norms), reversed(inputs), strict=True):
+        x, weight = x.float(), norm.w.float()
+        direction = wanted.float() / torch.where(weight == 0, torch.ones_like(weight), weight)
+        size = rms(direction)
+        scale = (x.pow(2).mean(-1, keepdim=True) + norm.eps).sqrt()  # what the norm divides x by
+        wanted = torch.where(size > 0, direction / size.clamp_min(1e-30) * scale, x)
+    return wanted.to(current.dtype)
 
 
 @dataclass
@@ -154,11 +190,23 @@ class SprintScorer:
             return cand
         y, y_hat, hidden, t = self.window(index, capture=True)
         mlp = self.model.blocks[t // 2].mlp
-        rest = y_hat - hidden @ mlp.W_out  # residual minus the down-projection's part
-        weight = self.refit(hidden, y - rest, mlp.W_out.detach(), self.ridge)
+        weight = self.refit(hidden, self.refit_target(t, y, y_hat, hidden), mlp.W_out.detach(), self.ridge)
         cand.tuned_weight = weight
         cand.tuned_sensitivity = self.sensitivity(y, self.window_with(t, y_hat, hidden, weight))
         return cand
+
+    def refit_target(self, t: int, y: torch.Tensor, y_hat: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """What ``hidden @ W_out`` of MLP sublayer ``t`` should be for the window to output ``y`` (``y_hat``:
+        its output now): the residual's shortfall added to the current down-projection. Where norms
+        follow the MLP (Gemma's ``ln2_post``), the shortfall is in the norms' output space, so it is
+        carried back through them, linearised at the current write (``pre_norm_target``)."""
+        block = self.model.blocks[t // 2]
+        mlp, norms = block.mlp, norms_after_mlp(block)
+        if not norms:
+            return y - (y_hat - hidden @ mlp.W_out)  # the residual minus the down-projection's part
+        write = hidden @ mlp.W_out + mlp.b_out  # the MLP's output before its norms
+        wanted = y - (y_hat - apply_norms(norms, write))  # what the norms should output
+        return pre_norm_target(norms, write, wanted) - mlp.b_out
 
     def window_with(self, t: int, y_hat: torch.Tensor, hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """The window's output ``y_hat`` had MLP sublayer ``t``'s W_out been ``weight`` (``hidden``: its
@@ -169,13 +217,7 @@ class SprintScorer:
         mlp, norms = block.mlp, norms_after_mlp(block)
         if not norms:
             return (y_hat - hidden @ mlp.W_out) + hidden @ weight
-
-        def write(w: torch.Tensor) -> torch.Tensor:
-            out = hidden @ w + mlp.b_out
-            for norm in norms:
-                out = norm(out)
-            return out
-
+        write = lambda w: apply_norms(norms, hidden @ w + mlp.b_out)  # noqa: E731
         return (y_hat - write(mlp.W_out)) + write(weight)
 
     def commit(self, cand: Candidate) -> None:
