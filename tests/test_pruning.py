@@ -2,7 +2,7 @@ import inspect
 import json
 import math
 import re
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -339,6 +339,35 @@ def test_resumable_continues_only_a_partial_recording_of_the_same_protocol():
         pruning.resumable({**partial, "runs": every_run}, protocol)
     with pytest.raises(ValueError, match="another protocol"):
         pruning.resumable({**partial, "protocol": {**asdict(protocol), "calib_ctx": 64}}, protocol)
+
+
+def test_redo_refit_keeps_every_untuned_run_and_records_the_tuned_ones_again(deep, calib, monkeypatch):
+    """After a change to the refit, only the diagnostic, the ridge and the runs that tune are made again."""
+    monkeypatch.setattr(recorded_runs, "calibration_split", lambda model, n, ctx, seed, source="shipped": (calib + seed, calib))
+    monkeypatch.setattr(recorded_runs, "eval_data", lambda model, protocol, seed=0: SimpleNamespace(tasks={}))
+    monkeypatch.setattr(recorded_runs, "quality_metrics", lambda model, data, kept: {"perplexity": 1.0})
+    monkeypatch.setattr(recorded_runs, "task_table", lambda model, tasks: [])
+    protocol = pruning.RecordingProtocol(
+        targets=[1.1], n_calib_windows=3, calib_ctx=10, calib_seeds=[0], n_val_tokens=8, val_ctx=8, n_task_items=1,
+        n_cloze_items=1, cloze_ctx=8, methods=["sprint", "sprint_no_tuning", "shortgpt"], top_k=2, ridge_grid=[0.1, 1.0],
+        diagnostic_windows=[3])
+    latency_raw = {"samples_s": {"dense": [1.0], "attn_removed": [0.9], "mlp_removed": [0.9]}, "n_removed": 1,
+                   "layers": [1], "prompt_len": 4, "new_tokens": 2}
+    rows = lambda best: [{"index": i, "ridge": r, "tokens": 30, "untuned_in": 1.0, "untuned_held": 1.0,  # noqa: E731
+                          "tuned_in": 0.5 + (r != best), "tuned_held": 0.5 + (r != best)} for i in (0, 1) for r in (0.1, 1.0)]
+    monkeypatch.setattr(recorded_runs, "refit_diagnostic", lambda *a: rows(1.0))
+    first = pruning.record_runs(deep, latency_raw, protocol)
+    assert pruning.TUNED_METHODS == ("sprint", "sprint_no_latency")
+    monkeypatch.setattr(recorded_runs, "refit_diagnostic", lambda *a: rows(0.1))  # a changed refit: 0.1 now wins
+    redone = pruning.redo_refit(deep, first, protocol, session=1)
+    assert list(redone["runs"]["0"]) == ["sprint_no_tuning", "shortgpt"] and redone["ridge"] == 0.1
+    assert redone["redone"] == [{"session": 1, "diagnostic": True, "methods": ["sprint", "sprint_no_latency"]}]
+    assert first["ridge"] == 1.0 and "sprint" in first["runs"]["0"]  # the caller's recording is not changed
+    again = pruning.record_runs(deep, latency_raw, protocol, resume=redone, session=1)
+    assert again["complete"] and {m: r["session"] for m, r in again["runs"]["0"].items()} == {
+        "sprint": 1, "sprint_no_tuning": 0, "shortgpt": 0}
+    with pytest.raises(ValueError, match="another protocol"):
+        pruning.redo_refit(deep, first, replace(protocol, calib_ctx=64), session=1)
 
 
 def test_a_recording_made_in_two_sessions_equals_one_made_at_once(deep, calib, monkeypatch):

@@ -281,15 +281,14 @@ def evaluated_once(measure: Callable[[HookedTransformer], dict]) -> Callable[[Ho
     return measure_once
 
 
-def measure_refit_diagnostic(model: HookedTransformer, protocol: RecordingProtocol) -> tuple[list[dict], list[dict], float]:
-    """(the refit diagnostic's rows, their summary, the ridge it chooses) of a recording: on the first calibration
-    seed, at each of the protocol's diagnostic window counts."""
+def measure_refit_diagnostic(model: HookedTransformer, protocol: RecordingProtocol) -> tuple[list[dict], list[dict]]:
+    """(the refit diagnostic's rows, their summary) of a recording: on the first calibration seed, at each of the
+    protocol's diagnostic window counts."""
     diagnostic = []
     for n_windows in protocol.diagnostic_windows:
         calib, held = calibration_split(model, n_windows, protocol.calib_ctx, protocol.calib_seeds[0], protocol.source)
         diagnostic += refit_diagnostic(model, calib, held, protocol.ridge_grid, protocol.diagnostic_candidates)
-    summary = diagnostic_summary(diagnostic)
-    return diagnostic, summary, choose_ridge(summary, protocol.n_calib_windows * protocol.calib_ctx)
+    return diagnostic, diagnostic_summary(diagnostic)
 
 
 def redo_refit(model: HookedTransformer, recording: Mapping[str, Any], protocol: RecordingProtocol, session: int) -> dict:
@@ -298,7 +297,8 @@ def redo_refit(model: HookedTransformer, recording: Mapping[str, Any], protocol:
     model and every other run are kept. What was redone, and in which session, is listed under 'redone'."""
     kept_runs = {seed: {m: run for m, run in runs.items() if m not in TUNED_METHODS} for seed, runs in recording["runs"].items()}
     payload = resumable({**recording, "runs": kept_runs}, protocol)  # checks the protocol
-    diagnostic, summary, ridge = measure_refit_diagnostic(model, protocol)
+    diagnostic, summary = measure_refit_diagnostic(model, protocol)
+    ridge = choose_ridge(summary, protocol.n_calib_windows * protocol.calib_ctx)
     payload.update(diagnostic=diagnostic, diagnostic_summary=summary, ridge=ridge, complete=False)
     payload.setdefault("redone", []).append({"session": session, "diagnostic": True, "methods": list(TUNED_METHODS)})
     return payload
@@ -327,8 +327,8 @@ def record_runs(
     else:
         table = task_table(model, data.tasks)
         kept = [row["task"] for row in table if row["kept"]]
-        diagnostic, summary, best = measure_refit_diagnostic(model, protocol)
-        chosen = best if ridge is None else ridge
+        diagnostic, summary = measure_refit_diagnostic(model, protocol)
+        chosen = choose_ridge(summary, protocol.n_calib_windows * protocol.calib_ctx) if ridge is None else ridge
         payload = {"kind": "runs", "complete": False, "protocol": asdict(protocol), "calibration_hashes": {},
                    "latency": latency_raw, "dense": quality_metrics(model, data, kept), "tasks": table, "kept_tasks": kept,
                    "diagnostic": diagnostic, "diagnostic_summary": summary, "ridge": chosen, "runs": {}}
