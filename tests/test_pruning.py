@@ -655,6 +655,8 @@ def test_claim_rows_judge_every_comparison_on_its_numbers():
                                  "prose", "shipped")
     assert "on human text" in swapped[0]["here"]
     assert swapped[1]["claim"] == "SPRINT keeps the lowest perplexity on the model's own text at 1.3×"
+    no_greedy = pruning.claim_rows(matched, ["sleb"], {}, "1.1 [0.7, 2.9]", False, [], human, "prose", "shipped")
+    assert [r["claim"] for r in no_greedy] == [r["claim"] for r in swapped[:-1]]  # the time claim: not run
 
 
 def test_check_rows_and_text_table():
@@ -663,6 +665,10 @@ def test_check_rows_and_text_table():
     live = {"shortgpt_order_matches": True, "dense_perplexity_here": 7.0, "dense_perplexity_recorded": 7.0}
     rows = pruning.check_rows(diagnostic, 1.0, 8, live, "prose")
     assert [r["result"] for r in rows] == ["passes"] * 4
+    worse = [*diagnostic, {**diagnostic[0], "tuned_in": 1.2}]  # one candidate's in-sample error rises
+    assert pruning.check_rows(worse, 1.0, 8, {}, "prose")[0]["result"] != "passes"
+    through_norm = pruning.check_rows(worse, 1.0, 8, {}, "prose", linear_refit=False)[0]
+    assert through_norm["result"] == "passes" and "median 0.500, max 1.200" in through_norm["here"]
     assert rows[-1]["check"] == "dense perplexity recomputed here (human text)"
     recorded = [{"method": "sprint", "target": 1.3, "perplexity": 11.0, "cloze_acc": 0.4}]
     other = [{"method": "sprint", "target": 1.3, "speedup_paper": 1.33, "perplexity": 80.0, "cloze_acc": 0.2}]
