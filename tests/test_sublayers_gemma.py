@@ -163,8 +163,8 @@ def test_pre_norm_target_undoes_an_rms_norm_at_the_current_scale(converted):
     current, z = torch.randn(2, 7, 32, generator=g), torch.randn(2, 7, 32, generator=g)
     rms = lambda x: x.pow(2).mean(-1, keepdim=True).sqrt()  # noqa: E731
     z = z * rms(current) / rms(z)  # an input with the current write's RMS: the norm's output pins it down
-    torch.testing.assert_close(pre_norm_target([norm], current, norm(z)), z, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(pre_norm_target([], current, z), z)  # no norm: the target itself
+    torch.testing.assert_close(pre_norm_target([norm], current, norm(z) - norm(current)), z, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(pre_norm_target([], current, z - current), z)  # no norm: the input moves by it
     assert torch.equal(apply_norms([norm], z), norm(z))
     with pytest.raises(NotImplementedError, match="RMSNorm"):
         pre_norm_target([torch.nn.LayerNorm(32)], current, z)

@@ -91,12 +91,12 @@ def apply_norms(norms: Sequence[torch.nn.Module], x: torch.Tensor) -> torch.Tens
     return x
 
 
-def pre_norm_target(norms: Sequence[torch.nn.Module], current: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
-    """What to feed ``norms`` (RMSNorms, applied in order) for them to output the direction of ``wanted``
-    [..., d], linearised at ``current``, what they are fed now. An RMSNorm's output has one RMS per token
-    (after its weight is divided out), so only ``wanted``'s direction can be reached: each norm is undone
-    with that direction at the RMS of what it is fed now (a token whose ``wanted`` is zero keeps its
-    input). Exact for any input of ``current``'s RMS."""
+def pre_norm_target(norms: Sequence[torch.nn.Module], current: torch.Tensor, shortfall: torch.Tensor) -> torch.Tensor:
+    """What to feed ``norms`` (RMSNorms, applied in order) for their output to move by ``shortfall`` [..., d],
+    linearised at ``current``, what they are fed now. An RMSNorm's output has one RMS per token (after its
+    weight is divided out), so only the direction of the wanted output (now's plus ``shortfall``) can be
+    reached: each norm is undone with that direction at the RMS of what it is fed now (a token whose wanted
+    output is zero keeps its input). Exact for any input of ``current``'s RMS."""
     inputs = []
     for norm in norms:
         if not isinstance(norm, RMSNorm):
@@ -104,6 +104,7 @@ def pre_norm_target(norms: Sequence[torch.nn.Module], current: torch.Tensor, wan
                                       "supported; only RMSNorm (Gemma's ln2_post, OLMo 2's ln2) is")
         inputs.append(current)
         current = norm(current)
+    wanted = current + shortfall  # what the norms should output
     rms = lambda v: v.pow(2).mean(-1, keepdim=True).sqrt()  # noqa: E731
     for norm, x in zip(reversed(norms), reversed(inputs), strict=True):
         x, weight = x.float(), norm.w.float()
@@ -205,8 +206,7 @@ class SprintScorer:
         if not norms:
             return y - (y_hat - hidden @ mlp.W_out)  # the residual minus the down-projection's part
         write = hidden @ mlp.W_out + mlp.b_out  # the MLP's output before its norms
-        wanted = y - (y_hat - apply_norms(norms, write))  # what the norms should output
-        return pre_norm_target(norms, write, wanted) - mlp.b_out
+        return pre_norm_target(norms, write, y - y_hat) - mlp.b_out
 
     def window_with(self, t: int, y_hat: torch.Tensor, hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """The window's output ``y_hat`` had MLP sublayer ``t``'s W_out been ``weight`` (``hidden``: its
